@@ -1,0 +1,47 @@
+"""``/healthz``: 200 when the database and the broker both answer, 503 naming the one that does not."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import DispatcherDep, SettingsDep
+from api.schemas import ComponentHealth, Health
+from db.session import get_engine
+
+router = APIRouter(tags=["health"])
+
+try:
+    VERSION = version("robustlab")
+except PackageNotFoundError:  # running from a checkout that is not installed
+    VERSION = "0.1.0"
+
+
+def _database_error(url: str) -> str | None:
+    try:
+        with get_engine(url).connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health, "description": "a service is down"}})
+def healthz(settings: SettingsDep, dispatcher: DispatcherDep) -> Health | JSONResponse:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        db_future = pool.submit(_database_error, settings.database_url)
+        broker_future = pool.submit(dispatcher.broker_error)
+        db_error, broker_error = db_future.result(), broker_future.result()
+    health = Health(
+        status="ok" if db_error is None and broker_error is None else "unavailable",
+        database=ComponentHealth(ok=db_error is None, detail=db_error),
+        broker=ComponentHealth(ok=broker_error is None, detail=broker_error),
+        version=VERSION,
+    )
+    if health.status != "ok":
+        return JSONResponse(status_code=503, content=health.model_dump(mode="json"))
+    return health

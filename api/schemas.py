@@ -1,0 +1,178 @@
+"""Response schemas. The request body of ``POST /jobs`` is :class:`evaluation.spec.JobSpec` itself (the one
+schema shared with the worker and the CLI); it is not duplicated here."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    status: JobStatusName
+    dataset: str
+    family: str
+    task: str
+    spec: dict[str, Any] = Field(description="the submitted JobSpec with all defaults filled in")
+    spec_hash: str
+    progress: dict[str, Any] | None = Field(None, description='latest report, e.g. {"phase": "train", "epoch": 3}')
+    error: str | None = None
+    worker: str | None = None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    code_version: str | None = Field(None, description="robustlab version that ran (or will run) the job")
+    eta_seconds: float | None = Field(
+        None, description="estimated seconds of training left, from the epoch timing the worker reports (running)"
+    )
+
+    @model_validator(mode="after")
+    def _eta_now(self) -> JobOut:
+        """The worker's ETA at its last progress write, less the time since that write."""
+        progress = self.progress or {}
+        eta, updated = progress.get("eta_seconds"), progress.get("updated_at")
+        if self.status != "running" or not isinstance(eta, (int, float)) or not isinstance(updated, str):
+            self.eta_seconds = None
+            return self
+        try:
+            since = (datetime.now(timezone.utc) - datetime.fromisoformat(updated)).total_seconds()
+        except (TypeError, ValueError):
+            since = 0.0
+        self.eta_seconds = round(max(float(eta) - max(since, 0.0), 0.0), 3)
+        return self
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class JobResults(BaseModel):
+    job_id: str
+    name: str
+    status: JobStatusName
+    metrics: dict[str, float] = Field(description="flat metric names: clean_acc, gaussian_acc@0.3, pgd_linf_acc@0.1")
+    info: dict[str, Any] = Field(default_factory=dict, description="versions, attack settings, warnings, solvers")
+    error: str | None = None
+
+
+class LeaderboardEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    rank: int
+    job_id: str
+    name: str = Field(description="the job's (model's) name")
+    dataset: str
+    family: str
+    task: str
+    width: int | None = None
+    depth: int | None = None
+    theta: float | None = None
+    h: float | None = None
+    hyper_parameters: dict[str, Any] = Field(
+        default_factory=dict, description="width, depth, theta, h, hidden, activation, epochs, lr, optimizer, …"
+    )
+    value: float = Field(description="the value of the ranking metric")
+    clean_acc: float | None = None
+    gaussian_acc: dict[str, float] = Field(default_factory=dict, description="σ → accuracy under Gaussian noise")
+    pgd_linf_acc: dict[str, float] = Field(default_factory=dict, description="ε → accuracy under PGD (L∞)")
+    pgd_l2_acc: dict[str, float] = Field(default_factory=dict, description="ε → accuracy under PGD (L2)")
+    certified_l2_acc: dict[str, float] = Field(default_factory=dict, description="ε → certified L2 accuracy")
+    metrics: dict[str, float]
+    created_at: datetime
+    finished_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _group_robustness(self) -> LeaderboardEntry:
+        """``gaussian_acc@0.1`` → ``gaussian_acc["0.1"]``, and so on for PGD and certified accuracy."""
+        for name, value in self.metrics.items():
+            kind, at, level = name.partition("@")
+            if at and kind in ("gaussian_acc", "pgd_linf_acc", "pgd_l2_acc", "certified_l2_acc"):
+                getattr(self, kind)[level] = value
+        return self
+
+
+class Leaderboard(BaseModel):
+    metric: str = Field(description="the ranking metric, with its ε / σ: pgd_linf_acc@0.1")
+    order: Literal["desc", "asc"]
+    dataset: str | None = None
+    family: str | None = None
+    task: str | None = None
+    limit: int = 20
+    entries: list[LeaderboardEntry]
+    next_cursor: str | None = Field(
+        None, description="pass as ?cursor= (with the same filters) for the next page; null on the last page"
+    )
+
+
+class CompareJob(BaseModel):
+    job_id: str
+    name: str
+    status: JobStatusName
+    dataset: str
+    family: str
+    task: str
+    hyper_parameters: dict[str, Any]
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class Comparison(BaseModel):
+    jobs: list[CompareJob] = Field(description="the jobs in the order asked for")
+    metrics: dict[str, list[float | None]] = Field(
+        description="metric → one value per job (same order as ``jobs``; null where a job lacks it)"
+    )
+
+
+class ArtifactOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: Literal["checkpoint", "dataset"]
+    ref: str = Field("", description="what a job spec uses: 'artifact:<id>'")
+    filename: str
+    size_bytes: int
+    sha256: str
+    meta: dict[str, Any] = Field(description="checkpoint: model_spec, tensors; dataset: shapes, num_classes")
+    created_at: datetime
+
+    @model_validator(mode="after")
+    def _ref(self) -> ArtifactOut:
+        self.ref = f"artifact:{self.id}"
+        return self
+
+
+class JobFile(BaseModel):
+    path: str = Field(description="relative to the job's artifacts directory: model.safetensors, result.json, …")
+    size_bytes: int
+
+
+class JobFiles(BaseModel):
+    job_id: str
+    files: list[JobFile]
+
+
+class ComponentHealth(BaseModel):
+    ok: bool
+    detail: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: ComponentHealth
+    broker: ComponentHealth
+    version: str
+
+
+class Message(BaseModel):
+    detail: str

@@ -1,0 +1,252 @@
+"""Benchmark of the evaluation engine's overheads (a script, not a test).
+
+    python benchmarks/bench_evaluation.py            # CPU with 1 thread (CUDA if present)
+    python benchmarks/bench_evaluation.py --quick    # fewer rounds
+
+Three ratios, each on the same model and the same data for both sides:
+
+* **PGD throughput** — ``evaluation.pgd.pgd_accuracy`` (our adapter: the [0, 1] box map, the clean pass, the
+  worst case over restarts) against a raw torchattacks loop (``PGD`` / ``PGDL2`` called directly, then one
+  forward to score). Data: scikit-learn's digits, already in [0, 1], so the raw loop is correct as it is (PGDL2
+  gets the image-shaped (N, 1, 8, 8) view it expects). Ratio = our samples/s ÷ raw samples/s; goal ≥ 0.95.
+* **Gaussian sweep** — ``evaluation.gaussian.gaussian_noise_accuracy`` over k = len(σ)·repeats noisy copies
+  against k clean forwards of the test set. Ratio = ours ÷ k forwards; goal ≤ 1.2.
+* **Certification** — ``evaluation.certified.certified_accuracy`` (sound Lipschitz bound from exact spectral
+  norms + margins) against one clean forward. "cold" is the first call on a model; "warm" a later call on the
+  same, unchanged model (the exact norms are cached per model while its parameters are unchanged). Goal ≤ 1.2.
+
+Models: an explicit ResNet and an implicit θ = 0.5 network with spectral normalisation (the seed-001 field
+F^{α,β}), built by ``models.build_model`` from a spec; weights are the seeded initialisation (throughput does not
+depend on training). Timings interleave the candidates round by round (a load change on a shared machine hits
+both alike); times are medians over rounds and each ratio is the median of the per-round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torchattacks  # noqa: E402
+
+from evaluation.certified import certified_accuracy  # noqa: E402
+from evaluation.datasets import digits, two_spirals  # noqa: E402
+from evaluation.gaussian import gaussian_noise_accuracy, predict  # noqa: E402
+from evaluation.pgd import pgd_accuracy  # noqa: E402
+from evaluation.spec import ModelSpec  # noqa: E402
+from models import build_model  # noqa: E402
+
+GOALS = {"pgd": 0.95, "gaussian": 1.2, "certified": 1.2}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Timings(dict):
+    """name → median seconds per call; :meth:`ratio` is the median over rounds of the per-round ratio (the two
+    calls of a round ran back to back, so a load change on a shared machine mostly cancels out)."""
+
+    def __init__(self, samples: dict[str, list[float]]):
+        super().__init__({k: statistics.median(v) for k, v in samples.items()})
+        self.samples = samples
+
+    def ratio(self, num: str, den: str) -> float:
+        return statistics.median(a / b for a, b in zip(self.samples[num], self.samples[den], strict=True))
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], rounds: int, device: torch.device) -> Timings:
+    """Seconds per call of each function, calls interleaved round by round (in reversed order every other round,
+    so neither side always runs first), after one warm-up each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(rounds):
+        order = list(fns.items()) if i % 2 == 0 else list(reversed(fns.items()))
+        for name, fn in order:
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return Timings(times)
+
+
+def make_model(family: str, input_dim: int, output_dim: int, device: torch.device, **kw) -> torch.nn.Module:
+    fields = {"family": family, "input_dim": input_dim, "output_dim": output_dim, **kw}
+    if family == "implicit":
+        fields.setdefault("theta", 0.5)
+        fields.setdefault("spectral", {"lower": -1.0, "upper": 1.0})
+    torch.manual_seed(0)
+    return build_model(ModelSpec.model_validate(fields)).to(device).eval()
+
+
+def models_for(data, device: torch.device) -> dict[str, torch.nn.Module]:
+    d, k = data.input_dim, data.num_classes
+    return {
+        "explicit w32 d10": make_model("explicit", d, k, device, width=32, depth=10, h=0.3),
+        "implicit w16 d5 θ=.5 spectral": make_model("implicit", d, k, device, width=16, depth=5, h=0.3),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- PGD
+class Image2Flat(torch.nn.Module):
+    """torchattacks' PGDL2 needs (N, C, H, W): the raw loop feeds (N, 1, 8, 8) and flattens here."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.flatten(1))
+
+
+def bench_pgd(rounds: int, device: torch.device, steps: int, n: int) -> list[dict]:
+    data = digits(n_train=1000, n_test=n, seed=0)
+    x, y = data.x_test.to(device), data.y_test.to(device)
+    rows = []
+    for model_name, model in models_for(data, device).items():
+        for norm, eps in (("Linf", 8 / 255), ("L2", 0.5)):
+            alpha = 2.5 * eps / steps
+
+            def ours(model=model, norm=norm, eps=eps) -> None:
+                pgd_accuracy(model, x, y, norm, [eps], steps, 1, None, 0, (0.0, 1.0))
+
+            def raw(model=model, norm=norm, eps=eps, alpha=alpha) -> None:
+                if norm == "Linf":
+                    attack = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+                    adv = attack(x, y)
+                    with torch.no_grad():
+                        (model(adv).argmax(1) == y).float().mean()
+                else:
+                    wrapped = Image2Flat(model)
+                    attack = torchattacks.PGDL2(wrapped, eps=eps, alpha=alpha, steps=steps, random_start=True)
+                    adv = attack(x.view(len(x), 1, 8, 8), y)
+                    with torch.no_grad():
+                        (wrapped(adv).argmax(1) == y).float().mean()
+
+            t = time_interleaved({"ours": ours, "raw": raw}, rounds, device)
+            rows.append(
+                {
+                    "case": f"PGD {norm} {steps} steps, {model_name}, digits n={len(x)}",
+                    "ours": len(x) / t["ours"],
+                    "peer": len(x) / t["raw"],
+                    "ratio": t.ratio("raw", "ours"),  # throughput ratio
+                    "goal": f"≥ {GOALS['pgd']}",
+                    "ok": t.ratio("raw", "ours") >= GOALS["pgd"],
+                    "unit": "samples/s",
+                }
+            )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- Gaussian
+def bench_gaussian(rounds: int, device: torch.device) -> list[dict]:
+    sigmas, repeats = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5], 10
+    k = len(sigmas) * repeats
+    rows = []
+    for data_name, data in (("digits n=797", digits(n_train=1000, n_test=797)), ("spirals n=100", two_spirals())):
+        x, y = data.x_test.to(device), data.y_test.to(device)
+        for model_name, model in models_for(data, device).items():
+
+            def ours(model=model, x=x, y=y, box=data.valid_range) -> None:
+                gaussian_noise_accuracy(model, x, y, sigmas, repeats, 0, box)
+
+            def forwards(model=model, x=x) -> None:
+                for _ in range(k):
+                    predict(model, x)
+
+            t = time_interleaved({"ours": ours, "k forwards": forwards}, rounds, device)
+            rows.append(
+                {
+                    "case": f"Gaussian {len(sigmas)} σ × {repeats} repeats, {model_name}, {data_name}",
+                    "ours": t["ours"] * 1e3,
+                    "peer": t["k forwards"] * 1e3,
+                    "ratio": t.ratio("ours", "k forwards"),
+                    "goal": f"≤ {GOALS['gaussian']}",
+                    "ok": t.ratio("ours", "k forwards") <= GOALS["gaussian"],
+                    "unit": "ms",
+                }
+            )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- certified
+def bench_certified(rounds: int, device: torch.device) -> list[dict]:
+    rows = []
+    for data_name, data in (("digits n=797", digits(n_train=1000, n_test=797)), ("spirals n=100", two_spirals())):
+        x, y = data.x_test.to(device), data.y_test.to(device)
+        for model_name, model in models_for(data, device).items():
+
+            def forward(model=model, x=x) -> None:
+                with torch.no_grad():
+                    model(x)
+
+            def warm(model=model, x=x, y=y) -> None:
+                certified_accuracy(model, x, y, [0.05, 0.1])
+
+            def cold(model=model, x=x, y=y) -> None:
+                with torch.no_grad():  # an in-place no-op bumps the parameter versions: the cache misses
+                    for p in model.parameters():
+                        p.add_(0.0)
+                certified_accuracy(model, x, y, [0.05, 0.1])
+
+            t = time_interleaved({"forward": forward, "warm": warm, "cold": cold}, rounds, device)
+            for kind in ("cold", "warm"):
+                rows.append(
+                    {
+                        "case": f"certification ({kind}), {model_name}, {data_name}",
+                        "ours": t[kind] * 1e3,
+                        "peer": t["forward"] * 1e3,
+                        "ratio": t.ratio(kind, "forward"),
+                        "goal": f"≤ {GOALS['certified']}",
+                        "ok": t.ratio(kind, "forward") <= GOALS["certified"],
+                        "unit": "ms",
+                    }
+                )
+    return rows
+
+
+def print_rows(title: str, rows: list[dict], peer: str) -> None:
+    print(f"\n{title}")
+    width = max(len(r["case"]) for r in rows)
+    print(f"  {'case':<{width}}  {'ours':>10}  {peer:>12}  {'ratio':>6}  goal")
+    for r in rows:
+        mark = "ok" if r["ok"] else "MISSED"
+        print(
+            f"  {r['case']:<{width}}  {r['ours']:>10.4g}  {r['peer']:>12.4g}  {r['ratio']:>6.3f}  {r['goal']} {mark}"
+            f"   ({r['unit']})"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1)")
+    parser.add_argument("--steps", type=int, default=20, help="PGD steps")
+    parser.add_argument("--only", choices=["pgd", "gaussian", "certified"], action="append")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    rounds = 3 if args.quick else 15
+    print(f"device {device}, torch {torch.__version__}, torchattacks {torchattacks.__version__}, rounds {rounds}")
+    only = set(args.only or ["pgd", "gaussian", "certified"])
+    if "pgd" in only:
+        print_rows("PGD throughput: ours vs raw torchattacks", bench_pgd(rounds, device, args.steps, 797), "raw")
+    if "gaussian" in only:
+        print_rows("Gaussian sweep: ours vs k clean forwards", bench_gaussian(rounds, device), "k forwards")
+    if "certified" in only:
+        print_rows("Certification: ours vs one clean forward", bench_certified(rounds, device), "1 forward")
+
+
+if __name__ == "__main__":
+    main()

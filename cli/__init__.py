@@ -1,0 +1,1 @@
+"""The ``robustlab`` command line (typer): :mod:`cli.main`."""

@@ -1,0 +1,265 @@
+"""``robustlab sweep``: run a grid of jobs (in-process, or on a server) and print one comparison table.
+
+::
+
+    robustlab sweep examples/spirals-theta-sweep.json --compare-seed001
+    robustlab sweep examples/spirals-implicit.json --set model.theta=0,0.25,0.5,0.75,1 \\
+        --set train.regularizers.stochastic.sigma=0.01,0.05 --out runs/theta --jobs 2
+    robustlab sweep examples/spirals-implicit.json --set model.theta=0,1 --server http://127.0.0.1:8000
+
+The grid logic lives in :mod:`evaluation.sweep`; this module parses options, runs or submits the points and
+renders the tables. Exit codes: 0 every point succeeded, 1 some point failed, 2 bad input or server errors.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evaluation.sweep import (
+    SEED001_GAUSSIAN,
+    PointOutcome,
+    SweepError,
+    SweepPoint,
+    axis_labels,
+    expand_grid,
+    format_value,
+    gaussian_curve,
+    main_metric_columns,
+    merge_axes,
+    parse_set,
+    run_points_local,
+    seed001_reference,
+    split_sweep,
+    summary,
+    theta_of,
+    trend_check,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+SHORT = {
+    "clean_acc": "clean",
+    "gaussian_acc": "gauss",
+    "pgd_linf_acc": "pgd∞",
+    "pgd_l2_acc": "pgd2",
+    "certified_l2_acc": "cert2",
+}
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def column_title(metric: str) -> str:
+    base, _, level = metric.partition("@")
+    short = SHORT.get(base, base)
+    return f"{short}@{level}" if level else short
+
+
+def comparison_table(outcomes: Sequence[PointOutcome], title: str) -> Table:
+    """One row per point: its grid values, then clean / Gaussian per σ / PGD / certified accuracy (%)."""
+    paths = list(outcomes[0].point.params) if outcomes else []
+    labels = axis_labels(paths)
+    columns = main_metric_columns([o.metrics for o in outcomes if o.ok])
+    table = Table(title=title, caption="accuracy in % (gauss@σ: mean over draws; pgd: attack; cert2: certified L2)")
+    for path in paths:
+        table.add_column(labels[path], justify="right", style="bold")
+    for column in columns:
+        table.add_column(column_title(column), justify="right")
+    table.add_column("status")
+    for o in outcomes:
+        row = [format_value(o.point.params[p]) for p in paths]
+        row += [_pct(o.metrics.get(c)) for c in columns]
+        row.append("ok" if o.ok else f"[red]{o.status}[/]: {(o.error or '')[:80]}")
+        table.add_row(*row)
+    return table
+
+
+def seed001_table(outcomes: Sequence[PointOutcome]) -> Table | None:
+    """Rows: noise σ of seed 001's table; for every point whose θ the table has, our Gaussian accuracy beside
+    the seed's (both %). ``None`` when no point has such a θ."""
+    ours = [(o, seed001_reference(theta_of(o.point))) for o in outcomes if o.ok]
+    ours = [(o, ref) for o, ref in ours if ref is not None]
+    if not ours:
+        return None
+    labels = axis_labels(list(ours[0][0].point.params))
+    table = Table(
+        title="Gaussian-noise accuracy (%): this sweep beside seed 001",
+        caption="seed 001: Reshniak & Webster, poster 'Robust learning with implicit residual networks' "
+        "(same σ grid; their data and model, not ours)",
+    )
+    table.add_column("σ", justify="right", style="bold")
+    for o, _ in ours:
+        table.add_column(f"ours\n{o.point.label(labels)}", justify="right")
+        table.add_column(f"seed 001\nθ={format_value(theta_of(o.point))}", justify="right", style="dim")
+    for sigma in sorted(SEED001_GAUSSIAN):
+        row = [f"{sigma:.2f}"]
+        for o, ref in ours:
+            curve = gaussian_curve(o.metrics)
+            mine = next((v for s, v in curve.items() if abs(s - sigma) < 1e-9), None)
+            row += [_pct(mine), _pct(ref[sigma])]
+        table.add_row(*row)
+    return table
+
+
+def print_wide(table: Table) -> None:
+    """On a terminal, fit its width; elsewhere (a pipe, a log, CI) print the table at its natural width rather
+    than squashing columns into 80 characters."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    needed = Measurement.get(console, console.options.update(width=1000), table).maximum
+    width = console.width
+    console.width = max(width, needed)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
+def trend_lines(outcomes: Sequence[PointOutcome]) -> list[str]:
+    lines = []
+    for sigma in sorted({0.3, 0.5}):
+        check = trend_check(outcomes, sigma)
+        if check is None or check.rises is None:
+            continue
+        values = ", ".join(f"θ={format_value(t)}: {_pct(v)}" for t, v in check.by_theta.items())
+        verdict = "rises" if check.rises else "does NOT rise"
+        shape = "monotone" if check.monotone else "not monotone"
+        lines.append(f"accuracy at σ={sigma:g} {verdict} from θ_min to θ_max ({shape}): {values}")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------- server
+def run_points_server(points: Sequence[SweepPoint], server: str, poll: float, timeout: float | None):
+    """Submit every point, then wait for all of them (they run concurrently on the workers)."""
+    from cli.client import ApiError, RobustlabClient
+
+    outcomes: list[PointOutcome] = []
+    with RobustlabClient(server) as client:
+        submitted = []
+        for p in points:
+            try:
+                job = client.submit(p.data)
+            except ApiError as exc:
+                raise _fail(f"submitting {p.name}: {exc}") from None
+            console.print(f"submitted {p.name}: job {job['id']}", highlight=False)
+            submitted.append((p, job["id"]))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for p, job_id in submitted:
+            left = None if deadline is None else max(1.0, deadline - time.monotonic())
+            try:
+                job = client.wait(job_id, None, poll, left)
+                metrics = client.results(job_id)["metrics"] if job["status"] == "succeeded" else {}
+            except (ApiError, TimeoutError) as exc:
+                outcomes.append(PointOutcome(p, "failed", {}, str(exc), job_id=job_id))
+                continue
+            outcome = PointOutcome(p, job["status"], metrics, job.get("error"), job_id=job_id)
+            _report(outcome)
+            outcomes.append(outcome)
+    return outcomes
+
+
+def _report(o: PointOutcome) -> None:
+    if o.ok:
+        clean = o.metrics.get("clean_acc")
+        console.print(f"[green]done[/] {o.point.name}: clean {_pct(clean)}%", highlight=False)
+    else:
+        err_console.print(f"[red]{o.status}[/] {o.point.name}: {o.error}", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------------- command
+def sweep(
+    spec_file: Annotated[Path, typer.Argument(help='job spec (JSON); a top-level "sweep" object adds grid axes')],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="grid axis PATH=V1,V2,… (repeatable; overrides the file's sweep for PATH)"),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="output directory (default: runs/<name>-sweep)")] = None,
+    server: Annotated[str | None, typer.Option("--server", help="submit the points to this API and wait")] = None,
+    compare_seed001: Annotated[
+        bool, typer.Option("--compare-seed001", help="print seed 001's Gaussian-noise table beside ours")
+    ] = False,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="in-process: points run in parallel processes")] = 1,
+    poll: Annotated[float, typer.Option(help="--server: seconds between status polls")] = 1.0,
+    timeout: Annotated[float | None, typer.Option(help="--server: give up waiting after this many seconds")] = None,
+) -> None:
+    """Run a grid of jobs over dotted spec paths and print one comparison table (exit 1 if a point failed)."""
+    from cli.main import _read_spec_file
+
+    data = _read_spec_file(spec_file)
+    try:
+        base, file_axes = split_sweep(data)
+        axes = merge_axes(file_axes, dict(parse_set(option) for option in set_ or []))
+        points = expand_grid(base, axes)
+    except SweepError as exc:
+        raise _fail(str(exc)) from None
+    title = f"sweep {base.get('name', spec_file.stem)}: {len(points)} point(s)"
+    console.print(title + (f" on {server}" if server else " in-process"), highlight=False)
+
+    if server is not None:
+        outcomes = run_points_server(points, server, poll, timeout)
+        out_dir = out
+    else:
+        from db.config import get_settings
+
+        out_dir = out or Path("runs") / f"{base.get('name', spec_file.stem)}-sweep"
+        threads = get_settings().torch_threads
+        try:
+            outcomes = run_points_local(points, out_dir, jobs=jobs, torch_threads=threads, on_done=_report)
+        except KeyboardInterrupt:
+            raise _fail("interrupted", code=130) from None
+        outcomes.sort(key=lambda o: o.point.index)
+
+    print_wide(comparison_table(outcomes, title))
+    if compare_seed001:
+        table = seed001_table(outcomes)
+        if table is None:
+            console.print("no point has a θ of seed 001's table (0, 0.25, 0.5, 0.75, 1): nothing to compare")
+        else:
+            print_wide(table)
+        for line in trend_lines(outcomes):
+            console.print(line, highlight=False)
+    if out_dir is not None:
+        _write_summary(Path(out_dir), outcomes, base.get("name", "sweep"), compare_seed001)
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
+def _write_summary(out_dir: Path, outcomes: Sequence[PointOutcome], name: str, reference: bool) -> None:
+    """``sweep.json`` (every point's grid values and metrics) and ``sweep_gaussian.png``."""
+    from evaluation.plots import SWEEP_FILE, plot_sweep_gaussian
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "sweep.json").write_text(json.dumps(summary(outcomes), indent=2, sort_keys=True))
+    labels = axis_labels(list(outcomes[0].point.params)) if outcomes else {}
+    curves: dict[str, Mapping[float, float]] = {o.point.label(labels): gaussian_curve(o.metrics) for o in outcomes}
+    refs = None
+    if reference:
+        refs = {}
+        theta_only = list(labels) == ["model.theta"]
+        for o in outcomes:
+            ref = seed001_reference(theta_of(o.point))
+            if ref is not None:  # a θ-only grid: our label, so the same colour as our curve; else one per θ
+                refs[o.point.label(labels) if theta_only else f"θ={format_value(theta_of(o.point))}"] = ref
+    try:
+        plot_sweep_gaussian(curves, out_dir / SWEEP_FILE, name, refs)
+    except Exception as exc:
+        err_console.print(f"sweep plot not written: {type(exc).__name__}: {exc}", highlight=False)
+    console.print(f"wrote {out_dir}/sweep.json and {out_dir}/{SWEEP_FILE}", highlight=False)

@@ -1,0 +1,231 @@
+"""PNG plots of one job's robustness numbers (matplotlib, Agg canvas, no pyplot state).
+
+Three figures, written by :func:`write_plots` next to ``result.json``:
+
+* ``plot_gaussian.png`` — accuracy vs Gaussian noise σ, mean ± std over the draws (seed 001's table
+  "Classification accuracy for data corrupted with Gaussian noise", as a curve);
+* ``plot_eps.png`` — accuracy vs ε for PGD L∞, PGD L2 and certified L2 on one axis (clean accuracy at ε = 0);
+* ``plot_radius.png`` — histogram of the per-sample certified L2 radii, the certified ε marked.
+
+Every function reads flat metrics (``gaussian_acc@0.3`` …) so it works on a ``RunResult`` as well as on the
+``metrics`` of a stored ``result.json``::
+
+    from evaluation.plots import write_plots
+    write_plots("runs/spirals", result.metrics, title="spirals-implicit", radii=radii)
+
+Figures are built with :class:`matplotlib.figure.Figure` directly (no global backend switch, safe in a worker).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+GAUSSIAN_FILE = "plot_gaussian.png"
+EPS_FILE = "plot_eps.png"
+RADIUS_FILE = "plot_radius.png"
+SWEEP_FILE = "sweep_gaussian.png"
+PLOT_FILES = (GAUSSIAN_FILE, EPS_FILE, RADIUS_FILE)
+
+# metric prefix → (legend label, colour, marker)
+EPS_SERIES = {
+    "pgd_linf_acc": ("PGD L∞ (attack: upper bound on robust acc.)", "tab:red", "o"),
+    "pgd_l2_acc": ("PGD L2 (attack: upper bound on robust acc.)", "tab:blue", "s"),
+    "certified_l2_acc": ("certified L2 (sound: lower bound)", "tab:green", "^"),
+}
+
+
+def series(metrics: Mapping[str, float], prefix: str) -> list[tuple[float, float]]:
+    """``[(level, value), …]`` of the metrics named ``<prefix>@<level>``, sorted by level."""
+    points = []
+    for name, value in metrics.items():
+        base, sep, level = name.partition("@")
+        if sep and base == prefix:
+            try:
+                points.append((float(level), float(value)))
+            except ValueError:
+                continue
+    return sorted(points)
+
+
+def _figure(title: str, subtitle: str | None = None):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title if subtitle is None else f"{title}\n{subtitle}", fontsize=11)
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _save(fig, path: Path) -> Path:
+    """Write to a temporary name, then rename: a reader never sees half a PNG."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.tmp")
+    fig.savefig(partial, format="png")
+    partial.replace(path)
+    return path
+
+
+def plot_gaussian(metrics: Mapping[str, float], path: str | Path, title: str) -> Path | None:
+    """Accuracy vs σ with a ±std band; ``None`` (nothing written) when there are no Gaussian metrics."""
+    mean = series(metrics, "gaussian_acc")
+    if not mean:
+        return None
+    std = dict(series(metrics, "gaussian_acc_std"))
+    sigmas = [s for s, _ in mean]
+    acc = [a for _, a in mean]
+    err = [std.get(s, 0.0) for s in sigmas]
+    fig, ax = _figure(f"Accuracy under Gaussian noise — {title}", "x + σ·N(0, I), mean ± std over draws")
+    low = [a - e for a, e in zip(acc, err, strict=True)]
+    high = [a + e for a, e in zip(acc, err, strict=True)]
+    ax.fill_between(sigmas, low, high, alpha=0.2, color="tab:blue")
+    ax.errorbar(sigmas, acc, yerr=err, marker="o", capsize=3, color="tab:blue", label="accuracy (mean ± std)")
+    if "clean_acc" in metrics:
+        ax.axhline(metrics["clean_acc"], ls="--", color="grey", lw=1, label=f"clean {metrics['clean_acc']:.3f}")
+    ax.set_xlabel("noise standard deviation σ (input units)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="lower left", fontsize=9)
+    return _save(fig, Path(path))
+
+
+def plot_eps(metrics: Mapping[str, float], path: str | Path, title: str, settings: str | None = None) -> Path | None:
+    """PGD L∞, PGD L2 and certified L2 accuracy vs ε on one axis; ``None`` when none of them was measured."""
+    present = {prefix: series(metrics, prefix) for prefix in EPS_SERIES}
+    present = {k: v for k, v in present.items() if v}
+    if not present:
+        return None
+    fig, ax = _figure(f"Robust accuracy vs ε — {title}", settings)
+    clean = metrics.get("clean_acc")
+    for prefix, points in present.items():
+        label, colour, marker = EPS_SERIES[prefix]
+        xs, ys = [e for e, _ in points], [a for _, a in points]
+        if clean is not None:  # every curve starts at the clean accuracy (ε = 0)
+            xs, ys = [0.0, *xs], [clean, *ys]
+        ax.plot(xs, ys, marker=marker, color=colour, label=label)
+    if clean is not None:
+        ax.axhline(clean, ls="--", color="grey", lw=1, label=f"clean {clean:.3f}")
+    ax.set_xlabel("perturbation budget ε (input units; L∞ and L2 share the axis)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(left=0)
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, Path(path))
+
+
+def plot_radius(
+    radii: Sequence[float], path: str | Path, title: str, eps: Sequence[float] = (), method: str | None = None
+) -> Path | None:
+    """Histogram of certified L2 radii (0 = misclassified or no margin), certified ε as vertical lines."""
+    import numpy as np
+
+    r = np.asarray(radii, dtype=np.float64).ravel()
+    if r.size == 0:
+        return None
+    zero = int((r <= 0).sum())
+    subtitle = f"{r.size} test samples; {zero} with radius 0 (misclassified or no margin)"
+    subtitle += f"\nmedian {np.median(r):.3g}, max {r.max():.3g}"
+    if method:
+        subtitle += f"; Lipschitz-margin certificate ({method})"
+    fig, ax = _figure(f"Certified L2 radius — {title}", subtitle)
+    top = float(r.max()) if r.max() > 0 else 1.0
+    top = max(top, *eps) if eps else top
+    bins = np.linspace(0.0, top * 1.02, 31)
+    ax.hist(r, bins=bins, color="tab:green", alpha=0.75, edgecolor="white")
+    for i, e in enumerate(sorted(eps)):
+        share = float((r > e).mean())
+        ax.axvline(e, ls="--", color="black", lw=1)
+        right_half = e > 0.6 * top  # label on the line's left near the right edge, so it stays inside the axes
+        ax.annotate(
+            f"ε={e:g}: {share:.0%} certified",
+            xy=(e, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(-4 if right_half else 4, -14 - 13 * i),
+            textcoords="offset points",
+            ha="right" if right_half else "left",
+            fontsize=8,
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
+    ax.set_xlabel("certified L2 radius (input units); dashed: certified ε")
+    ax.set_ylabel("number of test samples")
+    return _save(fig, Path(path))
+
+
+def write_plots(
+    out_dir: str | Path,
+    metrics: Mapping[str, float],
+    title: str,
+    radii: Sequence[float] | None = None,
+    certified_eps: Sequence[float] = (),
+    eps_settings: str | None = None,
+    radius_method: str | None = None,
+) -> list[str]:
+    """Write every plot the metrics support into ``out_dir``; returns the file names written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        plot_gaussian(metrics, out / GAUSSIAN_FILE, title),
+        plot_eps(metrics, out / EPS_FILE, title, eps_settings),
+        None if radii is None else plot_radius(radii, out / RADIUS_FILE, title, certified_eps, radius_method),
+    ]
+    return [p.name for p in written if p is not None]
+
+
+def plot_sweep_gaussian(
+    curves: Mapping[str, Mapping[float, float]],
+    path: str | Path,
+    title: str,
+    reference: Mapping[str, Mapping[float, float]] | None = None,
+    reference_label: str = "seed 001",
+) -> Path | None:
+    """One accuracy-vs-σ curve per sweep point (solid) and, optionally, reference curves (dashed, same colour
+    when the label matches). ``curves``: label → {σ: accuracy in [0, 1]}."""
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return None
+    from matplotlib import colormaps
+
+    fig, ax = _figure(f"Accuracy under Gaussian noise — {title}", "solid: this run; dashed: reference")
+    cmap = colormaps["viridis"]
+    labels = list(dict.fromkeys([*curves, *(reference or {})]))
+    colour = {lab: cmap(i / max(1, len(labels) - 1)) for i, lab in enumerate(labels)}
+    for lab, points in curves.items():
+        xs = sorted(points)
+        ax.plot(xs, [points[x] for x in xs], marker="o", color=colour[lab], label=lab)
+    for lab, points in (reference or {}).items():
+        xs = sorted(points)
+        ax.plot(xs, [points[x] for x in xs], ls="--", marker="x", color=colour[lab], label=f"{lab} ({reference_label})")
+    ax.set_xlabel("noise standard deviation σ (input units)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="lower left", fontsize=7, ncol=2 if len(labels) > 3 else 1)
+    return _save(fig, Path(path))
+
+
+def radius_quantiles(radii: Sequence[float], levels: int = 21) -> list[float]:
+    """``levels`` evenly spaced quantiles (0 … 1) of the radii, rounded to 6 significant digits: a compact
+    description of the distribution for ``result.json``."""
+    import numpy as np
+
+    r = np.asarray(radii, dtype=np.float64).ravel()
+    if r.size == 0:
+        return []
+    q = np.quantile(r, np.linspace(0.0, 1.0, levels))
+    return [float(f"{v:.6g}") if math.isfinite(v) else float(v) for v in q]
+
+
+__all__ = [
+    "EPS_FILE",
+    "GAUSSIAN_FILE",
+    "PLOT_FILES",
+    "RADIUS_FILE",
+    "plot_eps",
+    "plot_gaussian",
+    "plot_radius",
+    "plot_sweep_gaussian",
+    "radius_quantiles",
+    "series",
+    "write_plots",
+]

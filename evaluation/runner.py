@@ -1,0 +1,245 @@
+"""Run one job in-process: data → train (or load) → evaluate → (optionally) write ``result.json``, weights, spec.
+
+The worker and ``robustlab run`` both call :func:`run_job`; it knows nothing of databases or queues.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import models
+from evaluation.certified import certified_accuracy
+from evaluation.datasets import Dataset, load_dataset
+from evaluation.gaussian import gaussian_noise_accuracy, predict
+from evaluation.pgd import pgd_accuracy
+from evaluation.plots import radius_quantiles, write_plots
+from evaluation.spec import JobSpec, metric_key
+from evaluation.training import train_classifier
+
+CODE_VERSION = "0.1.0"
+RADIUS_KEY = "certified_radius"
+Progress = Callable[[dict], None]
+
+
+class SanityCheckFailed(RuntimeError):
+    """Evaluated numbers break an invariant (e.g. certified > PGD accuracy): a bug, never stored."""
+
+
+@dataclass
+class RunResult:
+    """``metrics`` and ``info`` go to ``result.json`` (and the database); ``arrays`` holds per-sample data that
+    does not (``certified_radius``: the certified L2 radius of every test sample, 0 where misclassified)."""
+
+    metrics: dict[str, float]
+    info: dict
+    model: nn.Module = field(repr=False)
+    arrays: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def to_json(self, spec: JobSpec) -> dict:
+        return {
+            "name": spec.name,
+            "spec_hash": self.info["spec_hash"],
+            "spec": spec.model_dump(mode="json"),
+            "metrics": self.metrics,
+            "info": self.info,
+        }
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("spec asks for device 'cuda' but this worker has no CUDA device")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def library_versions() -> dict[str, str]:
+    import torchattacks
+
+    return {
+        "robustlab": CODE_VERSION,
+        "torch": torch.__version__,
+        "torchattacks": torchattacks.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def prepare_model(spec: JobSpec, data: Dataset, device: torch.device) -> tuple[JobSpec, nn.Module]:
+    """Fill the model's input/output sizes from the data and build it (or load ``spec.checkpoint``)."""
+    model_spec = spec.model.model_copy(update={"input_dim": data.input_dim, "output_dim": data.num_classes})
+    spec = spec.model_copy(update={"model": model_spec})
+    if spec.checkpoint is not None:
+        stored = models.read_model_spec(spec.checkpoint)
+        if stored != model_spec:
+            raise ValueError(f"checkpoint {spec.checkpoint} was saved for a different model spec: {stored}")
+        return spec, models.load(spec.checkpoint, device=str(device))
+    torch.manual_seed(spec.train.seed)
+    return spec, models.build_model(model_spec).to(device)
+
+
+def evaluate(
+    model: nn.Module, spec: JobSpec, data: Dataset, device: torch.device, progress: Progress
+) -> tuple[dict, dict]:
+    """Clean, Gaussian, PGD and certified accuracy; sanity relations asserted."""
+    x, y = data.x_test.to(device), data.y_test.to(device)
+    ev = spec.evaluate
+    model.eval()
+    metrics: dict[str, float] = {"clean_acc": float((predict(model, x) == y).float().mean())}
+    info: dict = {}
+    if ev.gaussian is not None:
+        progress({"phase": "evaluate", "step": "gaussian"})
+        g = ev.gaussian
+        metrics.update(gaussian_noise_accuracy(model, x, y, g.sigmas, g.repeats, g.seed, data.valid_range))
+    if ev.pgd is not None:
+        info["pgd"] = {}
+        for norm in ev.pgd.norm:
+            progress({"phase": "evaluate", "step": f"pgd_{norm}"})
+            p = ev.pgd
+            pgd_metrics, settings = pgd_accuracy(
+                model, x, y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, data.valid_range
+            )
+            metrics.update(pgd_metrics)
+            info["pgd"][norm] = settings
+    if ev.certified is not None:
+        progress({"phase": "evaluate", "step": "certified"})
+        try:
+            cert_metrics, cert_info = certified_accuracy(model, x, y, ev.certified.eps)
+            metrics.update(cert_metrics)
+            radius = cert_info["radius"]
+            info["certified"] = {
+                "method": cert_info["method"],
+                # 21 quantiles (0, 0.05, …, 1) of the per-sample radii: the distribution, compactly
+                "radius_quantiles": radius_quantiles(radius.tolist()),
+            }
+            info[RADIUS_KEY] = radius  # per-sample; run_job moves it to RunResult.arrays (not into the JSON)
+        except models.LipschitzBoundUnavailable as exc:
+            info.setdefault("warnings", []).append(f"no certified accuracy: {exc}")
+    info["sanity"] = check_sanity(metrics)
+    return metrics, info
+
+
+def check_sanity(metrics: dict[str, float]) -> dict[str, bool]:
+    """certified_l2_acc@ε ≤ pgd_l2_acc@ε ≤ clean_acc and pgd_linf_acc@ε ≤ clean_acc; raise on violation."""
+    flags = {}
+    clean = metrics["clean_acc"]
+    for name, value in metrics.items():
+        if name.startswith("pgd_") and "_acc@" in name:
+            flags[f"{name}<=clean_acc"] = value <= clean + 1e-12
+        if name.startswith("certified_l2_acc@"):
+            pgd = metrics.get("pgd_l2_acc@" + name.split("@", 1)[1])
+            flags[f"{name}<=clean_acc"] = value <= clean + 1e-12
+            if pgd is not None:
+                flags[f"{name}<=pgd_l2_acc"] = value <= pgd + 1e-12
+    broken = [k for k, ok in flags.items() if not ok]
+    if broken:
+        raise SanityCheckFailed(f"sanity relations violated (a bug, results not stored): {broken}; metrics={metrics}")
+    return flags
+
+
+def run_job(
+    spec: JobSpec,
+    out_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RunResult:
+    """Train (or load) and evaluate the model a spec describes.
+
+    Args:
+        spec: the job spec.
+        out_dir: if given, write ``result.json``, ``model.safetensors``, ``spec.json`` and the plots
+            ``plot_gaussian.png``, ``plot_eps.png``, ``plot_radius.png`` (those the evaluation supports) there.
+        progress: called with ``{"phase": "train", "epoch", "epochs", "loss"}`` / ``{"phase": "evaluate", "step"}``.
+        should_stop: polled between epochs; when it returns True training stops early.
+    Returns:
+        :class:`RunResult` with flat metrics, info (versions, attack settings, solver diagnostics) and the model.
+    Raises:
+        TrainingDiverged, SanityCheckFailed, ValueError, RuntimeError: the job fails with that message.
+    """
+    progress = progress or (lambda _event: None)
+    device = resolve_device(spec.device)
+    progress({"phase": "data"})
+    data = load_dataset(spec.dataset)
+    spec_hash = spec.spec_hash()  # of the spec as submitted, before the data fills in the model's sizes
+    spec, model = prepare_model(spec, data, device)
+    info: dict = {
+        "spec_hash": spec_hash,
+        "device": str(device),
+        "versions": library_versions(),
+        "seeds": {"train": spec.train.seed, "dataset": spec.dataset.seed},
+        "warnings": [],
+    }
+    metrics: dict[str, float] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        if spec.checkpoint is None:
+            summary = train_classifier(model, data, spec.train, device, progress, should_stop)
+            metrics.update(summary)
+        start = time.perf_counter()
+        eval_metrics, eval_info = evaluate(model, spec, data, device, progress)
+        metrics.update(eval_metrics)
+        metrics["eval_seconds"] = time.perf_counter() - start
+    arrays = {RADIUS_KEY: eval_info.pop(RADIUS_KEY)} if RADIUS_KEY in eval_info else {}
+    info.update({k: v for k, v in eval_info.items() if k != "warnings"})
+    info["warnings"] += eval_info.get("warnings", [])
+    solver_stats = model.solver_stats() if hasattr(model, "solver_stats") else []
+    if solver_stats:
+        metrics["solver_forward_iterations"] = float(max(s.forward_iterations for s in solver_stats))
+        metrics["solver_forward_residual"] = max(s.forward_residual for s in solver_stats)
+        metrics["solver_backward_iterations"] = float(max(s.backward_iterations for s in solver_stats))
+        failures = sum(len(s.failures) for s in solver_stats)
+        metrics["solver_failures"] = float(failures)
+        if failures:
+            info["warnings"].append(f"{failures} solver calls did not reach their tolerance")
+    info["warnings"] += sorted({str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)})[:20]
+    result = RunResult(metrics=metrics, info=info, model=model, arrays=arrays)
+    if out_dir is not None:
+        write_outputs(result, spec, Path(out_dir))
+    progress({"phase": "done"})
+    return result
+
+
+def write_result_plots(result: RunResult, spec: JobSpec, out_dir: Path) -> list[str]:
+    """The PNG plots of :mod:`evaluation.plots`; a plotting error is a warning in ``info``, never a failed job."""
+    ev = spec.evaluate
+    settings = None
+    if ev.pgd is not None:
+        p = ev.pgd
+        settings = f"PGD: {p.steps} steps, {p.restarts} restart(s), seed {p.seed}; certified: Lipschitz margin"
+    try:
+        return write_plots(
+            out_dir,
+            result.metrics,
+            title=spec.name,
+            radii=result.arrays[RADIUS_KEY].tolist() if RADIUS_KEY in result.arrays else None,
+            certified_eps=ev.certified.eps if ev.certified is not None else (),
+            eps_settings=settings,
+            radius_method=result.info.get("certified", {}).get("method"),
+        )
+    except Exception as exc:  # matplotlib missing or failing must not lose a finished job's numbers
+        result.info.setdefault("warnings", []).append(f"plots not written: {type(exc).__name__}: {exc}")
+        return []
+
+
+def write_outputs(result: RunResult, spec: JobSpec, out_dir: Path) -> None:
+    """``result.json``, ``model.safetensors``, ``spec.json`` and the plots (``info["plots"]`` lists them), each
+    written to a temporary name then renamed, so a crash never leaves a half-written file under the final name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.info["plots"] = write_result_plots(result, spec, out_dir)
+    partial = models.save(result.model, spec.model, out_dir / ".partial-model.safetensors")
+    partial.replace(out_dir / models.io.WEIGHTS_FILE)
+    for name, payload in (("spec.json", spec.model_dump(mode="json")), ("result.json", result.to_json(spec))):
+        part = out_dir / f".{name}.tmp"
+        part.write_text(json.dumps(payload, indent=2, sort_keys=True))
+        part.replace(out_dir / name)
+
+
+__all__ = ["RunResult", "SanityCheckFailed", "metric_key", "run_job"]

@@ -1,0 +1,312 @@
+"""The job spec: one pydantic v2 schema shared by the API, the worker and the CLI.
+
+A spec says what to train (or load), on which data, and how to evaluate it::
+
+    {
+      "name": "spirals-implicit-theta0.5",
+      "dataset": {"name": "spirals", "n_train": 100, "n_test": 100, "seed": 0},
+      "model": {"family": "implicit", "width": 8, "depth": 10, "h": 0.5, "theta": 0.5},
+      "train": {"epochs": 200, "lr": 0.01},
+      "evaluate": {"gaussian": {"sigmas": [0.0, 0.1, 0.2]},
+                   "pgd": {"norm": ["Linf", "L2"], "eps": [0.05, 0.1]},
+                   "certified": {"eps": [0.05, 0.1]}}
+    }
+
+Every model rejects unknown fields (``extra="forbid"``), so a typo is a 422 naming the field, never a silently
+ignored option. Bounds on sizes keep one job from exhausting a worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_FEATURES = 4096
+MAX_DEPTH = 1000
+MAX_SAMPLES = 1_000_000
+MAX_EPOCHS = 100_000
+MAX_LIST = 64
+# width² · depth · epochs · n_train: a coarse budget on the work one job may ask for (≈ flops / few).
+MAX_WORK = 5e15
+
+NonNegFloat = Annotated[float, Field(ge=0.0, le=1e3, allow_inf_nan=False)]
+PosFloat = Annotated[float, Field(gt=0.0, le=1e3, allow_inf_nan=False)]
+# Names of the solver registries in models.solvers (a test keeps the two in step; the spec stays torch-free).
+ForwardSolverName = Literal["fixed_point", "anderson", "gradient_descent", "ncg_fr", "ncg_pr"]
+BackwardSolverName = Literal["gmres", "neumann", "fixed_point"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------------- dataset
+class DatasetSpec(StrictModel):
+    """Which data. ``spirals`` is the two-spirals problem of Haber & Ruthotto used in seed 002 (200 points,
+    every other point held out); ``digits`` is scikit-learn's bundled 8×8 UCI digits; ``upload`` is a user's
+    ``.npz`` named by ``artifact`` (the first ``n_train`` / ``n_test`` rows of its splits)."""
+
+    name: Literal["spirals", "digits", "upload"]
+    n_train: int = Field(100, ge=2, le=MAX_SAMPLES)
+    n_test: int = Field(100, ge=1, le=MAX_SAMPLES)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    noise: NonNegFloat = 0.0
+    scale: PosFloat = Field(
+        1.0,
+        description="spirals only: multiply the coordinates (points in [-scale, scale]²). 4 puts seed 001's "
+        "Gaussian-noise levels σ = 0…0.5 on the scale of its table (examples/spirals-theta-sweep.json)",
+    )
+    artifact: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description="name 'upload' only: 'artifact:<id>' of a dataset uploaded to POST /api/v1/artifacts/datasets "
+        "(resolved by the worker), or the path of a local .npz (x_train, y_train, x_test, y_test)",
+    )
+
+    @model_validator(mode="after")
+    def _artifact_iff_upload(self) -> DatasetSpec:
+        if self.name == "upload" and self.artifact is None:
+            raise ValueError("dataset.artifact is required for dataset 'upload' ('artifact:<id>' or a .npz path)")
+        if self.name != "upload" and self.artifact is not None:
+            raise ValueError(f"dataset.artifact applies to dataset 'upload' only, not {self.name!r}")
+        if self.name != "spirals" and self.scale != 1.0:
+            raise ValueError(f"dataset.scale applies to dataset 'spirals' only, not {self.name!r}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------- model
+class SpectralSpec(StrictModel):
+    """Eigenvalue placement of seed 001: F^{α,β}(x) = (α+β)/2·x + (β−α)/2·S(ϑ)⊙F̃(x), F̃ spectrally normalised,
+    so the spectrum of ∂F lies in the disc centred at (α+β)/2 with radius (β−α)/2."""
+
+    lower: float = Field(-1.0, ge=-100.0, le=100.0, allow_inf_nan=False)
+    upper: float = Field(1.0, ge=-100.0, le=100.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpectralSpec:
+        if self.upper < self.lower:
+            raise ValueError(f"spectral.upper ({self.upper}) must be ≥ spectral.lower ({self.lower})")
+        return self
+
+
+class SolverSpec(StrictModel):
+    """Forward (nonlinear) and backward (linear, implicit differentiation) solvers of an implicit layer.
+    Defaults follow seed 002: TOL = 1e-5, at most 50 iterations."""
+
+    forward: ForwardSolverName = "anderson"
+    backward: BackwardSolverName = "gmres"
+    tol: PosFloat = 1e-5
+    max_iter: int = Field(50, ge=1, le=10_000)
+    backward_tol: PosFloat | None = None
+    backward_max_iter: int | None = Field(None, ge=1, le=10_000)
+
+
+
+class ModelSpec(StrictModel):
+    """A residual network: input embedding → ``depth`` residual steps of step size ``h`` → linear head.
+
+    ``family="explicit"``: y = x + h·F(x) (explicit Euler, a ResNet).
+    ``family="implicit"``: y = x + h[(1−θ)F(x) + θF(y)] (θ-method, seed 002).
+    F(x) = W₂σ(W₁x + b₁) + b₂ with ``hidden`` units (default: ``width``).
+    ``family="hamiltonian"``: symplectic Euler steps on x = (q, p) (seed 003): p ← p − h∇U(q), q ← q + h∇K(p),
+    ∇K(p) = Aᵀdiag(u)σ(Ap + a) with ``hidden`` units; ``width`` = 2·dim(q) must be even.
+    ``family="lipschitz"``: 1-Lipschitz gradient-flow steps x ← x − τWᵀσ(Wx + b), τ ∈ [0, 2/‖W‖²] learned per
+    layer (seed 003; ``h`` unused), between a spectrally normalised embedding and head. With ``conv=True`` the
+    state is ``channels`` × n × n (square single-channel images, n² = input_dim; ``width`` unused), W is a
+    ``kernel_size`` convolution and ``hidden`` counts its output channels (default: ``channels``).
+    Fields a family does not use must keep their defaults (a non-default value is an error, not ignored).
+    """
+
+    family: Literal["explicit", "implicit", "hamiltonian", "lipschitz"]
+    width: int = Field(8, ge=1, le=MAX_FEATURES)
+    hidden: int | None = Field(None, ge=1, le=MAX_FEATURES)
+    depth: int = Field(10, ge=1, le=MAX_DEPTH)
+    h: PosFloat = 0.1
+    theta: float | None = Field(
+        None, ge=0.0, le=1.0, allow_inf_nan=False, description="family 'implicit' only; default 0.5"
+    )
+    activation: Literal["tanh", "relu", "softplus", "sigmoid"] = "tanh"
+    shared_weights: bool = False
+    spectral: SpectralSpec | None = None
+    solver: SolverSpec = Field(default_factory=SolverSpec)
+    input_dim: int | None = Field(None, ge=1, le=MAX_FEATURES, description="filled from the dataset when omitted")
+    output_dim: int | None = Field(None, ge=1, le=MAX_FEATURES, description="filled from the dataset when omitted")
+    conv: bool = Field(False, description="family 'lipschitz' only: convolutional gradient-flow layers")
+    channels: int = Field(8, ge=1, le=256, description="state channels of a conv model")
+    kernel_size: int = Field(3, ge=1, le=7, description="odd kernel size of a conv model")
+
+    @model_validator(mode="after")
+    def _theta_only_for_implicit(self) -> ModelSpec:
+        if self.family == "implicit" and self.theta is None:
+            self.theta = 0.5
+        if self.family == "explicit" and self.theta not in (None, 0.0):
+            raise ValueError("model.theta applies to family 'implicit' only (an explicit ResNet is θ = 0)")
+        return self
+
+    @model_validator(mode="after")
+    def _fields_of_the_new_families(self) -> ModelSpec:
+        # Checks compare with the defaults (not model_fields_set) so a dumped spec always validates again.
+        defaults = ModelSpec.model_fields
+        family = self.family
+        if family in ("hamiltonian", "lipschitz"):
+            if self.theta is not None:
+                raise ValueError(f"model.theta applies to family 'implicit' only, not {family!r}")
+            if self.spectral is not None:
+                raise ValueError(f"model.spectral applies to families 'explicit'/'implicit' only, not {family!r}")
+        if family == "hamiltonian" and self.width % 2:
+            raise ValueError(f"model.width must be even for family 'hamiltonian' (state (q, p)), got {self.width}")
+        if family == "lipschitz" and self.h != defaults["h"].default:
+            raise ValueError("model.h does not apply to family 'lipschitz' (each layer learns τ ∈ [0, 2/‖W‖²])")
+        if self.conv and family != "lipschitz":
+            raise ValueError(f"model.conv applies to family 'lipschitz' only, not {family!r}")
+        if not self.conv:
+            for name in ("channels", "kernel_size"):
+                if getattr(self, name) != defaults[name].default:
+                    raise ValueError(f"model.{name} applies to conv models only (set model.conv = true)")
+        else:
+            if self.width != defaults["width"].default:
+                raise ValueError("model.width does not apply to conv models (the state is channels × image)")
+            if self.kernel_size % 2 == 0:
+                raise ValueError(f"model.kernel_size must be odd ('same' padding), got {self.kernel_size}")
+            if self.input_dim is not None and math.isqrt(self.input_dim) ** 2 != self.input_dim:
+                raise ValueError(
+                    f"conv models need square single-channel images: input_dim {self.input_dim} is not a square"
+                )
+        return self
+
+    def work_width(self) -> float:
+        """√(multiply–adds per sample per step), coarsely: width for dense models; for conv models
+        √(channels·hidden·k²·pixels), with pixels = MAX_FEATURES until input_dim is known."""
+        if not self.conv:
+            return float(max(self.width, self.hidden or 0))
+        pixels = self.input_dim or MAX_FEATURES
+        return math.sqrt(self.channels * (self.hidden or self.channels) * self.kernel_size**2 * pixels)
+
+
+# ---------------------------------------------------------------------------------------------------- train
+class StochasticRegularizer(StrictModel):
+    """R_rnd of seed 002: train on Gaussian perturbations of the inputs (σ), regenerated every epoch."""
+
+    sigma: PosFloat = 0.05
+    weight: NonNegFloat = 1.0
+
+
+class RegularizersSpec(StrictModel):
+    stochastic: StochasticRegularizer | None = None
+
+
+class TrainSpec(StrictModel):
+    epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
+    lr: PosFloat = 0.01
+    optimizer: Literal["adam", "sgd"] = "adam"
+    batch_size: int | None = Field(None, ge=1, le=MAX_SAMPLES)
+    weight_decay: NonNegFloat = 0.0
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    regularizers: RegularizersSpec = Field(default_factory=RegularizersSpec)
+    logit_scale: PosFloat = Field(
+        1.0,
+        description="train on cross-entropy of logit_scale·logits (evaluation is unaffected). A 1-Lipschitz model "
+        "has small logit gaps, so plain cross-entropy saturates at a poor optimum; a scale ≫ 1 lets it fit (seed 003)",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- evaluate
+def _bounded_unique(values: list[float], what: str) -> list[float]:
+    if len(values) > MAX_LIST:
+        raise ValueError(f"at most {MAX_LIST} {what} values")
+    return sorted(set(values))
+
+
+class GaussianEval(StrictModel):
+    sigmas: list[NonNegFloat] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5], min_length=1)
+    repeats: int = Field(10, ge=1, le=1000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("sigmas")
+    @classmethod
+    def _unique_sigmas(cls, v: list[float]) -> list[float]:
+        return _bounded_unique(v, "sigma")
+
+
+class PGDEval(StrictModel):
+    """Projected gradient descent through torchattacks (PGD for L∞, PGDL2 for L2)."""
+
+    norm: list[Literal["Linf", "L2"]] = Field(default_factory=lambda: ["Linf", "L2"], min_length=1)
+    eps: list[PosFloat] = Field(min_length=1)
+    steps: int = Field(50, ge=1, le=10_000)
+    restarts: int = Field(1, ge=1, le=100)
+    step_size: PosFloat | None = None  # default 2.5·ε/steps (Madry et al.)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("norm", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("eps")
+    @classmethod
+    def _unique_eps(cls, v: list[float]) -> list[float]:
+        return _bounded_unique(v, "eps")
+
+
+class CertifiedEval(StrictModel):
+    eps: list[PosFloat] = Field(min_length=1)
+
+    @field_validator("eps")
+    @classmethod
+    def _unique_eps(cls, v: list[float]) -> list[float]:
+        return _bounded_unique(v, "eps")
+
+
+class EvaluateSpec(StrictModel):
+    gaussian: GaussianEval | None = Field(default_factory=GaussianEval)
+    pgd: PGDEval | None = None
+    certified: CertifiedEval | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- job
+class JobSpec(StrictModel):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@+=-]*$")
+    task: Literal["classification"] = "classification"
+    dataset: DatasetSpec
+    model: ModelSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    checkpoint: str | None = Field(
+        None,
+        max_length=500,
+        description="weights to load instead of training: a directory written by `robustlab run --out`, a "
+        ".safetensors file, or 'artifact:<id>' of a checkpoint uploaded to POST /api/v1/artifacts/checkpoints",
+    )
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _work_budget(self) -> JobSpec:
+        width = self.model.work_width()
+        work = width**2 * self.model.depth * self.train.epochs * self.dataset.n_train
+        if work > MAX_WORK:
+            raise ValueError(
+                f"job too large: width²·depth·epochs·n_train = {work:.3g} exceeds the limit {MAX_WORK:.3g}"
+            )
+        return self
+
+    def canonical_json(self) -> str:
+        """The spec with all defaults filled in, keys sorted: the input of :meth:`spec_hash`."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def spec_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def queue(self) -> str:
+        """Celery queue for this job: ``gpu`` when it asks for CUDA, ``cpu`` otherwise."""
+        return "gpu" if self.device == "cuda" else "cpu"
+
+
+def metric_key(kind: str, value: float | None = None) -> str:
+    """Flat, parseable metric names: ``gaussian_acc@0.3``, ``pgd_linf_acc@0.1``, ``certified_l2_acc@0.05``."""
+    return kind if value is None else f"{kind}@{value:g}"

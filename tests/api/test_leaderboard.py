@@ -1,0 +1,147 @@
+"""The leaderboard and compare endpoints on PostgreSQL: filters, ε/σ, sort asc/desc, keyset cursor pagination
+(stable and complete, ties included), the row contents, and ``/compare``."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from service_helpers import tiny_spec
+
+from db.seed import seed_leaderboard
+
+pytestmark = pytest.mark.services
+
+N_JOBS = 240
+
+
+@pytest.fixture
+def seeded(pg_db: str):
+    # values rounded to 0.01: many ties, which the (value, job id) keyset must order and page correctly
+    return seed_leaderboard(pg_db, N_JOBS, seed=7, quantum=0.01)
+
+
+def expected(seeded, metric: str, descending: bool = True, **filters) -> list[tuple[float, str]]:
+    rows = [
+        (job.metrics[metric], job.id)
+        for job in seeded
+        if metric in job.metrics and all(getattr(job, k) == v for k, v in filters.items())
+    ]
+    return sorted(rows, reverse=descending)
+
+
+def all_pages(client: TestClient, params: dict, limit: int) -> list[dict]:
+    entries, cursor, pages = [], None, 0
+    while True:
+        r = client.get(
+            "/api/v1/leaderboard", params={**params, "limit": limit} | ({"cursor": cursor} if cursor else {})
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["entries"]) <= limit
+        entries += body["entries"]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return entries
+        assert pages < 1000
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_pages_are_complete_ordered_and_ranked(pg_client: TestClient, seeded, order: str) -> None:
+    params = {"metric": "pgd_linf_acc@0.1", "dataset": "spirals", "order": order}
+    entries = all_pages(pg_client, params, limit=7)
+    want = expected(seeded, "pgd_linf_acc@0.1", order == "desc", dataset="spirals")
+    assert [(e["value"], e["job_id"]) for e in entries] == want  # every row once, in (value, id) order
+    assert [e["rank"] for e in entries] == list(range(1, len(want) + 1))
+    assert len({v for v, _ in want}) < len(want)  # the data has ties
+
+
+def test_filters_combine(pg_client: TestClient, seeded) -> None:
+    params = {"metric": "clean_acc", "dataset": "digits", "family": "implicit", "task": "classification"}
+    entries = all_pages(pg_client, params, limit=50)
+    assert [(e["value"], e["job_id"]) for e in entries] == expected(
+        seeded, "clean_acc", dataset="digits", family="implicit"
+    )
+    assert entries and {(e["dataset"], e["family"]) for e in entries} == {("digits", "implicit")}
+    body = pg_client.get("/api/v1/leaderboard", params={**params, "task": "regression"}).json()
+    assert body["entries"] == [] and body["next_cursor"] is None
+
+
+def test_sort_by_any_metric_ascending(pg_client: TestClient, seeded) -> None:
+    body = pg_client.get("/api/v1/leaderboard", params={"metric": "lipschitz_bound", "order": "asc", "limit": 5}).json()
+    assert [(e["value"], e["job_id"]) for e in body["entries"]] == expected(seeded, "lipschitz_bound", False)[:5]
+    assert body["metric"] == "lipschitz_bound" and body["order"] == "asc" and body["next_cursor"]
+
+
+def test_cursor_is_stable_when_rows_arrive_between_pages(pg_client: TestClient, seeded, finish) -> None:
+    params = {"metric": "clean_acc", "limit": 10}
+    first = pg_client.get("/api/v1/leaderboard", params=params).json()
+    finish(tiny_spec("newcomer"), {"clean_acc": 1.0})  # ranks first, after page 1 was served
+    second = pg_client.get("/api/v1/leaderboard", params={**params, "cursor": first["next_cursor"]}).json()
+    want = expected(seeded, "clean_acc")
+    assert [(e["value"], e["job_id"]) for e in first["entries"] + second["entries"]] == want[:20]
+    assert [e["rank"] for e in second["entries"]] == list(range(11, 21))
+
+
+def test_eps_and_sigma_parameters(pg_client: TestClient, seeded) -> None:
+    def ids(**params) -> list[str]:
+        r = pg_client.get("/api/v1/leaderboard", params={"limit": 15, **params})
+        assert r.status_code == 200, r.text
+        return [e["job_id"] for e in r.json()["entries"]]
+
+    assert ids(metric="pgd_linf_acc", eps=0.1) == ids(metric="pgd_linf_acc@0.1") == ids(metric="pgd_linf_acc@0.10")
+    assert ids(metric="gaussian_acc", sigma=0.1) == ids(metric="gaussian_acc@0.1")
+    assert ids(metric="certified_l2_acc", eps="1e-1") == [i for _, i in expected(seeded, "certified_l2_acc@0.1")[:15]]
+    assert ids(metric="pgd_linf_acc", eps=0.2) == []  # no job measured ε = 0.2
+    for bad in ({"metric": "pgd_linf_acc@0.1", "eps": 0.2}, {"metric": "gaussian_acc", "eps": 0.1, "sigma": 0.1}):
+        assert pg_client.get("/api/v1/leaderboard", params=bad).status_code == 422
+
+
+def test_cursor_must_match_the_query(pg_client: TestClient, seeded) -> None:
+    cursor = pg_client.get("/api/v1/leaderboard", params={"limit": 3}).json()["next_cursor"]
+    for params in ({"cursor": cursor, "order": "asc"}, {"cursor": cursor, "dataset": "digits"}, {"cursor": "x%%"}):
+        r = pg_client.get("/api/v1/leaderboard", params={"limit": 3, **params})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "cursor"], r.text
+
+
+def test_entry_has_model_hyper_parameters_and_robustness_numbers(pg_client: TestClient, finish) -> None:
+    spec = tiny_spec("theta-net", model={"family": "implicit", "width": 16, "depth": 6, "h": 0.5, "theta": 0.75})
+    metrics = {
+        "clean_acc": 0.9, "gaussian_acc@0.1": 0.85, "gaussian_acc@0.3": 0.7, "pgd_linf_acc@0.05": 0.6,
+        "pgd_l2_acc@0.05": 0.65, "certified_l2_acc@0.05": 0.4, "lipschitz_bound": 3.0,
+    }  # fmt: skip
+    job_id = finish(spec, metrics)
+    (entry,) = pg_client.get("/api/v1/leaderboard").json()["entries"]
+    assert (entry["job_id"], entry["name"], entry["family"], entry["dataset"]) == (
+        job_id,
+        "theta-net",
+        "implicit",
+        "spirals",
+    )
+    assert (entry["width"], entry["depth"], entry["theta"], entry["h"]) == (16, 6, 0.75, 0.5)
+    hp = entry["hyper_parameters"]
+    assert hp["activation"] == "tanh" and hp["epochs"] == 30 and hp["solver"] == "anderson/gmres"
+    assert entry["clean_acc"] == 0.9 and entry["gaussian_acc"] == {"0.1": 0.85, "0.3": 0.7}
+    assert entry["pgd_linf_acc"] == {"0.05": 0.6} and entry["pgd_l2_acc"] == {"0.05": 0.65}
+    assert entry["certified_l2_acc"] == {"0.05": 0.4} and entry["metrics"] == metrics
+    assert entry["created_at"] and entry["finished_at"]
+
+
+def test_compare_side_by_side(pg_client: TestClient, finish) -> None:
+    a = finish(tiny_spec("a"), {"clean_acc": 0.9, "pgd_linf_acc@0.05": 0.5})
+    b = finish(tiny_spec("b", model={"family": "lipschitz", "depth": 3}), {"clean_acc": 0.8, "lipschitz_bound": 1.0})
+    queued = pg_client.post("/api/v1/jobs", json=tiny_spec("c")).json()["id"]
+    r = pg_client.get("/api/v1/compare", params={"jobs": f"{b}, {a},{queued},{a}"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [j["job_id"] for j in body["jobs"]] == [b, a, queued] and body["jobs"][2]["status"] == "queued"
+    assert body["jobs"][0]["hyper_parameters"]["depth"] == 3
+    assert body["metrics"] == {
+        "clean_acc": [0.8, 0.9, None], "lipschitz_bound": [1.0, None, None], "pgd_linf_acc@0.05": [None, 0.5, None],
+    }  # fmt: skip
+
+    r = pg_client.get("/api/v1/compare", params={"jobs": f"{a},nope-1,nope-2"})
+    assert r.status_code == 404 and "nope-1" in r.json()["detail"] and "nope-2" in r.json()["detail"]
+    assert a not in r.json()["detail"]
+    assert pg_client.get("/api/v1/compare", params={"jobs": " , "}).status_code == 422
+    assert pg_client.get("/api/v1/compare").status_code == 422

@@ -1,0 +1,132 @@
+"""Shared fixtures for the service tests: real PostgreSQL, Redis and SQLite; real API + worker processes.
+
+* ``pg_admin``: a superuser connection string to PostgreSQL on 127.0.0.1:5432 (user ``postgres`` or ``root``,
+  database ``test``; override with ``ROBUSTLAB_TEST_PG_ADMIN``). Tests that need it are skipped when it is down
+  (failed when ``CI`` is set).
+* ``make_pg_database()``: a fresh ``robustlab_test_<hex>`` database, dropped at the end of the session;
+  ``pg_url``: one such database for the session, migrated.
+* ``redis_url``: Redis db 11 on 127.0.0.1:6379 (``ROBUSTLAB_TEST_REDIS_URL``), flushed before and after.
+* ``sqlite_url``: a migrated SQLite file in the test's tmp dir.
+* ``pg_stack``: API + worker subprocesses on PostgreSQL + Redis (see ``service_helpers.start_services``), shared by
+  the e2e and CLI tests; their logs are attached to the report of a failing test.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+from service_helpers import Stack, start_services
+
+# The models under test are tiny: one intra-op thread is several times faster than two on a shared 2-core machine
+# (the same choice as the worker's ROBUSTLAB_TORCH_THREADS default).
+torch.set_num_threads(1)
+
+PG_ADMIN_CANDIDATES = [
+    os.environ.get("ROBUSTLAB_TEST_PG_ADMIN"),
+    "postgresql://postgres@127.0.0.1:5432/test",
+    "postgresql://root@127.0.0.1:5432/test",
+]
+REDIS_URL = os.environ.get("ROBUSTLAB_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+
+
+def service_unavailable(reason: str) -> None:
+    """Skip on a developer machine without the service; in CI (``CI`` set) a missing service is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run the service tests)")
+    pytest.skip(reason)
+
+
+# ---------------------------------------------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def pg_admin() -> str:
+    import psycopg
+
+    errors = []
+    for conninfo in filter(None, PG_ADMIN_CANDIDATES):
+        try:
+            with psycopg.connect(conninfo, connect_timeout=3, autocommit=True) as conn:
+                conn.execute("SELECT 1")
+            return conninfo
+        except psycopg.Error as exc:
+            errors.append(f"{conninfo}: {exc}")
+    service_unavailable("PostgreSQL not reachable: " + "; ".join(errors))
+
+
+@pytest.fixture(scope="session")
+def make_pg_database(pg_admin: str) -> Iterator[Callable[[], str]]:
+    import psycopg
+
+    created: list[str] = []
+    server = pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def make() -> str:
+        name = f"robustlab_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return f"{server}/{name}"
+
+    yield make
+
+    from db.session import dispose_engines
+
+    dispose_engines()
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url(make_pg_database: Callable[[], str]) -> str:
+    from db.migrate import upgrade
+
+    url = make_pg_database()
+    upgrade(url)
+    return url
+
+
+# ---------------------------------------------------------------------------------------------------- Redis, SQLite
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        service_unavailable(f"Redis not reachable at {REDIS_URL}: {exc}")
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    from db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'robustlab.db'}"
+    upgrade(url)
+    return url
+
+
+# ---------------------------------------------------------------------------------------------------- processes
+@pytest.fixture(scope="session")
+def pg_stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_services(pg_url, redis_url, tmp_path_factory.mktemp("pg-stack"))
+    yield stack
+    stack.stop()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Stack):
+                report.sections.append(("service logs", value.tail(120)))
+    return report

@@ -1,0 +1,233 @@
+"""Sweeps: ``--set`` parsing, the ``"sweep"`` key, grid expansion (order, names, nested paths, validation), the
+comparison tables and the θ-trend check, and the ``robustlab sweep`` command end to end on a tiny grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from cli.main import app
+from cli.sweep import comparison_table, seed001_table, trend_lines
+from evaluation.sweep import (
+    MAX_POINTS,
+    SEED001_GAUSSIAN,
+    PointOutcome,
+    SweepError,
+    axis_labels,
+    expand_grid,
+    merge_axes,
+    parse_set,
+    run_points_local,
+    seed001_reference,
+    split_sweep,
+    trend_check,
+)
+
+BASE = {
+    "name": "tiny",
+    "dataset": {"name": "spirals", "n_train": 20, "n_test": 20},
+    "model": {"family": "implicit", "width": 2, "depth": 1, "h": 0.3, "theta": 0.5},
+    "train": {"epochs": 2, "lr": 0.05, "seed": 0},
+    "evaluate": {"gaussian": {"sigmas": [0.0, 0.3, 0.5], "repeats": 1}},
+}
+
+
+# ---------------------------------------------------------------------------------------------------- parsing
+@pytest.mark.parametrize(
+    ("option", "path", "values"),
+    [
+        ("model.theta=0,0.25,0.5,0.75,1", "model.theta", [0, 0.25, 0.5, 0.75, 1]),
+        ("train.regularizers.stochastic.sigma=0.01, 0.05", "train.regularizers.stochastic.sigma", [0.01, 0.05]),
+        ("model.activation=tanh,relu", "model.activation", ["tanh", "relu"]),
+        ('model.spectral={"lower": -1, "upper": 1},null', "model.spectral", [{"lower": -1, "upper": 1}, None]),
+        ("evaluate.gaussian.sigmas=[0, 0.1],[0.5]", "evaluate.gaussian.sigmas", [[0, 0.1], [0.5]]),
+        ("model.shared_weights=true,false", "model.shared_weights", [True, False]),
+    ],
+)
+def test_parse_set(option: str, path: str, values: list) -> None:
+    assert parse_set(option) == (path, values)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("model.theta", "expected PATH=V1,V2"),
+        ("=1,2", "expected PATH=V1,V2"),
+        ("model.theta=0,,1", "empty value"),
+        ("model..theta=1", "dotted field names"),
+        ("name=a,b", "cannot be swept"),
+    ],
+)
+def test_parse_set_rejects_malformed_options(option: str, message: str) -> None:
+    with pytest.raises(SweepError, match=message):
+        parse_set(option)
+
+
+def test_split_sweep_strips_the_key_and_keeps_the_spec() -> None:
+    data = {**BASE, "sweep": {"model.theta": [0, 1], "train.seed": [0, 1, 2]}}
+    base, axes = split_sweep(data)
+    assert base == BASE and axes == {"model.theta": [0, 1], "train.seed": [0, 1, 2]}
+    assert split_sweep(BASE) == (BASE, {})
+    base["model"]["theta"] = 0.9
+    assert data["model"]["theta"] == 0.5, "split_sweep must not alias the input"
+
+
+@pytest.mark.parametrize("bad", [[0, 1], {"model.theta": []}, {"model.theta": 0.5}])
+def test_split_sweep_rejects_a_malformed_sweep(bad) -> None:
+    with pytest.raises(SweepError):
+        split_sweep({**BASE, "sweep": bad})
+
+
+def test_set_options_override_the_file_axes() -> None:
+    merged = merge_axes({"model.theta": [0, 1], "train.seed": [0]}, {"model.theta": [0.5]})
+    assert merged == {"model.theta": [0.5], "train.seed": [0]}
+
+
+# ---------------------------------------------------------------------------------------------------- grid
+def test_expand_grid_is_a_cartesian_product_in_order() -> None:
+    axes = {"model.theta": [0, 0.5, 1], "train.regularizers.stochastic.sigma": [0.01, 0.05]}
+    points = expand_grid(BASE, axes)
+    assert len(points) == 6
+    assert [p.params["model.theta"] for p in points] == [0, 0, 0.5, 0.5, 1, 1]  # first axis slowest
+    assert [p.spec.model.theta for p in points] == [0, 0, 0.5, 0.5, 1, 1]
+    # a nested path is created where the base spec has no stochastic regularizer
+    assert [p.spec.train.regularizers.stochastic.sigma for p in points] == [0.01, 0.05] * 3
+    assert points[0].spec.train.regularizers.stochastic.weight == 1.0  # the rest of the sub-spec: defaults
+    assert points[3].name == "tiny-theta=0.5-sigma=0.05"
+    assert len({p.spec.spec_hash() for p in points}) == 6
+    assert BASE["model"]["theta"] == 0.5 and "regularizers" not in BASE["train"]
+
+
+def test_expand_grid_without_axes_is_the_base_spec() -> None:
+    (point,) = expand_grid(BASE, {})
+    assert point.name == "tiny" and point.params == {} and point.label() == "base"
+
+
+def test_expand_grid_names_the_invalid_point() -> None:
+    with pytest.raises(SweepError, match=r"model.theta=1.5 is not a valid job spec:\n  model.theta: Input should"):
+        expand_grid(BASE, {"model.theta": [0.5, 1.5]})
+    with pytest.raises(SweepError, match="'model.theta.bogus': model.theta is float, not an object"):
+        expand_grid(BASE, {"model.theta.bogus": [1]})
+    with pytest.raises(SweepError, match="at most"):
+        expand_grid(BASE, {"train.seed": list(range(MAX_POINTS + 1))})
+    with pytest.raises(SweepError, match="same name"):
+        expand_grid(BASE, {"model.theta": [0.5, 0.5]})
+
+
+def test_a_null_sub_spec_is_replaced_by_an_object() -> None:
+    base = {**BASE, "evaluate": {"gaussian": None}}
+    (point,) = expand_grid(base, {"evaluate.gaussian.repeats": [3]})
+    assert point.spec.evaluate.gaussian.repeats == 3
+
+
+def test_axis_labels_disambiguate_clashing_leaf_names() -> None:
+    labels = axis_labels(["model.theta", "train.regularizers.stochastic.sigma", "dataset.seed", "train.seed"])
+    assert labels == {
+        "model.theta": "theta",
+        "train.regularizers.stochastic.sigma": "sigma",
+        "dataset.seed": "dataset.seed",
+        "train.seed": "train.seed",
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- summary
+def outcomes_for(curves: dict[float, dict[float, float]], extra: dict[str, float] | None = None):
+    points = expand_grid(BASE, {"model.theta": list(curves)})
+    result = []
+    for point, curve in zip(points, curves.values(), strict=True):
+        metrics = {"clean_acc": curve[0.0], **{f"gaussian_acc@{s:g}": v for s, v in curve.items()}, **(extra or {})}
+        result.append(PointOutcome(point, "succeeded", metrics))
+    return result
+
+
+def render(table) -> str:
+    console = Console(record=True, width=250)
+    console.print(table)
+    return console.export_text()
+
+
+def test_seed001_reference_table_is_the_posters() -> None:
+    assert seed001_reference(1.0)[0.5] == pytest.approx(0.734)
+    assert seed001_reference(0.0)[0.3] == pytest.approx(0.785)
+    assert seed001_reference(0.3) is None and seed001_reference(None) is None
+    assert [SEED001_GAUSSIAN[s][0.25] for s in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)] == [100, 100, 96.7, 87.3, 75.1, 63.2]
+
+
+def test_tables_show_percentages_per_point_and_the_seed_beside_ours() -> None:
+    outcomes = outcomes_for(
+        {0.0: {0.0: 1.0, 0.3: 0.8, 0.5: 0.61}, 1.0: {0.0: 1.0, 0.3: 0.9, 0.5: 0.72}},
+        {"pgd_linf_acc@0.1": 0.5, "certified_l2_acc@0.1": 0.25},
+    )
+    outcomes.append(PointOutcome(expand_grid(BASE, {"model.theta": [0.5]})[0], "failed", {}, "Boom: solver"))
+    text = render(comparison_table(outcomes, "cmp"))
+    for cell in ("theta", "clean", "gauss@0.3", "pgd∞@0.1", "cert2@0.1", "72.0", "25.0", "failed", "Boom"):
+        assert cell in text, cell
+    seed = render(seed001_table(outcomes))
+    assert "seed 001" in seed and "73.4" in seed and "50.3" in seed and "72.0" in seed
+    assert "0.40" in seed and "–" in seed  # σ = 0.4 is in the seed's table but was not measured here
+
+
+def test_trend_check_compares_the_extreme_thetas() -> None:
+    rising = outcomes_for({0.0: {0.0: 1.0, 0.5: 0.5}, 0.5: {0.0: 1.0, 0.5: 0.55}, 1.0: {0.0: 1.0, 0.5: 0.7}})
+    check = trend_check(rising)
+    assert check.sigma == 0.5 and check.rises and check.monotone
+    falling = outcomes_for({0.0: {0.0: 1.0, 0.5: 0.7}, 1.0: {0.0: 1.0, 0.5: 0.6}})
+    assert trend_check(falling, 0.5).rises is False
+    assert "does NOT rise" in " ".join(trend_lines(falling))
+    assert trend_check(outcomes_for({0.5: {0.0: 1.0}})) is None
+
+
+# ---------------------------------------------------------------------------------------------------- running
+def test_run_points_local_gives_the_same_numbers_in_worker_processes(tmp_path: Path) -> None:
+    points = expand_grid(BASE, {"model.theta": [0, 1]})
+    serial = run_points_local(points, tmp_path / "serial")
+    parallel = run_points_local(points, tmp_path / "parallel", jobs=2)
+    assert [o.status for o in serial] == ["succeeded", "succeeded"]
+    assert [o.metrics["gaussian_acc@0.3"] for o in serial] == [o.metrics["gaussian_acc@0.3"] for o in parallel]
+    assert (tmp_path / "parallel" / "tiny-theta=1" / "result.json").exists()
+
+
+def test_sweep_command_prints_one_table_and_writes_a_summary(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**BASE, "sweep": {"model.theta": [0, 1]}}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--out", str(out), "--compare-seed001"])
+    assert result.exit_code == 0, result.output
+    assert "sweep tiny: 2 point(s)" in result.output and "seed 001" in result.output
+    assert "gauss@0.5" in result.output and "accuracy at σ=0.5" in result.output
+    summary = json.loads((out / "sweep.json").read_text())
+    assert [p["params"] for p in summary["points"]] == [{"model.theta": 0}, {"model.theta": 1}]
+    assert all(p["status"] == "succeeded" for p in summary["points"])
+    assert (out / "tiny-theta=0" / "plot_gaussian.png").exists() and (out / "sweep_gaussian.png").exists()
+
+
+def test_sweep_command_exit_codes(tmp_path: Path, monkeypatch) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(BASE))
+    runner = CliRunner()
+    bad = runner.invoke(app, ["sweep", str(spec), "--set", "model.theta=0,2"])
+    assert bad.exit_code == 2 and "model.theta=2" in bad.output
+    malformed = runner.invoke(app, ["sweep", str(spec), "--set", "model.theta"])
+    assert malformed.exit_code == 2
+
+    def fail_second(spec_json: str, out_dir, threads):
+        if '"theta":1.0' in spec_json:
+            return "failed", {}, "RuntimeError: boom"
+        return "succeeded", {"clean_acc": 1.0, "gaussian_acc@0.5": 0.5}, None
+
+    monkeypatch.setattr("evaluation.sweep._run_one", fail_second)
+    failed = runner.invoke(app, ["sweep", str(spec), "--set", "model.theta=0,1", "--out", str(tmp_path / "o")])
+    assert failed.exit_code == 1 and "boom" in failed.output
+
+
+def test_run_command_runs_the_base_point_of_a_sweep_preset(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**BASE, "sweep": {"model.theta": [0, 1]}}))
+    result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "running its base point only" in result.output
+    assert json.loads((tmp_path / "run" / "spec.json").read_text())["model"]["theta"] == 0.5
