@@ -33,7 +33,6 @@ import statistics
 import sys
 import time
 import warnings
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.memory import peak_saved_bytes  # noqa: E402
 from models.residual import ResidualFunction, exact_spectral_norm  # noqa: E402
 from models.solvers import BACKWARD_SOLVERS, FORWARD_SOLVERS  # noqa: E402
 from models.steps import ExplicitStep, SolverConfig, ThetaStep  # noqa: E402
@@ -81,35 +81,6 @@ def time_interleaved(
 
 
 # --- memory ----------------------------------------------------------------------------------------------------
-
-
-class _Saved:
-    __slots__ = ("tensor", "__weakref__")
-
-    def __init__(self, tensor: torch.Tensor):
-        self.tensor = tensor
-
-
-def peak_saved_bytes(fn: Callable[[], object]) -> int:
-    """Peak bytes of tensors saved for backward and still alive while ``fn`` runs (forward + backward)."""
-    live = peak = 0
-
-    def release(nbytes: int) -> None:
-        nonlocal live
-        live -= nbytes
-
-    def pack(t: torch.Tensor) -> _Saved:
-        nonlocal live, peak
-        nbytes = t.numel() * t.element_size()
-        live += nbytes
-        peak = max(peak, live)
-        box = _Saved(t.detach())  # not t: a saved output's grad_fn would hold its own box (an uncollectable cycle)
-        weakref.finalize(box, release, nbytes)
-        return box
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor):
-        fn()
-    return peak
 
 
 def peak_device_bytes(fn: Callable[[], object], device: torch.device) -> int | None:

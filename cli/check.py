@@ -55,6 +55,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.client import ApiError, RobustlabClient, format_validation_errors
+from cli.display import metric_sort_key
 
 console = Console()
 err_console = Console(stderr=True)
@@ -663,20 +664,8 @@ def compare(baseline: Side | None, candidate: Side, policy: Policy) -> Report:
             check.limits.append(f"≤ {ceiling:.4g}" + (f" + {noise_c:.3g} noise" if noise_c > 0 else ""))
             if c.mean - noise_c > ceiling + EPS:
                 check.fail("regression", f"{metric} = {c.mean:.4g} is above the ceiling {ceiling:.4g}")
-    checks.sort(key=lambda c: _sort_key(c.metric))
+    checks.sort(key=lambda c: metric_sort_key(c.metric))
     return Report(checks, candidate, baseline, k, policy.baseline_spread, _spec_drift(baseline, candidate))
-
-
-def _sort_key(name: str) -> tuple[int, str, float]:
-    from cli.display import METRIC_ORDER
-
-    base, _, at = name.partition("@")
-    rank = METRIC_ORDER.index(base) if base in METRIC_ORDER else len(METRIC_ORDER)
-    try:
-        level = float(at) if at else 0.0
-    except ValueError:
-        level = 0.0
-    return rank, base, level
 
 
 # ---------------------------------------------------------------------------------------------------- output

@@ -60,7 +60,8 @@ class JobProgress:
             self.progress.update(self._task, total=task.total or 1, completed=task.total or 1)
 
 
-def _metric_sort_key(name: str) -> tuple[int, str, float]:
+def metric_sort_key(name: str) -> tuple[int, str, float]:
+    """Orders metric names as tables show them: by kind (clean, Gaussian, PGD, certified…), then level."""
     base, _, at = name.partition("@")
     rank = METRIC_ORDER.index(base) if base in METRIC_ORDER else len(METRIC_ORDER)
     try:
@@ -74,7 +75,7 @@ def metrics_table(metrics: Mapping[str, float], title: str = "metrics") -> Table
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name in sorted(metrics, key=_metric_sort_key):
+    for name in sorted(metrics, key=metric_sort_key):
         table.add_row(name, f"{metrics[name]:.4g}")
     return table
 

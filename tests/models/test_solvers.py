@@ -6,11 +6,11 @@ methods that need a contraction (fixed point, Neumann: must say converged=False)
 """
 
 import warnings
-import weakref
 
 import pytest
 import torch
 
+from models.memory import peak_saved_bytes
 from models.residual import ResidualFunction
 from models.solvers import BACKWARD_SOLVERS, FORWARD_SOLVERS, SolverInfo
 from models.solvers.backward import adjoint_fixed_point, adjoint_gmres, adjoint_neumann
@@ -181,34 +181,11 @@ def test_backward_solvers_return_zero_for_a_zero_gradient(method):
 # --- the layer's memory does not grow with solver iterations ---------------------------------------------------
 
 
-class _Saved:
-    __slots__ = ("tensor", "__weakref__")
-
-    def __init__(self, tensor: torch.Tensor):
-        self.tensor = tensor
-
-
 def peak_saved_tensor_bytes(step: ThetaStep, x: torch.Tensor) -> int:
     """Peak bytes of tensors saved for backward and still alive, over one forward + backward."""
-    live = peak = 0
-
-    def release(nbytes: int) -> None:
-        nonlocal live
-        live -= nbytes
-
-    def pack(t: torch.Tensor) -> _Saved:
-        nonlocal live, peak
-        nbytes = t.numel() * t.element_size()
-        live += nbytes
-        peak = max(peak, live)
-        box = _Saved(t.detach())  # not t itself: an output's grad_fn would hold its own box (a C++ cycle)
-        weakref.finalize(box, release, nbytes)
-        return box
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # tol = 0: the solver runs out of iterations on purpose
-        step(x).square().sum().backward()
-    return peak
+        return peak_saved_bytes(lambda: step(x).square().sum().backward())
 
 
 @pytest.mark.parametrize("forward", FORWARD)
