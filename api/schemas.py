@@ -176,3 +176,11 @@ class Health(BaseModel):
 
 class Message(BaseModel):
     detail: str
+
+
+#: the errors any route behind :mod:`api.security` may answer, for its ``responses=`` in the OpenAPI schema
+AUTH_ERRORS: dict[int | str, dict] = {
+    401: {"model": Message, "description": "missing or invalid API key (ROBUSTLAB_AUTH=keys)"},
+    403: {"model": Message, "description": "the API key's scope does not allow this"},
+    429: {"model": Message, "description": "rate limit: retry after Retry-After seconds"},
+}

@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 
 from api.deps import SessionDep, SettingsDep
-from api.schemas import ArtifactOut, Message
+from api.schemas import AUTH_ERRORS, ArtifactOut, Message
 from api.security import ReadAccess, WriteAccess
 from api.uploads import UploadInvalid, validate_checkpoint, validate_dataset
 from db import artifacts
@@ -37,12 +37,11 @@ FORM_FIELDS = {
     "dataset": (),
 }
 ERRORS = {
-    401: {"model": Message, "description": "missing or invalid API key (ROBUSTLAB_AUTH=keys)"},
-    403: {"model": Message, "description": "the API key's scope does not allow uploads"},
+    **AUTH_ERRORS,
     413: {"model": Message, "description": "the file is larger than ROBUSTLAB_MAX_UPLOAD_BYTES"},
     422: {"model": Message, "description": "the file does not validate (the message names the problem)"},
-    429: {"model": Message, "description": "rate limit: retry after Retry-After seconds"},
 }
+NOT_FOUND = {404: {"model": Message, "description": "unknown artifact id"}}
 
 
 def _multipart(fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -173,7 +172,8 @@ def _get_or_404(session, artifact_id: str) -> Artifact:
     response_class=FileResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "the stored file"},
-        404: {"model": Message},
+        **NOT_FOUND,
+        **AUTH_ERRORS,
     },
 )
 def download_artifact(
@@ -189,7 +189,7 @@ def download_artifact(
     return FileResponse(path, filename=name, media_type="application/octet-stream")
 
 
-@router.get("/{artifact_id}/info", response_model=ArtifactOut, responses={404: {"model": Message}})
+@router.get("/{artifact_id}/info", response_model=ArtifactOut, responses={**NOT_FOUND, **AUTH_ERRORS})
 def artifact_info(artifact_id: str, session: SessionDep, _principal: ReadAccess) -> Artifact:
     """What was uploaded: kind, size, SHA-256 of the uploaded bytes, and what validation found."""
     return _get_or_404(session, artifact_id)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import DispatcherDep, SessionDep, SettingsDep
 from api.routes.health import VERSION
-from api.schemas import JobFile, JobFiles, JobList, JobOut, JobResults, JobStatusName, Message
+from api.schemas import AUTH_ERRORS, JobFile, JobFiles, JobList, JobOut, JobResults, JobStatusName, Message
 from api.security import ReadAccess, WriteAccess
 from api.uploads import check_spec_references
 from db import jobs
@@ -20,11 +20,7 @@ from evaluation.spec import JobSpec
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 NOT_FOUND = {404: {"model": Message, "description": "unknown job id"}}
-AUTH = {
-    401: {"model": Message, "description": "missing or invalid API key (ROBUSTLAB_AUTH=keys)"},
-    403: {"model": Message, "description": "the API key's scope does not allow this"},
-    429: {"model": Message, "description": "rate limit: retry after Retry-After seconds"},
-}
+AUTH = AUTH_ERRORS
 
 
 def _get_or_404(session: Session, job_id: str) -> Job:
