@@ -11,8 +11,9 @@ Registered by :func:`api.main.create_app`:
 
 * a NUL character (``\\x00``) in a path or query parameter or in a JSON body is ``422``, in FastAPI's validation
   error format, before it reaches PostgreSQL (whose text columns cannot hold it: a ``500`` otherwise);
-* a body that cannot be decoded (not UTF-8) or a malformed multipart form is ``422`` (``json_invalid``,
-  ``form_invalid``), as malformed JSON is (FastAPI and Starlette: an undocumented ``400``);
+* a body that cannot be decoded (not UTF-8) is ``422`` (``json_invalid``), as malformed JSON is, and a malformed
+  multipart form is ``422`` with a ``detail`` string, as the upload routes document it (FastAPI and Starlette: an
+  undocumented ``400``);
 * ``405 Method Not Allowed`` lists in ``Allow`` every method of the path, not only those of the first route that
   matched it (Starlette's default).
 """
@@ -83,8 +84,8 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = [{"type": "json_invalid", "loc": ["body"], "msg": "the body is not valid JSON", "input": None}]
         return JSONResponse(status_code=422, content={"detail": detail})
     if exc.status_code == 400 and isinstance(exc.__context__, MultiPartException):  # a malformed form
-        detail = [{"type": "form_invalid", "loc": ["body"], "msg": f"malformed form: {exc.detail}", "input": None}]
-        return JSONResponse(status_code=422, content={"detail": detail})
+        # only the upload routes read forms: their 422 is documented as a ``Message`` (``detail`` a string)
+        return JSONResponse(status_code=422, content={"detail": f"malformed form: {exc.detail}"})
     if exc.status_code == 405:
         allowed = _allowed_methods(request.app, request.url.path)
         if allowed:
