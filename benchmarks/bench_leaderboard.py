@@ -10,8 +10,9 @@ What it does, each part bounded in request count and time, all traffic on loopba
 2. **EXPLAIN ANALYZE** the leaderboard query (:func:`db.jobs.leaderboard`, the SQL the API runs) for a few shapes:
    no filter, dataset + family filter, ascending, a page deep behind a cursor.
 3. **Leaderboard load**: a real ``uvicorn api.main:app`` (one process) and an httpx load generator
-   (``--concurrency`` in flight, at most ``--requests`` requests or ``--seconds``): p50 / p99 latency and
-   requests/s of ``GET /api/v1/leaderboard?dataset=spirals&family=implicit&metric=pgd_linf_acc@0.1&limit=20``.
+   (one client, then ``--concurrency`` in flight; at most ``--requests`` requests or ``--seconds``): p50 / p99
+   latency and requests/s of
+   ``GET /api/v1/leaderboard?dataset=spirals&family=implicit&metric=pgd_linf_acc@0.1&limit=20``.
 4. **MLflow**: the same rows as 20k runs × 5 metrics × 3 params (dataset, family, width) in a local SQLite store
    (bulk-inserted into MLflow's own schema, then checked through ``MlflowClient.search_runs``), ``mlflow server``
    (one worker), and the same load on ``POST /api/2.0/mlflow/runs/search`` filtering on two params and ordering by
@@ -417,12 +418,19 @@ def main() -> int:
         env = service_env(url, args.redis, workdir / "artifacts")
         api, base = start_api(env, workdir)
         procs.append(api)
+        # latency as one client sees it (nothing queued behind other requests), then at saturation
+        one = asyncio.run(
+            load(lambda c: c.get("/api/v1/leaderboard", params=LEADERBOARD_QUERY), base, 1,
+                 min(args.requests, 1000), args.seconds)
+        )  # fmt: skip
+        figures["robustlab_leaderboard_1_client"] = one
+        print_load("robustlab GET /api/v1/leaderboard, 1 client", one)
         ours = asyncio.run(
             load(lambda c: c.get("/api/v1/leaderboard", params=LEADERBOARD_QUERY), base, args.concurrency,
                  args.requests, args.seconds)
         )  # fmt: skip
         figures["robustlab_leaderboard"] = ours
-        print_load("robustlab GET /api/v1/leaderboard", ours)
+        print_load(f"robustlab GET /api/v1/leaderboard, {args.concurrency} in flight", ours)
         expected_top = [
             e["job_id"].replace("-", "")
             for e in httpx.get(f"{base}/api/v1/leaderboard", params=LEADERBOARD_QUERY).json()["entries"]
