@@ -31,5 +31,15 @@ lint: install
 test: lint
 	$(PY) -m pytest
 
+# The benchmarks measure against peers installed only for them: MLflow's tracking server and torchdeq
+# (--no-deps: its metadata pins an old torch). Each script prints its ratios; see benchmarks/*.py.
+bench: install
+	$(PY) -c "import mlflow" 2>/dev/null || $(PY) -m pip install --quiet mlflow
+	$(PY) -c "import torchdeq" 2>/dev/null || $(PY) -m pip install --quiet --no-deps torchdeq
+	$(PY) benchmarks/bench_implicit.py
+	$(PY) benchmarks/bench_evaluation.py
+	$(PY) benchmarks/bench_leaderboard.py
+	$(PY) benchmarks/gate_false_alarms.py
+
 clean:
 	rm -rf $(VENV) robustlab.db* robustlab-broker.db* artifacts .pytest_cache
