@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI
 from api.dispatch import Dispatcher, RecoveryLoop
 from api.errors import DATABASE_UNAVAILABLE_RESPONSE, install_error_handlers, reject_nul_characters
 from api.limits import BodySizeLimit
-from api.routes import api_router, health
+from api.routes import api_router, health, web
 from api.security import RateLimiter
 from db.config import Settings, get_settings
 
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, recovery: bool = True) -> FastA
         dependencies=[Depends(reject_nul_characters)],  # 422, not a 500 from PostgreSQL
     )
     install_error_handlers(app)  # database unreachable: 503 JSON, not 500
+    web.install(app)  # HTML pages at /, /jobs/{id}, /compare (not in the OpenAPI schema) and /static
     return app
 
 

@@ -119,6 +119,18 @@ class RobustlabClient:
     def leaderboard(self, **params: Any) -> dict:
         return self._request("GET", "/api/v1/leaderboard", params={k: v for k, v in params.items() if v is not None})
 
+    def leaderboard_export(self, format: str, **params: Any) -> tuple[str, str | None]:
+        """The leaderboard page as ``format=csv`` or ``format=robustbench`` text, and the next page's cursor (the
+        ``X-Next-Cursor`` header; ``None`` on the last page)."""
+        query = {k: v for k, v in params.items() if v is not None} | {"format": format}
+        try:
+            response = self._http.get("/api/v1/leaderboard", params=query)
+        except httpx.TransportError as exc:
+            raise ApiError(f"cannot reach the robustlab server at {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error_from_response(response)
+        return response.text, response.headers.get("X-Next-Cursor")
+
     def wait(
         self,
         job_id: str,

@@ -372,20 +372,43 @@ def leaderboard(
     metric: Annotated[str, typer.Option(help="rank by this metric, e.g. pgd_linf_acc@0.1")] = "clean_acc",
     order: Annotated[str, typer.Option(help="desc: highest first; asc: lowest first")] = "desc",
     limit: Annotated[int, typer.Option(help="rows")] = 20,
+    cursor: Annotated[str | None, typer.Option(help="the next page: the cursor the previous page printed")] = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="table (for people), json (the API's Leaderboard object), csv, or robustbench (RobustBench "
+            "model_info objects; our PGD figure as autoattack_acc)",
+        ),
+    ] = "table",
     server: ServerOption = None,
 ) -> None:
-    """Show the best succeeded jobs by a metric."""
+    """Show the best succeeded jobs by a metric, or export them (--format json|csv|robustbench) to stdout."""
+    if format not in ("table", "json", "csv", "robustbench"):
+        _fail(f"--format: table, json, csv or robustbench, not {format!r}")
+    params = dict(dataset=dataset, family=family, task=task, metric=metric, order=order, limit=limit, cursor=cursor)
     with RobustlabClient(server or get_settings().server_url) as client:
         try:
-            board = client.leaderboard(
-                dataset=dataset, family=family, task=task, metric=metric, order=order, limit=limit
-            )
+            if format in ("csv", "robustbench"):
+                text, next_cursor = client.leaderboard_export(format, **params)
+            else:
+                board = client.leaderboard(**params)
         except ApiError as exc:
             _fail(str(exc))
+    if format in ("csv", "robustbench"):
+        sys.stdout.write(text if format == "csv" else json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n")
+        if next_cursor:
+            err_console.print(f"next page: --cursor {next_cursor}", highlight=False, soft_wrap=True)
+        return
+    if format == "json":
+        sys.stdout.write(json.dumps(board, indent=2, ensure_ascii=False) + "\n")
+        return
     if not board["entries"]:
         console.print(f"no succeeded job has metric {metric!r} (with these filters)", highlight=False)
         return
     console.print(leaderboard_table(board))
+    if board.get("next_cursor"):
+        err_console.print(f"next page: --cursor {board['next_cursor']}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,13 @@
     GET /api/v1/leaderboard?dataset=spirals&metric=pgd_linf_acc&eps=0.1&order=desc&limit=20
     GET /api/v1/leaderboard?…same filters…&cursor=<next_cursor of the previous page>
     GET /api/v1/compare?jobs=<id>,<id>,<id>
+    GET /api/v1/leaderboard?…&format=csv           (or format=robustbench: RobustBench model_info objects)
 
 Pages are cut by keyset pagination on ``(value, job id)`` (:func:`db.jobs.leaderboard`): the cursor is an opaque
 token holding the last row's key, the next rank and a fingerprint of the query, so it is only valid with the same
-filters, and a page is as fast on page 500 as on page 1.
+filters, and a page is as fast on page 500 as on page 1. :func:`leaderboard_page` and :func:`compare` are the
+query logic, shared with the web pages (:mod:`api.routes.web`); :mod:`api.exports` writes the CSV and RobustBench
+forms.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import hashlib
 import json
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.orm import Session
 
+from api import exports
 from api.deps import SessionDep
 from api.schemas import CompareJob, Comparison, Leaderboard, LeaderboardEntry, Message
 from api.security import ReadAccess
@@ -78,12 +83,31 @@ def decode_cursor(cursor: str, fingerprint: str) -> tuple[tuple[float, str], int
     return after, rank
 
 
+EXPORT_RESPONSES: dict[int | str, dict] = {
+    200: {
+        "description": "the leaderboard: JSON (default), CSV (format=csv) or RobustBench model_info objects "
+        "(format=robustbench)",
+        "content": {
+            exports.CSV_MEDIA_TYPE: {"schema": {"type": "string"}},
+            exports.ROBUSTBENCH_MEDIA_TYPE: {"schema": {"type": "array", "items": exports.ROBUSTBENCH_ITEM_SCHEMA}},
+        },
+        "headers": {
+            "X-Next-Cursor": {
+                "description": "format=csv / robustbench: the next page's cursor (absent on the last page)",
+                "schema": {"type": "string"},
+            }
+        },
+    }
+}
+
+
 @router.get(
     "",
     response_model=Leaderboard,
-    responses={401: {"model": Message}, 429: {"model": Message}},
+    responses={**EXPORT_RESPONSES, 401: {"model": Message}, 429: {"model": Message}},
 )
 def get_leaderboard(
+    request: Request,
     session: SessionDep,
     _principal: ReadAccess,
     dataset: str | None = Query(None, max_length=64),
@@ -95,10 +119,50 @@ def get_leaderboard(
     order: Literal["desc", "asc"] = "desc",
     limit: int = Query(20, ge=1, le=500),
     cursor: str | None = Query(None, max_length=1000, description="next_cursor of the previous page"),
-) -> Leaderboard:
+    format_: Literal["json", "csv", "robustbench"] = Query(
+        "json",
+        alias="format",
+        description="json: the Leaderboard object; csv: text/csv, one row per entry (rank, job, hyper-parameters, "
+        "the ranking metric, one column per metric on the page); robustbench: a JSON list of RobustBench model_info "
+        "objects (accuracies in percent strings, our PGD figure as autoattack_acc, see attack). csv and robustbench "
+        "send the next page's cursor in the X-Next-Cursor header.",
+    ),
+) -> Leaderboard | Response:
     """Best first: highest ``metric`` with ``order=desc`` (accuracies), lowest with ``order=asc`` (e.g.
     ``lipschitz_bound``, ``train_seconds``). Each entry has the job's name, family, key hyper-parameters, its
-    clean / Gaussian / PGD / certified accuracies, all its metrics, job id and dates. ``next_cursor`` pages on."""
+    clean / Gaussian / PGD / certified accuracies, all its metrics, job id and dates. ``next_cursor`` pages on.
+    ``format=csv`` / ``format=robustbench`` export the same page (filters, sort and cursor alike)."""
+    board = leaderboard_page(session, dataset, family, task, metric, eps, sigma, order, limit, cursor)
+    if format_ == "json":
+        return board
+    headers = {}
+    if board.next_cursor:
+        headers["X-Next-Cursor"] = board.next_cursor
+        headers["Link"] = f'<{request.url.include_query_params(cursor=board.next_cursor)}>; rel="next"'
+    if format_ == "csv":
+        text = exports.leaderboard_csv(board.entries, board.metric)
+        headers["Content-Disposition"] = 'inline; filename="leaderboard.csv"'
+        return Response(text, media_type=f"{exports.CSV_MEDIA_TYPE}; charset=utf-8", headers=headers)
+    found = jobs.get_jobs(session, [e.job_id for e in board.entries])
+    job_url = str(request.base_url).rstrip("/") + "/jobs/{job_id}"
+    models = exports.robustbench_models(board.entries, board.metric, found, job_url)
+    return Response(json.dumps(models, ensure_ascii=False), media_type=exports.ROBUSTBENCH_MEDIA_TYPE, headers=headers)
+
+
+def leaderboard_page(
+    session: Session,
+    dataset: str | None = None,
+    family: str | None = None,
+    task: str | None = None,
+    metric: str = "clean_acc",
+    eps: float | None = None,
+    sigma: float | None = None,
+    order: Literal["desc", "asc"] = "desc",
+    limit: int = 20,
+    cursor: str | None = None,
+) -> Leaderboard:
+    """One page of the leaderboard (the ``/leaderboard`` route and the web page): ``RequestValidationError`` for a
+    bad metric level or a cursor of another query."""
     metric = full_metric(metric, eps, sigma)
     fingerprint = _fingerprint(metric, order, dataset, family, task)
     after, first_rank = decode_cursor(cursor, fingerprint) if cursor else (None, 1)
@@ -142,11 +206,19 @@ def compare_jobs(
 ) -> Comparison:
     """The metrics of several jobs side by side: ``metrics[name][i]`` is job ``i``'s value (null if it has none;
     only succeeded jobs have metrics)."""
+    return compare(session, jobs_)
+
+
+def compare(session: Session, jobs_: str, min_jobs: int = 1, max_jobs: int = MAX_COMPARE) -> Comparison:
+    """The ``/compare`` logic (shared with the web page): ``RequestValidationError`` for too few or too many ids,
+    ``HTTPException(404)`` naming unknown ones."""
     ids = list(dict.fromkeys(part.strip() for part in jobs_.split(",") if part.strip()))
     if not ids:
         raise _invalid("jobs", "give one or more comma-separated job ids", jobs_)
-    if len(ids) > MAX_COMPARE:
-        raise _invalid("jobs", f"at most {MAX_COMPARE} jobs", len(ids))
+    if len(ids) < min_jobs:
+        raise _invalid("jobs", f"give at least {min_jobs} job ids", len(ids))
+    if len(ids) > max_jobs:
+        raise _invalid("jobs", f"at most {max_jobs} jobs", len(ids))
     found = jobs.get_jobs(session, ids)
     unknown = [job_id for job_id in ids if job_id not in found]
     if unknown:
