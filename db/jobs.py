@@ -555,9 +555,17 @@ def hyper_parameters(spec: Mapping[str, Any]) -> dict[str, Any]:
         "lr": train.get("lr"),
         "optimizer": train.get("optimizer"),
     }
-    if family == "implicit":
+    if family == "ode":  # h = t_final / depth; the stored spec's h is the unused default
+        t_final, depth = model.get("t_final"), model.get("depth")
+        out["t_final"] = t_final
+        out["h"] = t_final / depth if isinstance(t_final, (int, float)) and depth else None
+    if family in ("implicit", "ode"):
         solver = model.get("solver") or {}
         out["solver"] = f"{solver.get('forward')}/{solver.get('backward')}"
+    regularizers = train.get("regularizers") or {}
+    named = sorted(name for name, value in regularizers.items() if value and name != "stochastic")
+    if named:
+        out["regularizers"] = named
     if model.get("spectral"):
         out["spectral"] = [model["spectral"].get("lower"), model["spectral"].get("upper")]
     if model.get("conv"):

@@ -292,3 +292,15 @@ def test_migrations_create_exactly_the_models_tables(fresh_url: str) -> None:
     upgrade(fresh_url)
     engine.dispose()
     assert set(inspect(engine).get_table_names()) - {"alembic_version"} == set(Base.metadata.tables)
+
+
+def test_hyper_parameters_of_an_ode_spec_show_its_time_horizon_solver_and_regularizers() -> None:
+    spec = {
+        "model": {"family": "ode", "depth": 10, "t_final": 5.0, "h": 0.1, "hidden": 32, "theta": 0.5,
+                  "solver": {"forward": "anderson", "backward": "gmres"}},
+        "train": {"epochs": 3, "regularizers": {"stochastic": None, "divergence": {"weight": 0.01}, "normal": None}},
+    }  # fmt: skip
+    hp = jobs.hyper_parameters(spec)
+    assert hp["t_final"] == 5.0 and hp["h"] == 0.5  # h = t_final / depth, not the spec's unused default
+    assert hp["solver"] == "anderson/gmres" and hp["regularizers"] == ["divergence"]
+    assert "t_final" not in jobs.hyper_parameters({"model": {"family": "explicit", "h": 0.1}, "train": {}})
