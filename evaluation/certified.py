@@ -18,7 +18,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from evaluation.spec import metric_key
-from models import LipschitzBoundUnavailable, lipschitz_bound
+from models import LipschitzBoundUnavailable
+from models.lipschitz import lipschitz_bounds
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -90,10 +91,8 @@ def cached_bounds(model: nn.Module) -> Bounds:
     # the cache keeps the tensors it fingerprinted alive, so a replaced tensor never gets a recycled id()
     alive = (*model.parameters(), *model.buffers())
     with parametrize.cached():  # each normalised weight is computed once for all the bounds
-        lipschitz = lipschitz_bound(model)
-        body = getattr(model, "body_lipschitz_bound", None)
+        lipschitz, body_bound = lipschitz_bounds(model)  # each layer's exact norm once
         head = getattr(model, "head", None)
-        body_bound = float(body()) if body is not None else None
         pair_norms = None
         if isinstance(head, nn.Linear):
             w = head.weight.detach().double()

@@ -17,14 +17,29 @@ def lipschitz_bound(model: nn.Module) -> float:
     Raises:
         LipschitzBoundUnavailable: the model has no bound of the supported forms (e.g. θhℓ ≥ 1).
     """
+    return lipschitz_bounds(model)[0]
+
+
+def lipschitz_bounds(model: nn.Module) -> tuple[float, float | None]:
+    """``(bound on Lip₂(model), bound on Lip₂(body))``: the second is that of the map into a linear head (``None``
+    for a model without ``body_lipschitz_bound``), used by the pairwise-margin certificate. Each layer's exact norm
+    is computed once: the whole-model bound is the body's times ‖W_head‖₂ where the model splits that way.
+
+    Raises:
+        LipschitzBoundUnavailable: as :func:`lipschitz_bound`.
+    """
     if not hasattr(model, "lipschitz_bound"):
         raise LipschitzBoundUnavailable(f"{type(model).__name__} does not provide a Lipschitz bound")
     was_training = model.training
     model.eval()
     try:
-        bound = float(model.lipschitz_bound())
+        body = float(model.body_lipschitz_bound()) if hasattr(model, "body_lipschitz_bound") else None
+        if body is not None and hasattr(model, "head_lipschitz_bound"):
+            bound = body * float(model.head_lipschitz_bound())
+        else:
+            bound = float(model.lipschitz_bound())
     finally:
         model.train(was_training)
     if not math.isfinite(bound):
         raise LipschitzBoundUnavailable(f"Lipschitz bound is not finite ({bound})")
-    return bound
+    return bound, body

@@ -12,10 +12,12 @@ from models.steps import ExplicitStep, SolverStats, ThetaStep
 class ResidualNetwork(nn.Module):
     """x ↦ head(step_T ∘ … ∘ step_1(embed(x))).
 
-    The Lipschitz bound is the product of the parts' bounds (composition), each from exact spectral norms.
+    The Lipschitz bound is the product of the parts' bounds (composition), each from exact spectral norms. The
+    embedding is an ``nn.Linear`` (bound ‖W‖₂) or any module with its own ``lipschitz_bound()`` (the augmented
+    input (x, x) of the ``ode`` family, the convolutional lift of conv models); the head is an ``nn.Linear``.
     """
 
-    def __init__(self, embed: nn.Linear, steps: list[nn.Module], head: nn.Linear):
+    def __init__(self, embed: nn.Module, steps: list[nn.Module], head: nn.Linear):
         super().__init__()
         self.embed = embed
         self.steps = nn.ModuleList(steps)
@@ -32,13 +34,20 @@ class ResidualNetwork(nn.Module):
 
     def body_lipschitz_bound(self) -> float:
         """Bound on Lip(x ↦ input of the head): embedding norm × the steps' bounds."""
-        bound = float(exact_spectral_norm(self.embed.weight))
+        if hasattr(self.embed, "lipschitz_bound"):
+            bound = float(self.embed.lipschitz_bound())
+        else:
+            bound = float(exact_spectral_norm(self.embed.weight))
         for step in self.steps:
             bound *= step.lipschitz_bound()
         return bound
 
+    def head_lipschitz_bound(self) -> float:
+        """‖W_head‖₂ (exact): the linear head's Lipschitz constant."""
+        return float(exact_spectral_norm(self.head.weight))
+
     def lipschitz_bound(self) -> float:
-        return self.body_lipschitz_bound() * float(exact_spectral_norm(self.head.weight))
+        return self.body_lipschitz_bound() * self.head_lipschitz_bound()
 
     def solver_stats(self) -> list[SolverStats]:
         return [step.stats for step in self.steps if isinstance(step, ThetaStep)]
