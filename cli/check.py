@@ -81,6 +81,16 @@ DIRECTION_BY_PREFIX: tuple[tuple[str, Direction], ...] = (
     ("lipschitz_bound", LOWER),
     ("train_loss", LOWER),
     ("solver_", LOWER),  # iterations, residual, failures
+    ("pnp_residual", LOWER),  # plug-and-play: last relative step
+    ("pnp_denoiser_lipschitz", LOWER),
+    ("pnp_", HIGHER),  # pnp_psnr@σ, pnp_monotone@σ, pnp_averaged
+)
+# Checked before the prefixes (pgd_linf_mse is an error, not an accuracy): spreads and errors are lower-is-better,
+# PSNRs higher-is-better.
+DIRECTION_BY_SUFFIX: tuple[tuple[str, Direction], ...] = (
+    ("_std", LOWER),  # gaussian_acc_std, gaussian_mse_std, gaussian_psnr_std: spreads over draws
+    ("_mse", LOWER),  # clean_mse, gaussian_mse, pgd_linf_mse, certified_l2_mse, rollout_mse, train_mse …
+    ("_psnr", HIGHER),  # clean_psnr, gaussian_psnr, pnp_psnr, input_psnr …
 )
 
 
@@ -98,6 +108,9 @@ def metric_direction(name: str, overrides: Mapping[str, Direction] | None = None
     base = name.partition("@")[0]
     if base.endswith("_seconds"):
         return LOWER
+    for suffix, direction in DIRECTION_BY_SUFFIX:
+        if base.endswith(suffix):
+            return direction
     for prefix, direction in DIRECTION_BY_PREFIX:
         if base.startswith(prefix):
             return direction

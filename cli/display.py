@@ -9,7 +9,25 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-METRIC_ORDER = ("clean_acc", "gaussian_acc", "pgd_linf_acc", "pgd_l2_acc", "certified_l2_acc", "lipschitz_bound")
+METRIC_ORDER = (
+    "clean_acc",
+    "clean_mse",
+    "clean_psnr",
+    "input_psnr",
+    "rollout_mse",
+    "gaussian_acc",
+    "gaussian_mse",
+    "gaussian_psnr",
+    "pgd_linf_acc",
+    "pgd_linf_mse",
+    "pgd_l2_acc",
+    "pgd_l2_mse",
+    "certified_l2_acc",
+    "certified_l2_mse",
+    "certified_linf_mse",
+    "pnp_psnr",
+    "lipschitz_bound",
+)
 
 
 class JobProgress:

@@ -7,6 +7,10 @@ Three figures, written by :func:`write_plots` next to ``result.json``:
 * ``plot_eps.png`` — accuracy vs ε for PGD L∞, PGD L2 and certified L2 on one axis (clean accuracy at ε = 0);
 * ``plot_radius.png`` — histogram of the per-sample certified L2 radii, the certified ε marked.
 
+Regression and denoising jobs (metrics ``clean_mse`` …) get the same file names with other content:
+``plot_gaussian.png`` shows MSE and PSNR vs σ, ``plot_eps.png`` the worst-case MSE found by PGD and the certified
+upper bounds vs ε; a plug-and-play evaluation adds ``plot_pnp.png`` (reconstruction and observation PSNR vs σ).
+
 Every function reads flat metrics (``gaussian_acc@0.3`` …) so it works on a ``RunResult`` as well as on the
 ``metrics`` of a stored ``result.json``::
 
@@ -26,6 +30,7 @@ GAUSSIAN_FILE = "plot_gaussian.png"
 EPS_FILE = "plot_eps.png"
 RADIUS_FILE = "plot_radius.png"
 SWEEP_FILE = "sweep_gaussian.png"
+PNP_FILE = "plot_pnp.png"
 PLOT_FILES = (GAUSSIAN_FILE, EPS_FILE, RADIUS_FILE)
 
 # metric prefix → (legend label, colour, marker)
@@ -88,6 +93,116 @@ def plot_gaussian(metrics: Mapping[str, float], path: str | Path, title: str) ->
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(loc="lower left", fontsize=9)
+    return _save(fig, Path(path))
+
+
+def _band(ax, xs, mean, err, colour: str, label: str, marker: str = "o") -> None:
+    low = [m - e for m, e in zip(mean, err, strict=True)]
+    high = [m + e for m, e in zip(mean, err, strict=True)]
+    ax.fill_between(xs, low, high, alpha=0.2, color=colour)
+    ax.errorbar(xs, mean, yerr=err, marker=marker, capsize=3, color=colour, label=label)
+
+
+def plot_gaussian_regression(metrics: Mapping[str, float], path: str | Path, title: str) -> Path | None:
+    """MSE (left, log scale) and PSNR (right) vs σ, mean ± std over draws, the clean values dashed and, for a
+    denoiser, the PSNR of the noisy inputs themselves; ``None`` when there are no ``gaussian_mse`` metrics."""
+    mse = series(metrics, "gaussian_mse")
+    if not mse:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.6, 4.4), dpi=110, layout="constrained")
+    fig.suptitle(f"Error under Gaussian noise — {title}\nx + σ·N(0, I), mean ± std over draws", fontsize=11)
+    left, right = fig.subplots(1, 2)
+    sigmas = [s for s, _ in mse]
+    mse_std = dict(series(metrics, "gaussian_mse_std"))
+    _band(left, sigmas, [v for _, v in mse], [mse_std.get(s, 0.0) for s in sigmas], "tab:red", "MSE (mean ± std)")
+    if "clean_mse" in metrics:
+        left.axhline(metrics["clean_mse"], ls="--", color="grey", lw=1, label=f"clean {metrics['clean_mse']:.3g}")
+    if all(v > 0 for _, v in mse):
+        left.set_yscale("log")
+    left.set_ylabel("mean squared error")
+    psnr = series(metrics, "gaussian_psnr")
+    psnr_std = dict(series(metrics, "gaussian_psnr_std"))
+    if psnr:
+        xs = [s for s, _ in psnr]
+        _band(right, xs, [v for _, v in psnr], [psnr_std.get(s, 0.0) for s in xs], "tab:blue", "PSNR (mean ± std)")
+    baseline = series(metrics, "gaussian_input_psnr")
+    if baseline:
+        right.plot([s for s, _ in baseline], [v for _, v in baseline], ls=":", marker="x", color="black",
+                   label="noisy input (no model)")
+    if "clean_psnr" in metrics:
+        right.axhline(metrics["clean_psnr"], ls="--", color="grey", lw=1, label=f"clean {metrics['clean_psnr']:.2f} dB")
+    right.set_ylabel("PSNR (dB)")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        ax.set_xlabel("noise standard deviation σ (input units)")
+        ax.legend(loc="best", fontsize=8)
+    return _save(fig, Path(path))
+
+
+# metric prefix → (legend label, colour, marker, line style) of the regression ε plot
+EPS_MSE_SERIES = {
+    "pgd_linf_mse": ("PGD L∞ (attack: lower bound on worst case)", "tab:red", "o", "-"),
+    "pgd_l2_mse": ("PGD L2 (attack: lower bound on worst case)", "tab:blue", "s", "-"),
+    "certified_linf_mse": ("certified L∞ (sound upper bound)", "tab:red", "v", "--"),
+    "certified_l2_mse": ("certified L2 (sound upper bound)", "tab:blue", "^", "--"),
+}
+
+
+def plot_eps_regression(
+    metrics: Mapping[str, float], path: str | Path, title: str, settings: str | None = None
+) -> Path | None:
+    """Worst-case MSE vs ε: PGD (found by the attack, from below) and the certified bounds (from above), log scale,
+    clean MSE at ε = 0; ``None`` when none of them was measured."""
+    present = {prefix: series(metrics, prefix) for prefix in EPS_MSE_SERIES}
+    present = {k: v for k, v in present.items() if v}
+    if not present:
+        return None
+    fig, ax = _figure(f"Worst-case MSE vs ε — {title}", settings)
+    clean = metrics.get("clean_mse")
+    for prefix, points in present.items():
+        label, colour, marker, style = EPS_MSE_SERIES[prefix]
+        xs, ys = [e for e, _ in points], [v for _, v in points]
+        if clean is not None:
+            xs, ys = [0.0, *xs], [clean, *ys]
+        ax.plot(xs, ys, marker=marker, color=colour, ls=style, label=label)
+    if clean is not None:
+        ax.axhline(clean, ls=":", color="grey", lw=1, label=f"clean {clean:.3g}")
+    values = [v for points in present.values() for _, v in points] + ([clean] if clean else [])
+    if values and all(v > 0 for v in values):
+        ax.set_yscale("log")
+    ax.set_xlabel("perturbation budget ε (input units; L∞ and L2 share the axis)")
+    ax.set_ylabel("mean squared error")
+    ax.set_xlim(left=0)
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, Path(path))
+
+
+def plot_pnp(metrics: Mapping[str, float], path: str | Path, title: str) -> Path | None:
+    """Plug-and-play reconstruction PSNR and the degraded observation's PSNR vs σ; ``None`` without them."""
+    recon = series(metrics, "pnp_psnr")
+    if not recon:
+        return None
+    observed = series(metrics, "pnp_input_psnr")
+    monotone = dict(series(metrics, "pnp_monotone"))
+    averaged = metrics.get("pnp_averaged")
+    subtitle = "x ← D_λ(x − α·Kᵀ(Kx − y)), y = Kx + σ·N(0, I)"
+    notes = []
+    if averaged is not None:
+        notes.append(f"averaged iteration: {'yes' if averaged >= 1 else 'not guaranteed'}")
+    if monotone:
+        notes.append(f"non-increasing steps on ≥ {min(monotone.values()):.0%} of images")
+    if notes:
+        subtitle += "\n" + "; ".join(notes)
+    fig, ax = _figure(f"Plug-and-play reconstruction — {title}", subtitle)
+    ax.plot([s for s, _ in recon], [v for _, v in recon], marker="o", color="tab:green", label="PnP reconstruction")
+    if observed:
+        ax.plot([s for s, _ in observed], [v for _, v in observed], marker="x", ls=":", color="black",
+                label="observation y")
+    ax.set_xlabel("measurement noise σ")
+    ax.set_ylabel("PSNR (dB)")
+    ax.legend(loc="best", fontsize=8)
     return _save(fig, Path(path))
 
 
@@ -162,9 +277,17 @@ def write_plots(
     eps_settings: str | None = None,
     radius_method: str | None = None,
 ) -> list[str]:
-    """Write every plot the metrics support into ``out_dir``; returns the file names written."""
+    """Write every plot the metrics support into ``out_dir``; returns the file names written. Regression and
+    denoising metrics (``clean_mse`` …) get the MSE/PSNR versions of the plots."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if "clean_mse" in metrics:
+        written = [
+            plot_gaussian_regression(metrics, out / GAUSSIAN_FILE, title),
+            plot_eps_regression(metrics, out / EPS_FILE, title, eps_settings),
+            plot_pnp(metrics, out / PNP_FILE, title),
+        ]
+        return [p.name for p in written if p is not None]
     written = [
         plot_gaussian(metrics, out / GAUSSIAN_FILE, title),
         plot_eps(metrics, out / EPS_FILE, title, eps_settings),
@@ -220,9 +343,13 @@ __all__ = [
     "EPS_FILE",
     "GAUSSIAN_FILE",
     "PLOT_FILES",
+    "PNP_FILE",
     "RADIUS_FILE",
     "plot_eps",
+    "plot_eps_regression",
     "plot_gaussian",
+    "plot_gaussian_regression",
+    "plot_pnp",
     "plot_radius",
     "plot_sweep_gaussian",
     "radius_quantiles",

@@ -6,6 +6,7 @@ The worker and ``robustlab run`` both call :func:`run_job`; it knows nothing of 
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 import warnings
@@ -20,8 +21,15 @@ import models
 from evaluation.certified import certified_accuracy
 from evaluation.datasets import Dataset, load_dataset
 from evaluation.gaussian import gaussian_noise_accuracy, predict
-from evaluation.pgd import pgd_accuracy
+from evaluation.pgd import pgd_accuracy, pgd_regression
 from evaluation.plots import radius_quantiles, write_plots
+from evaluation.pnp import plug_and_play
+from evaluation.regression import (
+    certified_regression,
+    clean_metrics,
+    gaussian_noise_regression,
+    rollout_mse,
+)
 from evaluation.spec import JobSpec, metric_key
 from evaluation.training import train_classifier
 
@@ -75,7 +83,7 @@ def library_versions() -> dict[str, str]:
 
 def prepare_model(spec: JobSpec, data: Dataset, device: torch.device) -> tuple[JobSpec, nn.Module]:
     """Fill the model's input/output sizes from the data and build it (or load ``spec.checkpoint``)."""
-    model_spec = spec.model.model_copy(update={"input_dim": data.input_dim, "output_dim": data.num_classes})
+    model_spec = spec.model.model_copy(update={"input_dim": data.input_dim, "output_dim": data.output_dim})
     spec = spec.model_copy(update={"model": model_spec})
     if spec.checkpoint is not None:
         stored = models.read_model_spec(spec.checkpoint)
@@ -89,7 +97,10 @@ def prepare_model(spec: JobSpec, data: Dataset, device: torch.device) -> tuple[J
 def evaluate(
     model: nn.Module, spec: JobSpec, data: Dataset, device: torch.device, progress: Progress
 ) -> tuple[dict, dict]:
-    """Clean, Gaussian, PGD and certified accuracy; sanity relations asserted."""
+    """Clean, Gaussian, PGD and certified accuracy; sanity relations asserted. Regression and denoising tasks are
+    evaluated by :func:`evaluate_regression`."""
+    if data.task != "classification":
+        return evaluate_regression(model, spec, data, device, progress)
     x, y = data.x_test.to(device), data.y_test.to(device)
     ev = spec.evaluate
     model.eval()
@@ -127,18 +138,100 @@ def evaluate(
     return metrics, info
 
 
-def check_sanity(metrics: dict[str, float]) -> dict[str, bool]:
-    """certified_l2_acc@ε ≤ pgd_l2_acc@ε ≤ clean_acc and pgd_linf_acc@ε ≤ clean_acc; raise on violation."""
+def evaluate_regression(
+    model: nn.Module, spec: JobSpec, data: Dataset, device: torch.device, progress: Progress
+) -> tuple[dict, dict]:
+    """Clean MSE/PSNR, Gaussian-noise MSE/PSNR, PGD worst-case MSE, certified output bounds, the Lotka–Volterra
+    rollout error and plug-and-play reconstruction (those the spec asks for); sanity relations asserted."""
+    x, y = data.x_test.to(device), data.y_test.to(device)
+    ev = spec.evaluate
+    denoising = data.task == "denoising"
+    model.eval()
+    metrics: dict[str, float] = clean_metrics(model, x, y, data.peak, denoising)
+    info: dict = {"psnr_peak": data.peak}
+    if data.trajectories is not None:
+        rollout = rollout_mse(model, data.trajectories.to(device))
+        if math.isfinite(rollout):
+            metrics["rollout_mse"] = rollout
+        else:
+            info.setdefault("warnings", []).append(f"rollout diverged (rollout_mse = {rollout}); not reported")
+    if ev.gaussian is not None:
+        progress({"phase": "evaluate", "step": "gaussian"})
+        g = ev.gaussian
+        metrics.update(
+            gaussian_noise_regression(
+                model, x, y, g.sigmas, g.repeats, g.seed, data.valid_range, data.peak, baseline=denoising
+            )
+        )
+    if ev.pgd is not None:
+        info["pgd"] = {}
+        for norm in ev.pgd.norm:
+            progress({"phase": "evaluate", "step": f"pgd_{norm}"})
+            p = ev.pgd
+            pgd_metrics, settings = pgd_regression(
+                model, x, y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, data.valid_range
+            )
+            metrics.update(pgd_metrics)
+            info["pgd"][norm] = settings
+    if ev.certified is not None:
+        progress({"phase": "evaluate", "step": "certified"})
+        try:
+            cert_metrics, info["certified"] = certified_regression(model, x, y, ev.certified.eps)
+            metrics.update(cert_metrics)
+        except models.LipschitzBoundUnavailable as exc:
+            info.setdefault("warnings", []).append(f"no certified bound: {exc}")
+    if ev.plug_and_play is not None:
+        progress({"phase": "evaluate", "step": "plug_and_play"})
+        q = ev.plug_and_play
+        pnp_metrics, info["plug_and_play"] = plug_and_play(
+            model, y, q.sigmas, q.iterations, q.blur, q.step_size, q.relaxation, q.seed, data.peak
+        )
+        metrics.update(pnp_metrics)
+        if not info["plug_and_play"]["averaged"]:
+            info.setdefault("warnings", []).append(
+                f"plug-and-play convergence not guaranteed: {info['plug_and_play']['reason']}"
+            )
+    info["sanity"] = check_sanity(metrics)
+    return metrics, info
+
+
+def check_regression_sanity(metrics: dict[str, float]) -> dict[str, bool]:
+    """clean_mse ≤ pgd_<norm>_mse@ε ≤ certified_<norm>_mse@ε (the certificate bounds the worst case; PGD includes
+    δ = 0), every MSE finite; a relative slack of 1e-5 absorbs float32 rounding (the attack evaluates the clean point
+    through the attack box's affine map)."""
     flags = {}
-    clean = metrics["clean_acc"]
+    clean = metrics["clean_mse"]
+
+    def at_most(a: float, b: float) -> bool:
+        return a <= b * (1 + 1e-5) + 1e-12
+
+    flags["clean_mse_finite"] = math.isfinite(clean)
     for name, value in metrics.items():
-        if name.startswith("pgd_") and "_acc@" in name:
-            flags[f"{name}<=clean_acc"] = value <= clean + 1e-12
-        if name.startswith("certified_l2_acc@"):
-            pgd = metrics.get("pgd_l2_acc@" + name.split("@", 1)[1])
-            flags[f"{name}<=clean_acc"] = value <= clean + 1e-12
-            if pgd is not None:
-                flags[f"{name}<=pgd_l2_acc"] = value <= pgd + 1e-12
+        base, _, level = name.partition("@")
+        if base in ("pgd_linf_mse", "pgd_l2_mse"):
+            flags[f"clean_mse<={name}"] = at_most(clean, value)
+            cert = metrics.get(f"certified_{base.removeprefix('pgd_')}@{level}")
+            if cert is not None:
+                flags[f"{name}<=certified_{base.removeprefix('pgd_')}"] = at_most(value, cert)
+    return flags
+
+
+def check_sanity(metrics: dict[str, float]) -> dict[str, bool]:
+    """certified_l2_acc@ε ≤ pgd_l2_acc@ε ≤ clean_acc and pgd_linf_acc@ε ≤ clean_acc; for regression and denoising
+    clean_mse ≤ pgd_<norm>_mse@ε ≤ certified_<norm>_mse@ε (:func:`check_regression_sanity`); raise on violation."""
+    if "clean_acc" not in metrics:
+        flags = check_regression_sanity(metrics)
+    else:
+        flags = {}
+        clean = metrics["clean_acc"]
+        for name, value in metrics.items():
+            if name.startswith("pgd_") and "_acc@" in name:
+                flags[f"{name}<=clean_acc"] = value <= clean + 1e-12
+            if name.startswith("certified_l2_acc@"):
+                pgd = metrics.get("pgd_l2_acc@" + name.split("@", 1)[1])
+                flags[f"{name}<=clean_acc"] = value <= clean + 1e-12
+                if pgd is not None:
+                    flags[f"{name}<=pgd_l2_acc"] = value <= pgd + 1e-12
     broken = [k for k, ok in flags.items() if not ok]
     if broken:
         raise SanityCheckFailed(f"sanity relations violated (a bug, results not stored): {broken}; metrics={metrics}")
@@ -181,7 +274,7 @@ def run_job(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         if spec.checkpoint is None:
-            summary = train_classifier(model, data, spec.train, device, progress, should_stop)
+            summary = train_classifier(model, data, spec.train, device, progress, should_stop, task=data.task)
             metrics.update(summary)
         start = time.perf_counter()
         eval_metrics, eval_info = evaluate(model, spec, data, device, progress)
@@ -214,6 +307,8 @@ def write_result_plots(result: RunResult, spec: JobSpec, out_dir: Path) -> list[
     if ev.pgd is not None:
         p = ev.pgd
         settings = f"PGD: {p.steps} steps, {p.restarts} restart(s), seed {p.seed}; certified: Lipschitz margin"
+        if spec.task != "classification":
+            settings = f"PGD: {p.steps} steps, {p.restarts} restart(s), seed {p.seed}; certified: (‖f(x)−y‖ + Lε)²"
     try:
         return write_plots(
             out_dir,

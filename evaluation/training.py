@@ -1,4 +1,4 @@
-"""A seeded training loop for classification."""
+"""A seeded training loop: cross-entropy for classification, mean squared error for regression and denoising."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from evaluation.datasets import Dataset
+from models.regularizers import regularization_terms
+from models.steps import SolverStats
 
 
 class TrainingDiverged(RuntimeError):
@@ -28,6 +30,57 @@ def stochastic_state_penalty(
     return total
 
 
+class SolverLog:
+    """Solver diagnostics of a model's implicit steps during training: :meth:`epoch` returns the worst forward /
+    backward iterations and final residuals of the epoch and its count of non-converged solves (each of which also
+    raised a ``RuntimeWarning``), then resets the steps' stats; :meth:`finish` returns the same over the whole
+    training (``solver_train_*``) and puts those totals back into the steps, so that the runner's ``solver_*``
+    metrics cover training and evaluation."""
+
+    def __init__(self, model: nn.Module):
+        stats = model.solver_stats() if hasattr(model, "solver_stats") else []
+        self.stats = list({id(s): s for s in stats}.values())
+        self.totals = [SolverStats() for _ in self.stats]
+
+    @staticmethod
+    def summary(stats: list[SolverStats], prefix: str) -> dict[str, float]:
+        if not stats:
+            return {}
+        return {
+            f"{prefix}forward_iterations": float(max(s.forward_iterations for s in stats)),
+            f"{prefix}forward_residual": max(s.forward_residual for s in stats),
+            f"{prefix}backward_iterations": float(max(s.backward_iterations for s in stats)),
+            f"{prefix}backward_residual": max(s.backward_residual for s in stats),
+            f"{prefix}failures": float(sum(len(s.failures) for s in stats)),
+        }
+
+    def epoch(self) -> dict[str, float]:
+        out = self.summary(self.stats, "solver_")
+        for stats, total in zip(self.stats, self.totals, strict=True):
+            total.merge(stats)
+            stats.reset()
+        return out
+
+    def finish(self) -> dict[str, float]:
+        self.epoch()  # anything recorded since the last epoch
+        for stats, total in zip(self.stats, self.totals, strict=True):
+            stats.merge(total)
+        return self.summary(self.totals, "solver_train_")
+
+
+def add_regularizers(
+    loss: torch.Tensor, model: nn.Module, states: list[torch.Tensor], named: dict, gen: torch.Generator,
+    sums: dict[str, float], count: int,
+) -> torch.Tensor:
+    """loss + Σ weight × value over the spec's named regularizers (``models.regularizers``); each value, times
+    ``count``, is added to ``sums[name]`` for the epoch's log."""
+    values = regularization_terms(model, states, {k: r.options() for k, r in named.items()}, gen)
+    for name, value in values.items():
+        loss = loss + named[name].weight * value
+        sums[name] = sums.get(name, 0.0) + float(value.detach()) * count
+    return loss
+
+
 def train_classifier(
     model: nn.Module,
     data: Dataset,
@@ -35,8 +88,11 @@ def train_classifier(
     device: torch.device,
     progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    task: str = "classification",
 ) -> dict:
-    """Train ``model`` with cross-entropy (+ the spec's regularizers); return a summary dict.
+    """Train ``model`` with cross-entropy (``task="classification"``) or the mean squared error (``"regression"``,
+    ``"denoising"``: mean over samples and output entries), + the spec's regularizers; return a summary dict
+    (``train_acc`` or ``train_mse`` on the training set after training).
 
     Raises:
         TrainingDiverged: the loss is not finite.
@@ -50,8 +106,12 @@ def train_classifier(
         opt = torch.optim.Adam(params, lr=train_spec.lr, weight_decay=train_spec.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=train_spec.lr, momentum=0.9, weight_decay=train_spec.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
+    classification = task == "classification"
+    loss_fn = nn.CrossEntropyLoss() if classification else nn.MSELoss()
     stochastic = train_spec.regularizers.stochastic
+    named = train_spec.regularizers.named()  # R_fp, divergence, TV, R_F, R_λ, R_n (models.regularizers)
+    solver_log = SolverLog(model)
+    reg_log: dict[str, float] = {}
     scale = train_spec.logit_scale  # cross-entropy of scale·logits
     model.train()
     start = time.perf_counter()
@@ -59,6 +119,7 @@ def train_classifier(
     for epoch in range(1, train_spec.epochs + 1):
         order = torch.randperm(n, generator=gen).to(device) if batch < n else torch.arange(n, device=device)
         epoch_loss = 0.0
+        reg_sums: dict[str, float] = {}
         for i in range(0, n, batch):
             idx = order[i : i + batch]
             xb, yb = x[idx], y[idx]
@@ -67,8 +128,13 @@ def train_classifier(
                 noise = torch.randn(xb.shape, generator=gen).to(device) * stochastic.sigma
                 _, noisy_states = model(xb + noise, return_states=True)
                 loss = loss_fn(scale * logits, yb) + stochastic.weight * stochastic_state_penalty(states, noisy_states)
+            elif named:
+                logits, states = model(xb, return_states=True)
+                loss = loss_fn(scale * logits, yb)
             else:
                 loss = loss_fn(scale * model(xb), yb)
+            if named:
+                loss = add_regularizers(loss, model, states, named, gen, reg_sums, len(idx))
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"training diverged: loss is {float(loss)} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
@@ -78,11 +144,20 @@ def train_classifier(
         loss_value = epoch_loss / n
         if not math.isfinite(loss_value):
             raise TrainingDiverged(f"training diverged: loss is {loss_value} at epoch {epoch}")
+        reg_log = {f"reg_{name}": total / n for name, total in reg_sums.items()}
+        solver_diag = solver_log.epoch()
         if progress is not None:
-            progress({"phase": "train", "epoch": epoch, "epochs": train_spec.epochs, "loss": loss_value})
+            progress({"phase": "train", "epoch": epoch, "epochs": train_spec.epochs, "loss": loss_value,
+                      **reg_log, **solver_diag})
         if should_stop is not None and should_stop():
             break
+    diagnostics = {**reg_log, **solver_log.finish()}  # last epoch's regularizer values, training's solver totals
     model.eval()
     with torch.no_grad():
+        if not classification:
+            train_mse = float((model(x) - y).pow(2).mean())
+            return {"train_loss": loss_value, "train_mse": train_mse, "train_seconds": time.perf_counter() - start,
+                    **diagnostics}
         train_acc = float((model(x).argmax(1) == y).float().mean())
-    return {"train_loss": loss_value, "train_acc": train_acc, "train_seconds": time.perf_counter() - start}
+    return {"train_loss": loss_value, "train_acc": train_acc, "train_seconds": time.perf_counter() - start,
+            **diagnostics}

@@ -3,8 +3,12 @@
 Public surface::
 
     from models import build_model, load, save, lipschitz_bound
-    net = build_model(spec.model)          # explicit ResNet or implicit θ-method network
+    net = build_model(spec.model)          # explicit / implicit θ-method / neural ODE / Hamiltonian / 1-Lipschitz
     bound = lipschitz_bound(net)           # sound upper bound on Lip₂(input → logits)
+
+Modules: ``steps`` (explicit and θ-steps, implicit backward), ``solvers`` (forward / backward registries),
+``residual`` (dense F), ``conv`` (convolutional F, exact conv norms), ``ode`` (the neural ODE of seed 002),
+``hamiltonian``, ``lipschitz_layers``, ``regularizers`` (R_fp, divergence, TV, R_F, R_λ, R_n by name).
 """
 
 from models.build import build_model

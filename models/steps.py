@@ -95,6 +95,8 @@ class ImplicitAdjoint(torch.autograd.Function):
         cfg = step.solver
         grad, info = solve_adjoint(vjp, grad_y, cfg.backward, cfg.backward_tol, cfg.backward_max_iter)
         step.stats.record_backward(info)
+        if not info.converged:  # a non-converged adjoint gives inexact gradients: say so, never silently
+            warnings.warn(step.stats.failures[-1], RuntimeWarning, stacklevel=2)
         param_grads: list[torch.Tensor | None] = [None] * len(params)
         need = [i for i, w in enumerate(wanted) if w]
         if need:
@@ -136,6 +138,14 @@ class SolverStats:
         self.backward_residual = max(self.backward_residual, info.residual)
         if not info.converged:
             self.failures.append(f"backward solve stopped at residual {info.residual:.2e}")
+
+    def merge(self, other: SolverStats) -> None:
+        """Fold ``other`` in: worst iterations and residuals, all failures (for totals over several resets)."""
+        self.forward_iterations = max(self.forward_iterations, other.forward_iterations)
+        self.forward_residual = max(self.forward_residual, other.forward_residual)
+        self.backward_iterations = max(self.backward_iterations, other.backward_iterations)
+        self.backward_residual = max(self.backward_residual, other.backward_residual)
+        self.failures.extend(other.failures)
 
     def reset(self) -> None:
         self.__init__()

@@ -1,0 +1,163 @@
+"""Robustness of regression and denoising models: MSE and PSNR, clean, under Gaussian noise, and certified.
+
+Every number is a **mean squared error over samples and output entries** (``torch.nn.MSELoss()``'s mean), and
+PSNR = 10·log10(peak²/MSE) of that MSE (one PSNR per draw, never a mean of per-sample PSNRs), with ``peak`` the
+width of the dataset's declared valid range (digits: 1) or else the range of its training targets
+(:attr:`evaluation.datasets.Dataset.peak`). So ``clean_psnr`` is a function of ``clean_mse`` alone and both can be
+checked by hand::
+
+    mse = ((model(x) - y) ** 2).mean()
+    psnr = 10 * log10(peak**2 / mse)
+
+Certified output bound (Murari, seed 003, "Certificates"; Tsuzuku et al., 2018): if Lip₂(f) ≤ L (a sound bound,
+:func:`models.lipschitz_bound`), then ‖f(x + δ) − f(x)‖₂ ≤ L‖δ‖₂ for every δ, hence for each test pair (x, y) and
+every ‖δ‖₂ ≤ ε, ‖f(x + δ) − y‖₂ ≤ ‖f(x) − y‖₂ + Lε. With m output entries and d input entries this gives
+
+* ``certified_l2_deviation_mse@ε`` = (Lε)²/m — no L2 perturbation of norm ε moves the output by more than this
+  mean squared amount;
+* ``certified_l2_mse@ε`` = mean_i (‖f(x_i) − y_i‖ + Lε)²/m — an upper bound on the worst-case test MSE within the
+  L2 ball, so ``pgd_l2_mse@ε`` ≤ ``certified_l2_mse@ε`` always (the runner asserts it);
+* ``certified_linf_mse@ε`` — the same within the L∞ ball (‖δ‖₂ ≤ √d·ε), the upper bound of ``pgd_linf_mse@ε``.
+
+Clipping the perturbed input to a declared valid range only moves it closer to x, so the bounds hold there too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from evaluation.certified import cached_bounds
+from evaluation.gaussian import CHUNK_ROWS, CPU_CHUNK_ROWS
+from evaluation.spec import metric_key
+
+MAX_PSNR = 200.0  # dB: the PSNR of an exact reconstruction (MSE = 0) is reported as this cap, never as infinity
+
+
+@torch.no_grad()
+def outputs(model: nn.Module, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """``model(x)`` in chunks of ``chunk`` rows (default: 4096 on CPU, 65 536 on a GPU)."""
+    if chunk is None:
+        chunk = CPU_CHUNK_ROWS if x.device.type == "cpu" else CHUNK_ROWS
+    return torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+
+
+def mse(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean over samples and entries of (prediction − target)², accumulated in float64."""
+    return float((prediction.double() - target.double().reshape(prediction.shape)).pow(2).mean())
+
+
+def psnr(mse_value: float, peak: float) -> float:
+    """10·log10(peak²/MSE) in dB, capped at :data:`MAX_PSNR` (an exact reconstruction)."""
+    if mse_value <= 0:
+        return MAX_PSNR
+    return min(MAX_PSNR, 10.0 * math.log10(peak**2 / mse_value))
+
+
+def clean_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, peak: float, denoising: bool) -> dict[str, float]:
+    """``clean_mse`` and ``clean_psnr`` on the test set; for denoising also ``input_psnr``, the PSNR of the
+    corrupted inputs themselves (the do-nothing baseline a denoiser must beat)."""
+    error = mse(outputs(model, x), y)
+    metrics = {"clean_mse": error, "clean_psnr": psnr(error, peak)}
+    if denoising:
+        metrics["input_psnr"] = psnr(mse(x, y), peak)
+    return metrics
+
+
+@torch.no_grad()
+def gaussian_noise_regression(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sigmas: list[float],
+    repeats: int,
+    seed: int = 0,
+    valid_range: tuple[float, float] | None = None,
+    peak: float = 1.0,
+    baseline: bool = False,
+) -> dict[str, float]:
+    """MSE and PSNR of the outputs on x + σ·N(0, I) against the targets, mean and std over ``repeats`` draws, for
+    every σ. The noise is drawn exactly as :func:`evaluation.gaussian.gaussian_noise_accuracy` draws it (same
+    seed, same numbers), in the data's own units, and clipped only to a declared ``valid_range``.
+
+    Returns ``gaussian_mse@σ``, ``gaussian_mse_std@σ``, ``gaussian_psnr@σ``, ``gaussian_psnr_std@σ`` and, with
+    ``baseline`` (denoising: inputs and targets have the same shape), ``gaussian_input_psnr@σ``, the PSNR of the
+    noisy inputs themselves.
+    """
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    n, shape = len(x), x.shape[1:]
+    k = len(sigmas) * repeats
+    noisy = torch.randn((k * n, *shape), generator=gen, dtype=x.dtype).to(x.device)
+    sig = torch.tensor(sigmas, dtype=x.dtype, device=x.device).view(-1, *([1] * (x.dim() + 1)))
+    noisy.view(len(sigmas), repeats, n, *shape).mul_(sig).add_(x)
+    if valid_range is not None:
+        noisy.clamp_(*valid_range)
+    target = y.reshape(1, 1, n, -1).double()
+    out = outputs(model, noisy).reshape(len(sigmas), repeats, n, -1)
+    per_draw = (out.double() - target).pow(2).mean(dim=(2, 3))  # (σ, repeat)
+    inputs = None
+    if baseline:
+        inputs = (noisy.reshape(len(sigmas), repeats, n, -1).double() - target).pow(2).mean(dim=(2, 3))
+    metrics: dict[str, float] = {}
+    for i, sigma in enumerate(sigmas):
+        draws = per_draw[i].tolist()
+        db = torch.tensor([psnr(v, peak) for v in draws], dtype=torch.float64)
+        metrics[metric_key("gaussian_mse", sigma)] = float(per_draw[i].mean())
+        metrics[metric_key("gaussian_mse_std", sigma)] = float(per_draw[i].std(unbiased=False))
+        metrics[metric_key("gaussian_psnr", sigma)] = float(db.mean())
+        metrics[metric_key("gaussian_psnr_std", sigma)] = float(db.std(unbiased=False))
+        if inputs is not None:
+            metrics[metric_key("gaussian_input_psnr", sigma)] = float(
+                torch.tensor([psnr(v, peak) for v in inputs[i].tolist()], dtype=torch.float64).mean()
+            )
+    return metrics
+
+
+@torch.no_grad()
+def certified_regression(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list: list[float]
+) -> tuple[dict[str, float], dict]:
+    """``lipschitz_bound``, ``certified_l2_deviation_mse@ε``, ``certified_l2_mse@ε`` and ``certified_linf_mse@ε``
+    (module docstring) from a sound Lipschitz bound; the model is left in eval mode.
+
+    Raises:
+        LipschitzBoundUnavailable: the model has no sound bound.
+    """
+    bounds = cached_bounds(model)  # also model.eval()
+    out = outputs(model, x).double()
+    m, d = out[0].numel(), x[0].numel()
+    error = (out - y.double().reshape(out.shape)).flatten(1).norm(dim=1)  # ‖f(x_i) − y_i‖₂
+    lip = bounds.lipschitz
+    metrics = {"lipschitz_bound": lip}
+    for eps in eps_list:
+        metrics[metric_key("certified_l2_deviation_mse", eps)] = (lip * eps) ** 2 / m
+        metrics[metric_key("certified_l2_mse", eps)] = float((error + lip * eps).pow(2).mean()) / m
+        metrics[metric_key("certified_linf_mse", eps)] = float((error + lip * eps * math.sqrt(d)).pow(2).mean()) / m
+    return metrics, {"method": "lipschitz output bound ‖f(x+δ) − f(x)‖ ≤ L‖δ‖", "output_dim": m, "input_dim": d}
+
+
+@torch.no_grad()
+def rollout_mse(model: nn.Module, trajectories: torch.Tensor) -> float:
+    """Seed 001's trajectory error (1/(50N))·Σ_i Σ_j ‖y_j^i − z^i(0.2j)‖² (as a mean over entries, i.e. divided by
+    the state size too): the model applied ``steps`` times from each true initial state, against the truth."""
+    z = trajectories[:, 0]
+    total = torch.zeros((), dtype=torch.float64, device=z.device)
+    steps = trajectories.shape[1] - 1
+    for j in range(1, steps + 1):
+        z = model(z)
+        total = total + (z.double() - trajectories[:, j].double()).pow(2).mean()
+    return float(total / steps)
+
+
+__all__ = [
+    "MAX_PSNR",
+    "certified_regression",
+    "clean_metrics",
+    "gaussian_noise_regression",
+    "mse",
+    "outputs",
+    "psnr",
+    "rollout_mse",
+]
