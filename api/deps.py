@@ -13,7 +13,9 @@ from db.config import Settings
 from db.session import session_scope
 
 
-def get_app_settings(request: Request) -> Settings:
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, and
+# each such hop costs more than the work (the leaderboard's latency is mostly these hops otherwise).
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -28,7 +30,7 @@ def get_db(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
+async def get_dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher
 
 

@@ -31,6 +31,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -203,7 +204,10 @@ def require(scope: str):
     :class:`Principal`."""
     needed = SCOPE_LEVEL[scope]
 
-    def check(request: Request, settings: SettingsDep, session: SessionDep, credentials: Credentials) -> Principal:
+    # async: the open and public-read paths do no I/O, and a plain ``def`` would cost a thread-pool hop per request
+    async def check(
+        request: Request, settings: SettingsDep, session: SessionDep, credentials: Credentials
+    ) -> Principal:
         if settings.auth == "open":
             return Principal()
         if credentials is None:
@@ -211,7 +215,7 @@ def require(scope: str):
                 _rate_limit(request, settings, f"ip:{request.client.host if request.client else '?'}")
                 return Principal()
             raise _unauthorized(f"an API key with scope {scope!r} is required (Authorization: Bearer <key>)")
-        key = authenticate(session, credentials.credentials)
+        key = await run_in_threadpool(authenticate, session, credentials.credentials)
         if key is None:
             raise _unauthorized("invalid or revoked API key", error="invalid_token")
         _rate_limit(request, settings, f"key:{key.name}")

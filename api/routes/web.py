@@ -127,12 +127,14 @@ def _validation_message(exc: RequestValidationError) -> str:
 _read_access = require("read")
 
 
-def web_reader(request: Request, settings: SettingsDep, session: SessionDep, credentials: Credentials) -> Principal:
+async def web_reader(
+    request: Request, settings: SettingsDep, session: SessionDep, credentials: Credentials
+) -> Principal:
     """The JSON API's read policy; the key may also come from the ``robustlab_key`` cookie."""
     if credentials is None and (token := request.cookies.get(COOKIE)):
         credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
     try:
-        return _read_access(request, settings, session, credentials)
+        return await _read_access(request, settings, session, credentials)
     except HTTPException as exc:
         raise WebError(exc.status_code, str(exc.detail), dict(exc.headers or {})) from None
 
