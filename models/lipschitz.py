@@ -31,7 +31,11 @@ def lipschitz_bounds(model: nn.Module) -> tuple[float, float | None]:
     if not hasattr(model, "lipschitz_bound"):
         raise LipschitzBoundUnavailable(f"{type(model).__name__} does not provide a Lipschitz bound")
     was_training = model.training
-    model.eval()
+    # exact norms need eval mode everywhere; switching modes walks the module tree (set-attributes on every
+    # module: more than the bounds of a small model cost), so only when some module is training
+    switch = any(m.training for m in model.modules())
+    if switch:
+        model.eval()
     try:
         body = float(model.body_lipschitz_bound()) if hasattr(model, "body_lipschitz_bound") else None
         if body is not None and hasattr(model, "head_lipschitz_bound"):
@@ -39,7 +43,8 @@ def lipschitz_bounds(model: nn.Module) -> tuple[float, float | None]:
         else:
             bound = float(model.lipschitz_bound())
     finally:
-        model.train(was_training)
+        if switch:
+            model.train(was_training)
     if not math.isfinite(bound):
         raise LipschitzBoundUnavailable(f"Lipschitz bound is not finite ({bound})")
     return bound, body
