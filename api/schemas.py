@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from evaluation.summary_metrics import LEVEL_KINDS, SCALAR_KINDS, group_levels
+
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -88,17 +90,37 @@ class LeaderboardEntry(BaseModel):
     pgd_linf_acc: dict[str, float] = Field(default_factory=dict, description="ε → accuracy under PGD (L∞)")
     pgd_l2_acc: dict[str, float] = Field(default_factory=dict, description="ε → accuracy under PGD (L2)")
     certified_l2_acc: dict[str, float] = Field(default_factory=dict, description="ε → certified L2 accuracy")
+    # regression and denoising (empty / null for classification)
+    clean_mse: float | None = Field(None, description="regression, denoising: test MSE")
+    clean_psnr: float | None = Field(None, description="regression, denoising: test PSNR (dB)")
+    gaussian_mse: dict[str, float] = Field(default_factory=dict, description="σ → MSE under Gaussian noise")
+    gaussian_psnr: dict[str, float] = Field(default_factory=dict, description="σ → PSNR (dB) under Gaussian noise")
+    pgd_linf_mse: dict[str, float] = Field(
+        default_factory=dict, description="ε → worst MSE found by PGD (L∞; a lower bound on the worst case)"
+    )
+    pgd_l2_mse: dict[str, float] = Field(
+        default_factory=dict, description="ε → worst MSE found by PGD (L2; a lower bound on the worst case)"
+    )
+    certified_linf_mse: dict[str, float] = Field(
+        default_factory=dict, description="ε → certified upper bound on the worst-case MSE (L∞ ball)"
+    )
+    certified_l2_mse: dict[str, float] = Field(
+        default_factory=dict, description="ε → certified upper bound on the worst-case MSE (L2 ball)"
+    )
     metrics: dict[str, float]
     created_at: datetime
     finished_at: datetime | None = None
 
     @model_validator(mode="after")
     def _group_robustness(self) -> LeaderboardEntry:
-        """``gaussian_acc@0.1`` → ``gaussian_acc["0.1"]``, and so on for PGD and certified accuracy."""
-        for name, value in self.metrics.items():
-            kind, at, level = name.partition("@")
-            if at and kind in ("gaussian_acc", "pgd_linf_acc", "pgd_l2_acc", "certified_l2_acc"):
-                getattr(self, kind)[level] = value
+        """``gaussian_acc@0.1`` → ``gaussian_acc["0.1"]``, and so on for PGD and certified accuracy and the
+        regression metrics (``gaussian_psnr@0.1``, ``pgd_l2_mse@0.1`` …; the kinds of
+        :data:`evaluation.summary_metrics.LEVEL_KINDS`); ``clean_mse`` and ``clean_psnr`` from the metrics."""
+        for kind, levels in group_levels(self.metrics, LEVEL_KINDS).items():
+            getattr(self, kind).update(levels)
+        for kind in SCALAR_KINDS:
+            if getattr(self, kind) is None and kind in self.metrics:
+                setattr(self, kind, self.metrics[kind])
         return self
 
 

@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from evaluation.summary_metrics import gaussian_kind
 from evaluation.sweep import (
     SEED001_GAUSSIAN,
     PointOutcome,
@@ -52,7 +53,20 @@ SHORT = {
     "pgd_linf_acc": "pgd∞",
     "pgd_l2_acc": "pgd2",
     "certified_l2_acc": "cert2",
+    "clean_mse": "clean MSE",
+    "clean_psnr": "clean PSNR",
+    "gaussian_psnr": "gauss PSNR",
+    "gaussian_mse": "gauss MSE",
+    "pgd_linf_mse": "pgd∞ MSE",
+    "pgd_l2_mse": "pgd2 MSE",
+    "certified_linf_mse": "cert∞ MSE",
+    "certified_l2_mse": "cert2 MSE",
 }
+ACCURACY_CAPTION = "accuracy in % (gauss@σ: mean over draws; pgd: attack; cert2: certified L2)"
+REGRESSION_CAPTION = (
+    "MSE (lower is better), PSNR in dB (gauss@σ: mean over draws; pgd: worst MSE the attack found, a lower bound; "
+    "cert: certified upper bound on the worst-case MSE)"
+)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -64,6 +78,18 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def format_metric(metric: str, value: float | None) -> str:
+    """An accuracy in %, a PSNR in dB (2 decimals), an MSE or other error with 4 significant digits."""
+    if value is None:
+        return "–"
+    kind = metric.partition("@")[0]
+    if kind.endswith("_acc"):
+        return _pct(value)
+    if kind.endswith("_psnr"):
+        return f"{value:.2f}"
+    return f"{value:.4g}"
+
+
 def column_title(metric: str) -> str:
     base, _, level = metric.partition("@")
     short = SHORT.get(base, base)
@@ -71,11 +97,17 @@ def column_title(metric: str) -> str:
 
 
 def comparison_table(outcomes: Sequence[PointOutcome], title: str) -> Table:
-    """One row per point: its grid values, then clean / Gaussian per σ / PGD / certified accuracy (%)."""
+    """One row per point: its grid values, then clean / Gaussian per σ / PGD / certified accuracy (%), or for
+    regression and denoising clean MSE and PSNR, Gaussian PSNR (or MSE) per σ, PGD worst MSE and certified MSE
+    bound per ε."""
     paths = list(outcomes[0].point.params) if outcomes else []
     labels = axis_labels(paths)
     columns = main_metric_columns([o.metrics for o in outcomes if o.ok])
-    table = Table(title=title, caption="accuracy in % (gauss@σ: mean over draws; pgd: attack; cert2: certified L2)")
+    regression = any(c.partition("@")[0].endswith(("_mse", "_psnr")) for c in columns)
+    accuracy = any(c.partition("@")[0].endswith("_acc") for c in columns)
+    captions = [ACCURACY_CAPTION] if accuracy or not regression else []
+    caption = "; ".join(captions + ([REGRESSION_CAPTION] if regression else []))
+    table = Table(title=title, caption=caption)
     for path in paths:
         table.add_column(labels[path], justify="right", style="bold")
     for column in columns:
@@ -83,7 +115,7 @@ def comparison_table(outcomes: Sequence[PointOutcome], title: str) -> Table:
     table.add_column("status")
     for o in outcomes:
         row = [format_value(o.point.params[p]) for p in paths]
-        row += [_pct(o.metrics.get(c)) for c in columns]
+        row += [format_metric(c, o.metrics.get(c)) for c in columns]
         row.append("ok" if o.ok else f"[red]{o.status}[/]: {(o.error or '')[:80]}")
         table.add_row(*row)
     return table
@@ -177,7 +209,10 @@ def run_points_server(points: Sequence[SweepPoint], server: str, poll: float, ti
 
 
 def _report(o: PointOutcome) -> None:
-    if o.ok:
+    if o.ok and "clean_acc" not in o.metrics and "clean_mse" in o.metrics:
+        clean = format_metric("clean_mse", o.metrics["clean_mse"])
+        console.print(f"[green]done[/] {o.point.name}: clean MSE {clean}", highlight=False)
+    elif o.ok:
         clean = o.metrics.get("clean_acc")
         console.print(f"[green]done[/] {o.point.name}: clean {_pct(clean)}%", highlight=False)
     else:
@@ -249,9 +284,12 @@ def _write_summary(out_dir: Path, outcomes: Sequence[PointOutcome], name: str, r
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sweep.json").write_text(json.dumps(summary(outcomes), indent=2, sort_keys=True))
     labels = axis_labels(list(outcomes[0].point.params)) if outcomes else {}
-    curves: dict[str, Mapping[float, float]] = {o.point.label(labels): gaussian_curve(o.metrics) for o in outcomes}
+    kind = gaussian_kind([o.metrics for o in outcomes if o.ok]) or "gaussian_acc"
+    curves: dict[str, Mapping[float, float]] = {
+        o.point.label(labels): gaussian_curve(o.metrics, kind) for o in outcomes
+    }
     refs = None
-    if reference:
+    if reference and kind == "gaussian_acc":
         refs = {}
         theta_only = list(labels) == ["model.theta"]
         for o in outcomes:
@@ -259,7 +297,7 @@ def _write_summary(out_dir: Path, outcomes: Sequence[PointOutcome], name: str, r
             if ref is not None:  # a θ-only grid: our label, so the same colour as our curve; else one per θ
                 refs[o.point.label(labels) if theta_only else f"θ={format_value(theta_of(o.point))}"] = ref
     try:
-        plot_sweep_gaussian(curves, out_dir / SWEEP_FILE, name, refs)
+        plot_sweep_gaussian(curves, out_dir / SWEEP_FILE, name, refs, kind=kind)
     except Exception as exc:
         err_console.print(f"sweep plot not written: {type(exc).__name__}: {exc}", highlight=False)
     console.print(f"wrote {out_dir}/sweep.json and {out_dir}/{SWEEP_FILE}", highlight=False)

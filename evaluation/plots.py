@@ -32,6 +32,12 @@ RADIUS_FILE = "plot_radius.png"
 SWEEP_FILE = "sweep_gaussian.png"
 PNP_FILE = "plot_pnp.png"
 PLOT_FILES = (GAUSSIAN_FILE, EPS_FILE, RADIUS_FILE)
+#: Gaussian kind of a sweep plot → (title word, y label)
+SWEEP_QUANTITY = {
+    "gaussian_acc": ("Accuracy", "accuracy"),
+    "gaussian_psnr": ("PSNR", "PSNR (dB, mean over draws)"),
+    "gaussian_mse": ("MSE", "mean squared error (mean over draws)"),
+}
 
 # metric prefix → (legend label, colour, marker)
 EPS_SERIES = {
@@ -302,15 +308,19 @@ def plot_sweep_gaussian(
     title: str,
     reference: Mapping[str, Mapping[float, float]] | None = None,
     reference_label: str = "seed 001",
+    kind: str = "gaussian_acc",
 ) -> Path | None:
     """One accuracy-vs-σ curve per sweep point (solid) and, optionally, reference curves (dashed, same colour
-    when the label matches). ``curves``: label → {σ: accuracy in [0, 1]}."""
+    when the label matches). ``curves``: label → {σ: accuracy in [0, 1]}. For regression and denoising sweeps
+    ``kind`` = ``gaussian_psnr`` (PSNR in dB) or ``gaussian_mse`` (MSE, log scale) and ``curves`` hold those."""
     curves = {k: v for k, v in curves.items() if v}
     if not curves:
         return None
     from matplotlib import colormaps
 
-    fig, ax = _figure(f"Accuracy under Gaussian noise — {title}", "solid: this run; dashed: reference")
+    what, ylabel = SWEEP_QUANTITY.get(kind, ("Accuracy", "accuracy"))
+    subtitle = "solid: this run; dashed: reference" if kind == "gaussian_acc" or reference else "mean over draws"
+    fig, ax = _figure(f"{what} under Gaussian noise — {title}", subtitle)
     cmap = colormaps["viridis"]
     labels = list(dict.fromkeys([*curves, *(reference or {})]))
     colour = {lab: cmap(i / max(1, len(labels) - 1)) for i, lab in enumerate(labels)}
@@ -321,9 +331,13 @@ def plot_sweep_gaussian(
         xs = sorted(points)
         ax.plot(xs, [points[x] for x in xs], ls="--", marker="x", color=colour[lab], label=f"{lab} ({reference_label})")
     ax.set_xlabel("noise standard deviation σ (input units)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(loc="lower left", fontsize=7, ncol=2 if len(labels) > 3 else 1)
+    ax.set_ylabel(ylabel)
+    if kind == "gaussian_acc":
+        ax.set_ylim(-0.02, 1.02)
+    elif kind == "gaussian_mse" and all(v > 0 for points in curves.values() for v in points.values()):
+        ax.set_yscale("log")
+    loc = "lower left" if kind == "gaussian_acc" else "best"
+    ax.legend(loc=loc, fontsize=7, ncol=2 if len(labels) > 3 else 1)
     return _save(fig, Path(path))
 
 

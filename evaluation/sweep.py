@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from evaluation.spec import JobSpec
+from evaluation.summary_metrics import level_of, summary_columns
 
 SWEEP_KEY = "sweep"
 MAX_POINTS = 256
@@ -313,25 +314,21 @@ MAIN_PREFIXES = ("gaussian_acc", "pgd_linf_acc", "pgd_l2_acc", "certified_l2_acc
 
 
 def _level(name: str) -> float:
-    try:
-        return float(name.partition("@")[2])
-    except ValueError:
-        return math.inf
+    return level_of(name)
 
 
 def main_metric_columns(metrics_list: Iterable[Mapping[str, float]]) -> list[str]:
-    """The main metrics present in any point, in a fixed order: clean, Gaussian per σ, PGD L∞, PGD L2,
-    certified L2 (each by level)."""
-    names = set().union(*[set(m) for m in metrics_list])
-    columns = ["clean_acc"] if "clean_acc" in names else []
-    for prefix in MAIN_PREFIXES:
-        columns += sorted((n for n in names if n.partition("@")[0] == prefix), key=_level)
-    return columns
+    """The main metrics present in any point, in a fixed order (:func:`evaluation.summary_metrics.summary_columns`):
+    classification: clean, Gaussian per σ, PGD L∞, PGD L2, certified L2 accuracy (each by level); regression and
+    denoising: clean MSE and PSNR, Gaussian PSNR (or MSE) per σ, PGD L∞ / L2 worst MSE and certified L∞ / L2 MSE
+    bounds per ε."""
+    return summary_columns(metrics_list)
 
 
-def gaussian_curve(metrics: Mapping[str, float]) -> dict[float, float]:
-    """{σ: accuracy} of one run."""
-    return {_level(n): v for n, v in metrics.items() if n.partition("@")[0] == "gaussian_acc"}
+def gaussian_curve(metrics: Mapping[str, float], kind: str = "gaussian_acc") -> dict[float, float]:
+    """{σ: value} of one run (``kind``: ``gaussian_acc``, or ``gaussian_psnr`` / ``gaussian_mse`` for regression;
+    see :func:`evaluation.summary_metrics.gaussian_kind`)."""
+    return {_level(n): v for n, v in metrics.items() if n.partition("@")[0] == kind}
 
 
 def theta_of(point: SweepPoint) -> float | None:

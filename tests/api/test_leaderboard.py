@@ -145,3 +145,41 @@ def test_compare_side_by_side(pg_client: TestClient, finish) -> None:
     assert a not in r.json()["detail"]
     assert pg_client.get("/api/v1/compare", params={"jobs": " , "}).status_code == 422
     assert pg_client.get("/api/v1/compare").status_code == 422
+
+
+def test_regression_leaderboard_sorts_ascending_by_mse_and_groups_the_regression_numbers(
+    pg_client: TestClient, finish
+) -> None:
+    def regression(name: str) -> dict:
+        return tiny_spec(name, task="regression", dataset={"name": "sine", "n_train": 21, "n_test": 20})
+
+    def metrics(mse: float) -> dict[str, float]:
+        return {
+            "clean_mse": mse, "clean_psnr": 20 - mse, "gaussian_mse@0.1": 2 * mse, "gaussian_psnr@0.1": 18 - mse,
+            "gaussian_psnr_std@0.1": 0.1, "pgd_linf_mse@0.05": 3 * mse, "pgd_l2_mse@0.05": 2.5 * mse,
+            "certified_linf_mse@0.05": 5 * mse, "certified_l2_mse@0.05": 4 * mse,
+            "certified_l2_deviation_mse@0.05": 0.01, "lipschitz_bound": 2.0,
+        }  # fmt: skip
+
+    ids = {mse: finish(regression(f"sine-{mse}"), metrics(mse)) for mse in (0.3, 0.1, 0.2)}
+    finish(tiny_spec("classifier"), {"clean_acc": 0.9, "gaussian_acc@0.1": 0.8})
+    r = pg_client.get("/api/v1/leaderboard", params={"task": "regression", "metric": "clean_mse", "order": "asc"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["metric"], body["order"], body["task"]) == ("clean_mse", "asc", "regression")
+    entries = body["entries"]
+    assert [(e["value"], e["job_id"]) for e in entries] == [(m, ids[m]) for m in (0.1, 0.2, 0.3)]
+    assert [e["rank"] for e in entries] == [1, 2, 3] and {e["task"] for e in entries} == {"regression"}
+    best = entries[0]
+    assert best["clean_mse"] == 0.1 and best["clean_psnr"] == 19.9 and best["clean_acc"] is None
+    assert best["gaussian_mse"] == {"0.1": 0.2} and best["gaussian_psnr"] == {"0.1": 17.9}
+    assert best["pgd_linf_mse"] == {"0.05": 3 * 0.1} and best["pgd_l2_mse"] == {"0.05": 0.25}
+    assert best["certified_linf_mse"] == {"0.05": 0.5} and best["certified_l2_mse"] == {"0.05": 0.4}
+    assert best["gaussian_acc"] == {} and best["pgd_linf_acc"] == {} and best["metrics"] == metrics(0.1)
+    # ε given separately, and the classification entries still have no regression numbers
+    worst = pg_client.get(
+        "/api/v1/leaderboard", params={"task": "regression", "metric": "certified_l2_mse", "eps": 0.05, "limit": 1}
+    ).json()["entries"]
+    assert [e["job_id"] for e in worst] == [ids[0.3]]
+    (classifier,) = pg_client.get("/api/v1/leaderboard", params={"task": "classification"}).json()["entries"]
+    assert classifier["clean_mse"] is None and classifier["gaussian_psnr"] == {} and classifier["clean_acc"] == 0.9

@@ -231,3 +231,47 @@ def test_run_command_runs_the_base_point_of_a_sweep_preset(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     assert "running its base point only" in result.output
     assert json.loads((tmp_path / "run" / "spec.json").read_text())["model"]["theta"] == 0.5
+
+
+SINE = {
+    "name": "sine",
+    "task": "regression",
+    "dataset": {"name": "sine", "n_train": 21, "n_test": 20, "seed": 0},
+    "model": {"family": "explicit", "width": 2, "hidden": 8, "depth": 1, "h": 1.0, "activation": "tanh"},
+    "train": {"epochs": 3, "lr": 0.01, "optimizer": "adam", "seed": 0},
+    "evaluate": {
+        "gaussian": {"sigmas": [0.1, 0.3], "repeats": 2},
+        "pgd": {"norm": ["Linf", "L2"], "eps": [0.1], "steps": 2, "restarts": 1},
+        "certified": {"eps": [0.1]},
+    },
+    "device": "cpu",
+}
+
+
+def test_sweep_command_summarises_regression_points_by_mse_and_psnr(tmp_path: Path) -> None:
+    from cli.sweep import format_metric
+    from evaluation.plots import SWEEP_FILE
+
+    spec = tmp_path / "sine.json"
+    spec.write_text(json.dumps(SINE))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--set", "model.depth=1,2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(line for line in lines if "gauss PSNR@0.1" in line)
+    titles = ["clean MSE", "clean PSNR", "gauss PSNR@0.3", "pgd∞ MSE@0.1", "pgd2 MSE@0.1", "cert∞ MSE@0.1"]
+    assert all(title in header for title in [*titles, "cert2 MSE@0.1"]), header
+    assert "┃ clean ┃" not in header and "gauss@" not in header and "pgd∞@" not in header  # no accuracy columns
+    columns = [
+        "clean_mse", "clean_psnr", "gaussian_psnr@0.1", "gaussian_psnr@0.3", "pgd_linf_mse@0.1", "pgd_l2_mse@0.1",
+        "certified_linf_mse@0.1", "certified_l2_mse@0.1",
+    ]  # fmt: skip
+    for depth in (1, 2):
+        metrics = json.loads((out / f"sine-depth={depth}" / "result.json").read_text())["metrics"]
+        row = next(line for line in lines if line.split("│")[1:2] and line.split("│")[1].strip() == str(depth))
+        cells = [cell.strip() for cell in row.split("│")[2:-2]]
+        assert cells == [format_metric(c, metrics[c]) for c in columns], (row, metrics)
+        assert cells[1] == f"{metrics['clean_psnr']:.2f}" and cells[0] == f"{metrics['clean_mse']:.4g}"
+    summary = json.loads((out / "sweep.json").read_text())
+    assert [p["params"] for p in summary["points"]] == [{"model.depth": 1}, {"model.depth": 2}]
+    assert (out / SWEEP_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

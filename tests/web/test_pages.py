@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from web_helpers import N_SEEDED, PLOTTED, Site
+from web_helpers import N_SEEDED, PLOTTED, Site, add_regression_jobs, regression_metrics
 
 from api.security import create_api_key
+from db.migrate import upgrade
 from db.session import session_scope
 
 ROW = re.compile(r'<tr data-job-id="([0-9a-f-]+)">')
@@ -185,3 +186,38 @@ def test_pages_follow_the_read_policy(web_site: Site, make_web_client) -> None:
 def test_screenshot_dir_is_gitignored() -> None:
     gitignore = (Path(__file__).resolve().parents[2] / ".gitignore").read_text().split()
     assert "test-output/" in gitignore
+
+
+def test_regression_job_and_compare_pages_show_mse_and_psnr(tmp_path: Path, make_web_client) -> None:
+    url, artifacts = f"sqlite:///{tmp_path / 'robustlab.db'}", tmp_path / "artifacts"
+    upgrade(url)
+    ids = add_regression_jobs(url, artifacts, {"sine-a": 0.02, "sine-b": 0.05})
+    client = make_web_client(url, artifacts)
+    a, b = ids["sine-a"], ids["sine-b"]
+    metrics = regression_metrics(0.02)
+
+    r = client.get(f"/jobs/{a}")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), r.text[:2000]
+    text = r.text
+    for name in ("clean_mse", "clean_psnr", "gaussian_psnr@0.1", "pgd_l2_mse@0.1", "certified_l2_mse@0.1"):
+        assert f"<code>{name}</code>" in text and f"{metrics[name]:.4g}" in text, name
+    assert "clean MSE" in text and "clean PSNR" in text and "Gauss PSNR σ=0.1" in text and "cert. L2 MSE ε=0.1" in text
+    assert "clean_acc" not in text
+    sources = re.findall(r'<img src="([^"]+)"', text)
+    assert [s.rsplit("/", 1)[1] for s in sources] == ["plot_gaussian.png", "plot_eps.png"]
+    for src in sources:
+        r = client.get(src)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content.startswith(PNG)
+
+    r = client.get("/compare", params={"jobs": f"{a},{b}"})
+    assert r.status_code == 200, r.text[:2000]
+    text = r.text
+    assert text.count('class="swatch"') == 2 and "sine-a" in text and "sine-b" in text
+    for name in ("clean_mse", "clean_psnr", "gaussian_psnr@0.3", "pgd_linf_mse@0.05", "certified_l2_mse@0.1"):
+        assert f'<tr data-metric="{name}">' in text, name
+    assert 'class="num best"' in text
+    sources = [html.unescape(s) for s in re.findall(r'<img src="([^"]+)"', text)]
+    assert {re.search(r"kind=(\w+)", s).group(1) for s in sources} == {"gaussian_mse", "pgd_linf_mse"}
+    for src in sources:
+        r = client.get(src)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content.startswith(PNG), src

@@ -87,6 +87,46 @@ class Populated:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def regression_metrics(mse: float) -> dict[str, float]:
+    """A consistent regression metric set (clean ≤ PGD ≤ certified MSE, PSNR = 10·log10(1/MSE)), 4 decimals."""
+
+    def psnr(v: float) -> float:
+        return round(10 * np.log10(1 / v), 4)
+
+    m = {"clean_mse": mse, "clean_psnr": psnr(mse), "train_mse": round(0.8 * mse, 4), "lipschitz_bound": 1.5}
+    for s in SIGMAS[1:]:
+        m[f"gaussian_mse@{s:g}"] = round(mse * (1 + 10 * s), 4)
+        m[f"gaussian_mse_std@{s:g}"] = round(0.001 + 0.01 * s, 4)
+        m[f"gaussian_psnr@{s:g}"] = psnr(m[f"gaussian_mse@{s:g}"])
+        m[f"gaussian_psnr_std@{s:g}"] = 0.05
+    for e in EPS:
+        m[f"pgd_linf_mse@{e:g}"] = round(mse * (1 + 20 * e), 4)
+        m[f"pgd_l2_mse@{e:g}"] = round(mse * (1 + 10 * e), 4)
+        m[f"certified_linf_mse@{e:g}"] = round(mse * (2 + 40 * e), 4)
+        m[f"certified_l2_mse@{e:g}"] = round(mse * (2 + 20 * e), 4)
+        m[f"certified_l2_deviation_mse@{e:g}"] = round((1.5 * e) ** 2, 6)
+    return m
+
+
+def add_regression_jobs(url: str, artifacts: Path, mses: dict[str, float]) -> dict[str, str]:
+    """Succeeded regression jobs (sine) with :func:`regression_metrics` and the regression plots that
+    ``write_plots`` draws for them, stored as a worker stores them; returns name → job id."""
+    ids = {}
+    for name, mse in mses.items():
+        metrics = regression_metrics(mse)
+        spec = JobSpec.model_validate(
+            tiny_spec(name, task="regression", dataset={"name": "sine", "n_train": 21, "n_test": 20})
+        )
+        with session_scope(url) as s:
+            job = jobs.create_job(s, spec, code_version="0.1.0")
+            assert jobs.claim_job(s, job.id, WORKER, 600) is not None
+            plots = write_plots(artifacts / job.id, metrics, name)
+            info = {"plots": plots, "versions": {"robustlab": "0.1.0"}}
+            assert jobs.complete_job(s, job.id, metrics, info, worker=WORKER) is not None
+            ids[name] = job.id
+    return ids
+
+
 def populate(url: str, artifacts: Path, real_job: bool = False) -> Populated:
     out = Populated()
     t0 = time.perf_counter()
