@@ -94,6 +94,20 @@ def prepare_model(spec: JobSpec, data: Dataset, device: torch.device) -> tuple[J
     return spec, models.build_model(model_spec).to(device)
 
 
+def _run_pgd(attack: Callable, model: nn.Module, x, y, pgd, valid_range, progress, metrics: dict) -> dict:
+    """Run ``attack`` (:func:`pgd_accuracy` or :func:`pgd_regression`) for each norm of the spec's ``pgd``
+    settings: its metrics go into ``metrics``; returns the attack settings by norm (for ``info["pgd"]``)."""
+    settings_by_norm = {}
+    for norm in pgd.norm:
+        progress({"phase": "evaluate", "step": f"pgd_{norm}"})
+        found, settings = attack(
+            model, x, y, norm, pgd.eps, pgd.steps, pgd.restarts, pgd.step_size, pgd.seed, valid_range
+        )
+        metrics.update(found)
+        settings_by_norm[norm] = settings
+    return settings_by_norm
+
+
 def evaluate(
     model: nn.Module, spec: JobSpec, data: Dataset, device: torch.device, progress: Progress
 ) -> tuple[dict, dict]:
@@ -111,15 +125,7 @@ def evaluate(
         g = ev.gaussian
         metrics.update(gaussian_noise_accuracy(model, x, y, g.sigmas, g.repeats, g.seed, data.valid_range))
     if ev.pgd is not None:
-        info["pgd"] = {}
-        for norm in ev.pgd.norm:
-            progress({"phase": "evaluate", "step": f"pgd_{norm}"})
-            p = ev.pgd
-            pgd_metrics, settings = pgd_accuracy(
-                model, x, y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, data.valid_range
-            )
-            metrics.update(pgd_metrics)
-            info["pgd"][norm] = settings
+        info["pgd"] = _run_pgd(pgd_accuracy, model, x, y, ev.pgd, data.valid_range, progress, metrics)
     if ev.certified is not None:
         progress({"phase": "evaluate", "step": "certified"})
         try:
@@ -164,15 +170,7 @@ def evaluate_regression(
             )
         )
     if ev.pgd is not None:
-        info["pgd"] = {}
-        for norm in ev.pgd.norm:
-            progress({"phase": "evaluate", "step": f"pgd_{norm}"})
-            p = ev.pgd
-            pgd_metrics, settings = pgd_regression(
-                model, x, y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, data.valid_range
-            )
-            metrics.update(pgd_metrics)
-            info["pgd"][norm] = settings
+        info["pgd"] = _run_pgd(pgd_regression, model, x, y, ev.pgd, data.valid_range, progress, metrics)
     if ev.certified is not None:
         progress({"phase": "evaluate", "step": "certified"})
         try:
