@@ -5,7 +5,8 @@
   (failed when ``CI`` is set).
 * ``make_pg_database()``: a fresh ``robustlab_test_<hex>`` database, dropped at the end of the session;
   ``pg_url``: one such database for the session, migrated.
-* ``redis_url``: Redis db 11 on 127.0.0.1:6379 (``ROBUSTLAB_TEST_REDIS_URL``), flushed before and after.
+* ``redis_url``: a Redis db index on 127.0.0.1:6379 held by this session (11, ``ROBUSTLAB_TEST_REDIS_URL``, or the
+  next free one), flushed before and after.
 * ``sqlite_url``: a migrated SQLite file in the test's tmp dir.
 * ``pg_stack``: API + worker subprocesses on PostgreSQL + Redis (see ``service_helpers.start_services``), shared by
   the e2e and CLI tests; their logs are attached to the report of a failing test.
@@ -92,17 +93,14 @@ def pg_url(make_pg_database: Callable[[], str]) -> str:
 # ---------------------------------------------------------------------------------------------------- Redis, SQLite
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    import redis
+    """A Redis db index held by this session (``ROBUSTLAB_TEST_REDIS_URL``'s, else the next free of 10, 9, 8: a CI
+    run beside a local run does not flush the other's queues), empty at the start."""
+    from service_helpers import claim_redis_index
 
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        service_unavailable(f"Redis not reachable at {REDIS_URL}: {exc}")
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
-    client.close()
+    base, first = REDIS_URL.rsplit("/", 1)
+    broker = claim_redis_index(base, [first, "10", "9", "8"], service_unavailable)
+    yield broker.url
+    broker.release()
 
 
 @pytest.fixture

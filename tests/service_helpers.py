@@ -179,3 +179,66 @@ def record_timing(**row: Any) -> None:
     with (out / "service-timings.jsonl").open("a") as f:
         f.write(json.dumps(row) + "\n")
     print(f"[timing] {row}")
+
+
+# ---------------------------------------------------------------------------------------------------- Redis index
+#: set with NX on a Redis db index by the test session that uses it; other sessions (a CI run beside a local run)
+#: try the next index instead of flushing ours
+LOCK_KEY = "robustlab:test-session:owner"
+LOCK_TTL_S = 900
+
+
+class Broker:
+    """A Redis db index this test session holds: ``url`` for the services, ``client`` for the test, ``flush()``
+    to lose every message, ``release()`` at the end."""
+
+    def __init__(self, url: str, token: str) -> None:
+        import redis
+
+        self.url, self.token = url, token
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=3)
+
+    def flush(self) -> None:
+        """``FLUSHDB`` on this index only (what a Redis restart without persistence does to the queues), and the
+        lock put back in the same transaction (no other session can take the index in between); fails if another
+        session holds the index."""
+        import pytest
+        import redis
+
+        with self.client.pipeline() as pipe:
+            pipe.watch(LOCK_KEY)
+            owner = pipe.get(LOCK_KEY)
+            if owner not in (None, self.token.encode()):
+                pytest.fail(f"{self.url}: another test session took this Redis index ({LOCK_KEY} = {owner!r})")
+            pipe.multi()
+            pipe.flushdb()
+            pipe.set(LOCK_KEY, self.token, ex=LOCK_TTL_S)
+            try:
+                pipe.execute()
+            except redis.WatchError:
+                pytest.fail(f"{self.url}: another test session took this Redis index")
+
+    def release(self) -> None:
+        self.client.flushdb()  # the lock key with it
+        self.client.close()
+
+
+def claim_redis_index(base: str, candidates: list[str], unavailable) -> Broker:
+    """The first db index of ``candidates`` on the Redis at ``base`` that no other test session holds, flushed and
+    locked for this one. ``unavailable(reason)`` skips (or fails in CI) when Redis is not reachable."""
+    import pytest
+    import redis
+
+    token = uuid.uuid4().hex
+    try:
+        for index in candidates:
+            client = redis.Redis.from_url(f"{base}/{index.strip()}", socket_connect_timeout=3)
+            if client.set(LOCK_KEY, token, nx=True, ex=LOCK_TTL_S):
+                client.close()
+                broker = Broker(f"{base}/{index.strip()}", token)
+                broker.flush()
+                return broker
+            client.close()
+    except redis.RedisError as exc:
+        unavailable(f"Redis not reachable at {base}: {exc}")
+    pytest.fail(f"every Redis db index in {candidates} is in use by another test session ({LOCK_KEY} is set)")

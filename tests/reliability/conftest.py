@@ -10,17 +10,15 @@ back after each flush.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from reliability_harness import Services
+from service_helpers import Broker, claim_redis_index
 
 from db.migrate import upgrade
 
-LOCK_KEY = "robustlab:reliability-tests:owner"
-LOCK_TTL_S = 900
 REDIS_URL = os.environ.get("ROBUSTLAB_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")  # as tests/conftest.py
 
 
@@ -31,57 +29,12 @@ def service_unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-class Broker:
-    """Our Redis db index: ``url`` for the services, ``client`` for the test, ``flush()`` to lose every message."""
-
-    def __init__(self, url: str, token: str) -> None:
-        import redis
-
-        self.url, self.token = url, token
-        self.client = redis.Redis.from_url(url, socket_connect_timeout=3)
-
-    def flush(self) -> None:
-        """``FLUSHDB`` on this index only (what a Redis restart without persistence does to the queues), and the
-        lock put back in the same transaction (no other session can take the index in between); fails if another
-        session holds the index."""
-        import redis
-
-        with self.client.pipeline() as pipe:
-            pipe.watch(LOCK_KEY)
-            owner = pipe.get(LOCK_KEY)
-            if owner not in (None, self.token.encode()):
-                pytest.fail(f"{self.url}: another test session took this Redis index ({LOCK_KEY} = {owner!r})")
-            pipe.multi()
-            pipe.flushdb()
-            pipe.set(LOCK_KEY, self.token, ex=LOCK_TTL_S)
-            try:
-                pipe.execute()
-            except redis.WatchError:
-                pytest.fail(f"{self.url}: another test session took this Redis index")
-
-
 @pytest.fixture(scope="session")
 def reliability_broker() -> Iterator[Broker]:
-    import redis
-
-    base = REDIS_URL.rsplit("/", 1)[0]
     candidates = os.environ.get("ROBUSTLAB_TEST_RELIABILITY_REDIS_DBS", "12,13,14,15").split(",")
-    token = uuid.uuid4().hex
-    broker = None
-    try:
-        for index in candidates:
-            client = redis.Redis.from_url(f"{base}/{index.strip()}", socket_connect_timeout=3)
-            if client.set(LOCK_KEY, token, nx=True, ex=LOCK_TTL_S):
-                broker = Broker(f"{base}/{index.strip()}", token)
-                break
-            client.close()
-    except redis.RedisError as exc:
-        service_unavailable(f"Redis not reachable at {base}: {exc}")
-    if broker is None:
-        pytest.fail(f"every Redis db index in {candidates} is in use by another test session ({LOCK_KEY} is set)")
+    broker = claim_redis_index(REDIS_URL.rsplit("/", 1)[0], candidates, service_unavailable)
     yield broker
-    broker.client.flushdb()
-    broker.client.close()
+    broker.release()
 
 
 @pytest.fixture
