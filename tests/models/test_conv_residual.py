@@ -4,10 +4,10 @@ gradient-ascent search, save/load, spec validation."""
 
 import pytest
 import torch
+from model_checks import parameter_gradcheck
 from pydantic import ValidationError
 from test_lipschitz import largest_local_ratio
 from torch.autograd.functional import jacobian
-from torch.func import functional_call
 
 from evaluation.spec import JobSpec, ModelSpec
 from models import build_model, lipschitz_bound, load, save
@@ -58,13 +58,7 @@ def test_input_and_parameter_gradients_match_finite_differences(family):
     torch.manual_seed(1)
     x = torch.randn(2, 9, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(net, (x,), eps=1e-6, atol=1e-6, rtol=1e-5)
-    names = [n for n, _ in net.named_parameters()]
-    leaves = tuple(p.detach().clone().requires_grad_(True) for p in net.parameters())
-
-    def by_params(*ps):
-        return functional_call(net, dict(zip(names, ps, strict=True)), (x.detach(),))
-
-    assert torch.autograd.gradcheck(by_params, leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
+    assert parameter_gradcheck(net, x)
 
 
 @pytest.mark.parametrize("family,activation", [("explicit", "tanh"), ("explicit", "relu"), ("implicit", "tanh")])

@@ -5,6 +5,7 @@ import typing
 
 import pytest
 import torch
+from model_checks import parameter_gradcheck
 from torch.func import functional_call
 
 from evaluation.spec import BackwardSolverName, ForwardSolverName, ModelSpec
@@ -45,13 +46,7 @@ def test_input_and_parameter_gradients_match_finite_differences(forward, backwar
     x = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(net, (x,), eps=1e-6, atol=1e-6, rtol=1e-5)
 
-    names = [n for n, _ in net.named_parameters()]
-    leaves = tuple(p.detach().clone().requires_grad_(True) for p in net.parameters())
-
-    def by_params(*ps):
-        return functional_call(net, dict(zip(names, ps, strict=True)), (x.detach(),))
-
-    assert torch.autograd.gradcheck(by_params, leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
+    assert parameter_gradcheck(net, x)
 
 
 def test_parameter_gradients_with_spectral_normalisation_are_nonzero_and_correct():

@@ -3,9 +3,9 @@ norms ≤ 1, a sound conv norm bound, a 1-Lipschitz network end to end, save/loa
 
 import pytest
 import torch
+from model_checks import parameter_gradcheck
 from pydantic import ValidationError
 from torch.autograd.functional import jacobian
-from torch.func import functional_call
 
 from evaluation.certified import certified_accuracy
 from evaluation.spec import ModelSpec
@@ -43,12 +43,7 @@ def test_input_and_parameter_gradients_match_finite_differences(conv):
 
     names = [n for n, _ in net.named_parameters()]
     assert any("tau_logit" in n for n in names) and any("original" in n for n in names)
-    leaves = tuple(p.detach().clone().requires_grad_(True) for p in net.parameters())
-
-    def by_params(*ps):
-        return functional_call(net, dict(zip(names, ps, strict=True)), (x.detach(),))
-
-    assert torch.autograd.gradcheck(by_params, leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
+    assert parameter_gradcheck(net, x, names)
 
 
 def test_every_parameter_trains():

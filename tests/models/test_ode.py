@@ -7,9 +7,9 @@ import itertools
 
 import pytest
 import torch
+from model_checks import parameter_gradcheck
 from pydantic import ValidationError
 from test_lipschitz import largest_local_ratio
-from torch.func import functional_call
 
 from evaluation.spec import JobSpec, ModelSpec
 from models import LipschitzBoundUnavailable, build_model, lipschitz_bound, load, save
@@ -77,13 +77,7 @@ def test_input_and_parameter_gradients_match_finite_differences(forward, backwar
     x = torch.randn(3, 1, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(net, (x,), eps=1e-6, atol=1e-6, rtol=1e-5)
 
-    names = [n for n, _ in net.named_parameters() if n.startswith("steps.")]
-    leaves = tuple(net.get_parameter(n).detach().clone().requires_grad_(True) for n in names)
-
-    def by_params(*ps):
-        return functional_call(net, dict(zip(names, ps, strict=True)), (x.detach(),), strict=False)
-
-    assert torch.autograd.gradcheck(by_params, leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
+    assert parameter_gradcheck(net, x, [n for n, _ in net.named_parameters() if n.startswith("steps.")])
 
 
 def test_every_parameter_trains():
