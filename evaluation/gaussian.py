@@ -15,11 +15,37 @@ CPU_CHUNK_ROWS = 4_096
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """Class predictions in chunks of ``chunk`` rows (default: 4096 on CPU, 65 536 on a GPU)."""
+def outputs(model: nn.Module, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """``model(x)`` in chunks of ``chunk`` rows (default: 4096 on CPU, 65 536 on a GPU)."""
     if chunk is None:
         chunk = CPU_CHUNK_ROWS if x.device.type == "cpu" else CHUNK_ROWS
-    return torch.cat([model(x[i : i + chunk]).argmax(1) for i in range(0, len(x), chunk)])
+    return torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """Class predictions, from :func:`outputs` in chunks."""
+    return outputs(model, x, chunk).argmax(1)
+
+
+def noisy_copies(
+    x: torch.Tensor, sigmas: list[float], repeats: int, seed: int, valid_range: tuple[float, float] | None
+) -> torch.Tensor:
+    """x + σ·N(0, I) for every (σ, repeat), σ-major, as one (len(σ)·repeats·N, …) tensor, clipped only to a declared
+    ``valid_range``. The noise is in the data's own units and drawn from ``seed`` on the CPU, so every evaluation
+    with the same seed sees the same numbers on any device.
+
+    One draw for all pairs, turned into x + σ·noise in place: no repeated copy of x, no σ tensor of the batch's
+    size (same numbers as x.repeat(k) + σ·noise, which cost three batch-sized tensors).
+    """
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    n, shape = len(x), x.shape[1:]
+    noisy = torch.randn((len(sigmas) * repeats * n, *shape), generator=gen, dtype=x.dtype).to(x.device)
+    sig = torch.tensor(sigmas, dtype=x.dtype, device=x.device).view(-1, *([1] * (x.dim() + 1)))
+    noisy.view(len(sigmas), repeats, n, *shape).mul_(sig).add_(x)
+    if valid_range is not None:
+        noisy.clamp_(*valid_range)
+    return noisy
 
 
 @torch.no_grad()
@@ -37,17 +63,8 @@ def gaussian_noise_accuracy(
     Noise is in the data's own units and clipped only to a declared ``valid_range`` (e.g. images in [0, 1]).
     Returns ``gaussian_acc@σ`` and ``gaussian_acc_std@σ`` metrics.
     """
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    n, shape = len(x), x.shape[1:]
-    k = len(sigmas) * repeats
-    # One draw for all (σ, repeat) pairs, turned into x + σ·noise in place: no repeated copy of x, no σ tensor
-    # of the batch's size (same numbers as x.repeat(k) + σ·noise, which cost three batch-sized tensors).
-    noisy = torch.randn((k * n, *shape), generator=gen, dtype=x.dtype).to(x.device)
-    sig = torch.tensor(sigmas, dtype=x.dtype, device=x.device).view(-1, *([1] * (x.dim() + 1)))
-    by_sigma = noisy.view(len(sigmas), repeats, n, *shape)
-    by_sigma.mul_(sig).add_(x)
-    if valid_range is not None:
-        noisy.clamp_(*valid_range)
+    n, k = len(x), len(sigmas) * repeats
+    noisy = noisy_copies(x, sigmas, repeats, seed, valid_range)
     correct = (predict(model, noisy).view(k, n) == y).float()
     per_draw = correct.view(len(sigmas), repeats, n).mean(dim=2)  # accuracy of each draw
     metrics: dict[str, float] = {}

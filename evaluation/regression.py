@@ -30,18 +30,10 @@ import torch
 from torch import nn
 
 from evaluation.certified import cached_bounds
-from evaluation.gaussian import CHUNK_ROWS, CPU_CHUNK_ROWS
+from evaluation.gaussian import noisy_copies, outputs
 from evaluation.spec import metric_key
 
 MAX_PSNR = 200.0  # dB: the PSNR of an exact reconstruction (MSE = 0) is reported as this cap, never as infinity
-
-
-@torch.no_grad()
-def outputs(model: nn.Module, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """``model(x)`` in chunks of ``chunk`` rows (default: 4096 on CPU, 65 536 on a GPU)."""
-    if chunk is None:
-        chunk = CPU_CHUNK_ROWS if x.device.type == "cpu" else CHUNK_ROWS
-    return torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
 
 
 def mse(prediction: torch.Tensor, target: torch.Tensor) -> float:
@@ -79,21 +71,15 @@ def gaussian_noise_regression(
     baseline: bool = False,
 ) -> dict[str, float]:
     """MSE and PSNR of the outputs on x + σ·N(0, I) against the targets, mean and std over ``repeats`` draws, for
-    every σ. The noise is drawn exactly as :func:`evaluation.gaussian.gaussian_noise_accuracy` draws it (same
-    seed, same numbers), in the data's own units, and clipped only to a declared ``valid_range``.
+    every σ, on :func:`evaluation.gaussian.noisy_copies` (the same noise as the classification sweep: same seed,
+    same numbers; in the data's own units, clipped only to a declared ``valid_range``).
 
     Returns ``gaussian_mse@σ``, ``gaussian_mse_std@σ``, ``gaussian_psnr@σ``, ``gaussian_psnr_std@σ`` and, with
     ``baseline`` (denoising: inputs and targets have the same shape), ``gaussian_input_psnr@σ``, the PSNR of the
     noisy inputs themselves.
     """
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    n, shape = len(x), x.shape[1:]
-    k = len(sigmas) * repeats
-    noisy = torch.randn((k * n, *shape), generator=gen, dtype=x.dtype).to(x.device)
-    sig = torch.tensor(sigmas, dtype=x.dtype, device=x.device).view(-1, *([1] * (x.dim() + 1)))
-    noisy.view(len(sigmas), repeats, n, *shape).mul_(sig).add_(x)
-    if valid_range is not None:
-        noisy.clamp_(*valid_range)
+    n = len(x)
+    noisy = noisy_copies(x, sigmas, repeats, seed, valid_range)
     target = y.reshape(1, 1, n, -1).double()
     out = outputs(model, noisy).reshape(len(sigmas), repeats, n, -1)
     per_draw = (out.double() - target).pow(2).mean(dim=(2, 3))  # (σ, repeat)
