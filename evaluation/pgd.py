@@ -17,6 +17,8 @@ gradient of e itself. So torchattacks runs, unchanged, a PGD ascent on each samp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torchattacks
 from torch import nn
@@ -83,19 +85,35 @@ def pgd_accuracy(
     metrics, per_eps = {}, {}
     for eps in eps_list:
         alpha = step_size if step_size is not None else 2.5 * eps / steps
-        attack = ATTACKS[norm](box, eps=eps / box.scale, alpha=alpha / box.scale, steps=steps, random_start=True)
         robust = clean_correct.clone()
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            for _ in range(restarts):
-                adv = attack(u, y)
-                with torch.no_grad():
-                    robust &= box(adv).argmax(1) == y
+        for adv in _restarts(box, box, norm, eps, alpha, steps, restarts, seed, u, y):
+            with torch.no_grad():
+                robust &= box(adv).argmax(1) == y
         metrics[metric_key(f"pgd_{norm.lower()}_acc", eps)] = float(robust.float().mean())
         per_eps[f"{eps:g}"] = {"step_size": alpha}
-    settings = {
+    return metrics, _settings(norm, steps, restarts, seed, per_eps, box)
+
+
+def _restarts(
+    target: nn.Module, box: AttackBox, norm: str, eps: float, alpha: float, steps: int, restarts: int, seed: int,
+    u: torch.Tensor, labels: torch.Tensor,
+) -> Iterator[torch.Tensor]:
+    """The adversarial inputs (in the box's coordinates) of ``restarts`` random-start PGD runs of torchattacks on
+    ``target`` at ε (input units); their random starts come from one stream seeded with ``seed`` (the caller's RNG
+    is left as it was)."""
+    attack = ATTACKS[norm](target, eps=eps / box.scale, alpha=alpha / box.scale, steps=steps, random_start=True)
+    with torch.random.fork_rng(devices=[u.device] if u.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for _ in range(restarts):
+            yield attack(u, labels)
+
+
+def _settings(norm: str, steps: int, restarts: int, seed: int, per_eps: dict, box: AttackBox, **extra) -> dict:
+    """The attack settings stored with the metrics (result.json ``info.pgd``)."""
+    return {
         "library": f"torchattacks {torchattacks.__version__}",
         "attack": ATTACKS[norm].__name__,
+        **extra,
         "norm": norm,
         "steps": steps,
         "restarts": restarts,
@@ -104,7 +122,6 @@ def pgd_accuracy(
         "eps": per_eps,
         "box": {"low": box.low, "scale": box.scale},
     }
-    return metrics, settings
 
 
 class SquaredErrorLogits(nn.Module):
@@ -162,27 +179,12 @@ def pgd_regression(
     metrics, per_eps = {}, {}
     for eps in eps_list:
         alpha = step_size if step_size is not None else 2.5 * eps / steps
-        attack = ATTACKS[norm](objective, eps=eps / box.scale, alpha=alpha / box.scale, steps=steps, random_start=True)
         attacked = torch.zeros_like(clean_error)
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            for _ in range(restarts):
-                adv = attack(u, labels)
-                with torch.no_grad():
-                    attacked = torch.maximum(attacked, objective.squared_error(adv))
+        for adv in _restarts(objective, box, norm, eps, alpha, steps, restarts, seed, u, labels):
+            with torch.no_grad():
+                attacked = torch.maximum(attacked, objective.squared_error(adv))
         worst = torch.maximum(attacked, clean_error)
         metrics[metric_key(f"pgd_{norm.lower()}_mse", eps)] = float(worst.double().mean()) / entries
         per_eps[f"{eps:g}"] = {"step_size": alpha, "attack_only_mse": float(attacked.double().mean()) / entries}
-    settings = {
-        "library": f"torchattacks {torchattacks.__version__}",
-        "attack": ATTACKS[norm].__name__,
-        "objective": "per-sample squared error via SquaredErrorLogits (cross-entropy = softplus(N·error))",
-        "norm": norm,
-        "steps": steps,
-        "restarts": restarts,
-        "random_start": True,
-        "seed": seed,
-        "eps": per_eps,
-        "box": {"low": box.low, "scale": box.scale},
-    }
-    return metrics, settings
+    objective_note = "per-sample squared error via SquaredErrorLogits (cross-entropy = softplus(N·error))"
+    return metrics, _settings(norm, steps, restarts, seed, per_eps, box, objective=objective_note)
