@@ -147,6 +147,23 @@ def plot_gaussian_regression(metrics: Mapping[str, float], path: str | Path, tit
     return _save(fig, Path(path))
 
 
+def _present(metrics: Mapping[str, float], styles: Mapping[str, tuple]) -> dict[str, list[tuple[float, float]]]:
+    """The (level, value) points of each prefix of ``styles`` that was measured, in ``styles``' order."""
+    found = {prefix: series(metrics, prefix) for prefix in styles}
+    return {prefix: points for prefix, points in found.items() if points}
+
+
+def _curves_from_clean(ax, present: Mapping[str, list], styles: Mapping[str, tuple], clean: float | None) -> None:
+    """One curve per prefix against ε, styled (label, colour, marker[, line style]) from ``styles``; every curve
+    starts at the clean value (ε = 0) when there is one."""
+    for prefix, points in present.items():
+        label, colour, marker, *line = styles[prefix]
+        xs, ys = [e for e, _ in points], [v for _, v in points]
+        if clean is not None:
+            xs, ys = [0.0, *xs], [clean, *ys]
+        ax.plot(xs, ys, marker=marker, color=colour, ls=line[0] if line else "-", label=label)
+
+
 # metric prefix → (legend label, colour, marker, line style) of the regression ε plot
 EPS_MSE_SERIES = {
     "pgd_linf_mse": ("PGD L∞ (attack: lower bound on worst case)", "tab:red", "o", "-"),
@@ -161,18 +178,12 @@ def plot_eps_regression(
 ) -> Path | None:
     """Worst-case MSE vs ε: PGD (found by the attack, from below) and the certified bounds (from above), log scale,
     clean MSE at ε = 0; ``None`` when none of them was measured."""
-    present = {prefix: series(metrics, prefix) for prefix in EPS_MSE_SERIES}
-    present = {k: v for k, v in present.items() if v}
+    present = _present(metrics, EPS_MSE_SERIES)
     if not present:
         return None
     fig, ax = _figure(f"Worst-case MSE vs ε — {title}", settings)
     clean = metrics.get("clean_mse")
-    for prefix, points in present.items():
-        label, colour, marker, style = EPS_MSE_SERIES[prefix]
-        xs, ys = [e for e, _ in points], [v for _, v in points]
-        if clean is not None:
-            xs, ys = [0.0, *xs], [clean, *ys]
-        ax.plot(xs, ys, marker=marker, color=colour, ls=style, label=label)
+    _curves_from_clean(ax, present, EPS_MSE_SERIES, clean)
     if clean is not None:
         ax.axhline(clean, ls=":", color="grey", lw=1, label=f"clean {clean:.3g}")
     values = [v for points in present.values() for _, v in points] + ([clean] if clean else [])
@@ -214,18 +225,12 @@ def plot_pnp(metrics: Mapping[str, float], path: str | Path, title: str) -> Path
 
 def plot_eps(metrics: Mapping[str, float], path: str | Path, title: str, settings: str | None = None) -> Path | None:
     """PGD L∞, PGD L2 and certified L2 accuracy vs ε on one axis; ``None`` when none of them was measured."""
-    present = {prefix: series(metrics, prefix) for prefix in EPS_SERIES}
-    present = {k: v for k, v in present.items() if v}
+    present = _present(metrics, EPS_SERIES)
     if not present:
         return None
     fig, ax = _figure(f"Robust accuracy vs ε — {title}", settings)
     clean = metrics.get("clean_acc")
-    for prefix, points in present.items():
-        label, colour, marker = EPS_SERIES[prefix]
-        xs, ys = [e for e, _ in points], [a for _, a in points]
-        if clean is not None:  # every curve starts at the clean accuracy (ε = 0)
-            xs, ys = [0.0, *xs], [clean, *ys]
-        ax.plot(xs, ys, marker=marker, color=colour, label=label)
+    _curves_from_clean(ax, present, EPS_SERIES, clean)
     if clean is not None:
         ax.axhline(clean, ls="--", color="grey", lw=1, label=f"clean {clean:.3f}")
     ax.set_xlabel("perturbation budget ε (input units; L∞ and L2 share the axis)")
