@@ -134,17 +134,26 @@ def pairwise_radius(
 
 @torch.no_grad()
 def certified_accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list: list[float]
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps_list: list[float],
+    logits: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], dict]:
     """``certified_l2_acc@ε`` for each ε, ``lipschitz_bound`` and radius quantiles, from a sound bound.
 
     The model is left in eval mode. Its bounds come from :func:`cached_bounds` (computed once per weights).
+    ``logits``, when given, are the eval-mode model's outputs on ``x`` already computed (the evaluation's clean
+    pass): certification then costs the bounds and the margins, not another forward.
 
     Raises:
         LipschitzBoundUnavailable: the model has no sound bound.
     """
     bounds = cached_bounds(model)  # also model.eval()
-    logits = model(x)
+    if logits is None:
+        logits = model(x)
+    elif logits.shape[0] != x.shape[0]:
+        raise ValueError(f"logits has {logits.shape[0]} rows for {x.shape[0]} inputs")
     radius = margin_radius(logits, y, bounds.lipschitz)
     method = "margin"
     if bounds.body is not None and bounds.head_pair_norms is not None:

@@ -69,3 +69,15 @@ def test_the_cache_does_not_keep_a_model_alive() -> None:
     del net
     gc.collect()
     assert ref() is None
+
+
+def test_certification_from_the_clean_pass_logits_equals_its_own_forward() -> None:
+    net = model()
+    x, y = torch.randn(50, 2), torch.randint(0, 3, (50,))
+    own, own_info = certified_accuracy(net, x, y, [0.01, 0.1])
+    with torch.no_grad():
+        logits = net(x)
+    reused, reused_info = certified_accuracy(net, x, y, [0.01, 0.1], logits)
+    assert reused == own and torch.equal(reused_info["radius"], own_info["radius"])
+    with pytest.raises(ValueError, match="logits has 49 rows for 50 inputs"):
+        certified_accuracy(net, x, y, [0.01], logits[:49])
