@@ -38,6 +38,7 @@ from evaluation.sweep import (
     parse_set,
     run_points_local,
     seed001_reference,
+    spirals_noise_ceiling,
     split_sweep,
     summary,
     theta_of,
@@ -129,23 +130,41 @@ def seed001_table(outcomes: Sequence[PointOutcome]) -> Table | None:
     if not ours:
         return None
     labels = axis_labels(list(ours[0][0].point.params))
-    table = Table(
-        title="Gaussian-noise accuracy (%): this sweep beside seed 001",
-        caption="seed 001: Reshniak & Webster, poster 'Robust learning with implicit residual networks' "
-        "(same σ grid; their data and model, not ours)",
+    ceiling = shared_noise_ceiling([o for o, _ in ours])
+    caption = (
+        "seed 001: Reshniak & Webster, poster 'Robust learning with implicit residual networks' "
+        "(same σ grid; their data and model, not ours)"
     )
+    if ceiling is not None:
+        caption += "; nearest arm: the rule that knows the spirals' curves, on our noisy draws (the data's ceiling)"
+    table = Table(title="Gaussian-noise accuracy (%): this sweep beside seed 001", caption=caption)
     table.add_column("σ", justify="right", style="bold")
+    if ceiling is not None:
+        table.add_column("nearest\narm", justify="right", style="italic")
     for o, _ in ours:
         table.add_column(f"ours\n{o.point.label(labels)}", justify="right")
         table.add_column(f"seed 001\nθ={format_value(theta_of(o.point))}", justify="right", style="dim")
     for sigma in sorted(SEED001_GAUSSIAN):
         row = [f"{sigma:.2f}"]
+        if ceiling is not None:
+            row.append(_pct(_at(ceiling, sigma)))
         for o, ref in ours:
-            curve = gaussian_curve(o.metrics)
-            mine = next((v for s, v in curve.items() if abs(s - sigma) < 1e-9), None)
-            row += [_pct(mine), _pct(ref[sigma])]
+            row += [_pct(_at(gaussian_curve(o.metrics), sigma)), _pct(ref[sigma])]
         table.add_row(*row)
     return table
+
+
+def _at(curve: Mapping[float, float], sigma: float) -> float | None:
+    return next((v for s, v in curve.items() if abs(s - sigma) < 1e-9), None)
+
+
+def shared_noise_ceiling(outcomes: Sequence[PointOutcome]) -> dict[float, float] | None:
+    """The spirals' noise ceiling (:func:`evaluation.sweep.spirals_noise_ceiling`) when every point shares its
+    data and noise draws (a θ or model grid); ``None`` otherwise."""
+    if not outcomes:
+        return None
+    specs = {(o.point.spec.dataset.model_dump_json(), repr(o.point.spec.evaluate.gaussian)) for o in outcomes}
+    return spirals_noise_ceiling(outcomes[0].point.spec) if len(specs) == 1 else None
 
 
 def print_wide(table: Table) -> None:
@@ -167,6 +186,7 @@ def print_wide(table: Table) -> None:
 
 def trend_lines(outcomes: Sequence[PointOutcome]) -> list[str]:
     lines = []
+    ceiling = shared_noise_ceiling([o for o in outcomes if o.ok])
     for sigma in sorted({0.3, 0.5}):
         check = trend_check(outcomes, sigma)
         if check is None or check.rises is None:
@@ -175,6 +195,10 @@ def trend_lines(outcomes: Sequence[PointOutcome]) -> list[str]:
         verdict = "rises" if check.rises else "does NOT rise"
         shape = "monotone" if check.monotone else "not monotone"
         lines.append(f"accuracy at σ={sigma:g} {verdict} from θ_min to θ_max ({shape}): {values}")
+        if ceiling is not None and _at(ceiling, sigma) is not None:
+            best = _at(ceiling, sigma)
+            gaps = ", ".join(f"θ={format_value(t)}: {100 * (best - v):+.1f}" for t, v in check.by_theta.items())
+            lines.append(f"  below the data's ceiling at σ={sigma:g} ({_pct(best)}, nearest arm) by: {gaps} points")
     return lines
 
 

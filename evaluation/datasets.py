@@ -55,11 +55,8 @@ def two_spirals(
     """
     total = n_train + n_test
     per_class = math.ceil(total / 2)
-    t = torch.linspace(0.0, 1.0, per_class, dtype=torch.float64)
-    angle = 3 * math.pi * t + math.pi / 2  # 1.5 turns
-    radius = 0.15 + 0.85 * t
-    arm = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
-    points = torch.stack([arm, -arm], dim=1).reshape(-1, 2)[:total] * scale  # alternate the classes along the arms
+    arm = spiral_arm(torch.linspace(0.0, 1.0, per_class, dtype=torch.float64), scale)
+    points = torch.stack([arm, -arm], dim=1).reshape(-1, 2)[:total]  # alternate the classes along the arms
     labels = torch.tensor([0, 1], dtype=torch.long).repeat(per_class)[:total]
     if noise > 0:
         gen = torch.Generator().manual_seed(seed)
@@ -73,6 +70,25 @@ def two_spirals(
         test_mask[torch.randperm(total, generator=gen)[:n_test]] = True
     points = points.float()
     return Dataset(points[~test_mask], labels[~test_mask], points[test_mask], labels[test_mask], num_classes=2)
+
+
+def spiral_arm(t: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Class 0's arm of :func:`two_spirals` at curve parameters t ∈ [0, 1] (1.5 turns, radius 0.15 → 1, times
+    ``scale``); class 1's arm is its point reflection −arm."""
+    angle = 3 * math.pi * t + math.pi / 2
+    radius = 0.15 + 0.85 * t
+    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1) * scale
+
+
+def nearest_arm_labels(x: torch.Tensor, scale: float = 1.0, resolution: int = 4096) -> torch.Tensor:
+    """The class of the spiral arm nearest to each point of ``x`` (N, 2): the classifier that knows the data's
+    generating curves. Under isotropic Gaussian noise it is (up to the arms' curvature) the Bayes rule, so its
+    accuracy on noisy copies is the ceiling no network can beat by more than chance on that data."""
+    arm = spiral_arm(torch.linspace(0.0, 1.0, resolution, dtype=torch.float64), scale)
+    points = x.detach().double().cpu()
+    to_arm = torch.cdist(points, arm).min(dim=1).values
+    to_other = torch.cdist(points, -arm).min(dim=1).values
+    return (to_other < to_arm).long()
 
 
 def digits(n_train: int = 1000, n_test: int = 797, seed: int = 0, noise: float = 0.0) -> Dataset:
@@ -140,8 +156,9 @@ def lotka_volterra_trajectories(initial, steps: int = LV_STEPS, dt: float = LV_D
     t_eval = dt * np.arange(steps + 1)
     out = np.empty((len(initial), steps + 1, 2))
     for i, z0 in enumerate(np.asarray(initial, dtype=np.float64)):
-        sol = solve_ivp(lotka_volterra_field, (0.0, t_eval[-1]), z0, method="DOP853", t_eval=t_eval,
-                        rtol=1e-10, atol=1e-12)
+        sol = solve_ivp(
+            lotka_volterra_field, (0.0, t_eval[-1]), z0, method="DOP853", t_eval=t_eval, rtol=1e-10, atol=1e-12
+        )
         if not sol.success:  # pragma: no cover - the orbits are bounded and smooth
             raise RuntimeError(f"Lotka–Volterra integration failed from {z0.tolist()}: {sol.message}")
         out[i] = sol.y.T
@@ -170,8 +187,15 @@ def lotka_volterra(n_train: int = 500, n_test: int = 500, seed: int = 0, noise: 
     if noise > 0:
         gen = torch.Generator().manual_seed(seed)
         y_train = y_train + noise * torch.randn(y_train.shape, generator=gen, dtype=torch.float64)
-    return Dataset(x_train.float(), y_train.float(), x_test.float(), y_test.float(), num_classes=0, task="regression",
-                   trajectories=trajectories.float())
+    return Dataset(
+        x_train.float(),
+        y_train.float(),
+        x_test.float(),
+        y_test.float(),
+        num_classes=0,
+        task="regression",
+        trajectories=trajectories.float(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- denoising
@@ -242,8 +266,9 @@ def digits_completion(
         if noise > 0:
             x = (x + noise * torch.randn(x.shape, generator=g)).clamp(0, 1)
         inputs.append(x)
-    return Dataset(inputs[0], clean_train, inputs[1], clean_test, num_classes=0, valid_range=(0.0, 1.0),
-                   task="denoising")
+    return Dataset(
+        inputs[0], clean_train, inputs[1], clean_test, num_classes=0, valid_range=(0.0, 1.0), task="denoising"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- uploads

@@ -349,6 +349,25 @@ def seed001_reference(theta: float | None) -> dict[float, float] | None:
     return None
 
 
+def spirals_noise_ceiling(spec: JobSpec) -> dict[float, float] | None:
+    """σ → accuracy of the nearest-arm rule (:func:`evaluation.datasets.nearest_arm_labels`, which knows the
+    spirals' generating curves) on exactly the noisy test copies the job's Gaussian evaluation draws: the ceiling
+    of the Gaussian-noise accuracy any network can reach on that data. ``None`` unless the job is on ``spirals``
+    with a Gaussian evaluation."""
+    from evaluation.datasets import load_dataset, nearest_arm_labels
+    from evaluation.gaussian import noisy_copies
+
+    gaussian = spec.evaluate.gaussian
+    if spec.dataset.name != "spirals" or gaussian is None:
+        return None
+    data = load_dataset(spec.dataset)
+    noisy = noisy_copies(data.x_test, gaussian.sigmas, gaussian.repeats, gaussian.seed, data.valid_range)
+    k = len(gaussian.sigmas) * gaussian.repeats
+    correct = nearest_arm_labels(noisy, spec.dataset.scale) == data.y_test.repeat(k)
+    per_sigma = correct.double().view(len(gaussian.sigmas), -1).mean(dim=1)
+    return dict(zip(gaussian.sigmas, per_sigma.tolist(), strict=True))
+
+
 @dataclass
 class TrendCheck:
     """Does accuracy at noise σ rise with θ? ``by_theta``: θ → accuracy (mean over points with that θ)."""
@@ -427,6 +446,7 @@ __all__ = [
     "parse_set",
     "run_points_local",
     "seed001_reference",
+    "spirals_noise_ceiling",
     "split_sweep",
     "summary",
     "trend_check",

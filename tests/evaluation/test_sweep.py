@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -23,6 +24,7 @@ from evaluation.sweep import (
     parse_set,
     run_points_local,
     seed001_reference,
+    spirals_noise_ceiling,
     split_sweep,
     trend_check,
 )
@@ -169,6 +171,31 @@ def test_tables_show_percentages_per_point_and_the_seed_beside_ours() -> None:
     seed = render(seed001_table(outcomes))
     assert "seed 001" in seed and "73.4" in seed and "50.3" in seed and "72.0" in seed
     assert "0.40" in seed and "–" in seed  # σ = 0.4 is in the seed's table but was not measured here
+    assert "nearest" in seed and "ceiling" in seed  # spirals: the data's noise ceiling beside ours
+    assert any("below the data's ceiling at σ=0.5" in line for line in trend_lines(outcomes))
+
+
+def test_the_spirals_noise_ceiling_is_the_nearest_arm_rule_on_the_evaluations_own_draws() -> None:
+    from evaluation.datasets import nearest_arm_labels, two_spirals
+    from evaluation.gaussian import noisy_copies
+    from evaluation.spec import JobSpec
+
+    data = two_spirals(scale=4.0)
+    assert torch.equal(nearest_arm_labels(data.x_test, 4.0), data.y_test)  # clean points sit on their own arm
+    spec = JobSpec.model_validate(
+        {
+            **BASE,
+            "dataset": {"name": "spirals", "scale": 4.0},
+            "evaluate": {"gaussian": {"sigmas": [0.0, 0.5, 2.0], "repeats": 3}},
+        }
+    )
+    ceiling = spirals_noise_ceiling(spec)
+    sigmas = spec.evaluate.gaussian.sigmas
+    noisy = noisy_copies(data.x_test, sigmas, 3, spec.evaluate.gaussian.seed, None).view(len(sigmas), -1, 2)
+    direct = (nearest_arm_labels(noisy[1], 4.0) == data.y_test.repeat(3)).double().mean().item()  # σ-major: σ = 0.5
+    assert ceiling[0.5] == direct and ceiling[0.0] == 1.0
+    assert 0.6 < ceiling[0.5] < 1.0 and ceiling[2.0] < ceiling[0.5]
+    assert spirals_noise_ceiling(JobSpec.model_validate({**BASE, "dataset": {"name": "digits"}})) is None
 
 
 def test_trend_check_compares_the_extreme_thetas() -> None:
