@@ -147,7 +147,6 @@ class SolverSpec(StrictModel):
     backward_max_iter: int | None = Field(None, ge=1, le=10_000)
 
 
-
 class ModelSpec(StrictModel):
     """A residual network: input embedding → ``depth`` residual steps of step size ``h`` → linear head.
 
@@ -223,8 +222,10 @@ class ModelSpec(StrictModel):
             raise ValueError("model.h does not apply to family 'lipschitz' (each layer learns τ ∈ [0, 2/‖W‖²])")
         if family == "ode":
             if self.spectral is not None:
-                raise ValueError("model.spectral does not apply to family 'ode' (seed 002 normalises γ₁, γ₂ by "
-                                 "the spectral radius of γ₂γ₁ at initialisation)")
+                raise ValueError(
+                    "model.spectral does not apply to family 'ode' (seed 002 normalises γ₁, γ₂ by "
+                    "the spectral radius of γ₂γ₁ at initialisation)"
+                )
             if self.h != defaults["h"].default:
                 raise ValueError("model.h does not apply to family 'ode' (the step is t_final/depth)")
             if self.width != defaults["width"].default:
@@ -263,10 +264,15 @@ class ModelSpec(StrictModel):
 
 # ---------------------------------------------------------------------------------------------------- train
 class StochasticRegularizer(StrictModel):
-    """R_rnd of seed 002: train on Gaussian perturbations of the inputs (σ), regenerated every epoch."""
+    """R_rnd of seed 002 (eq. 10): Σ_t (t/T)^power Σ_p ‖y_t − ỹ_t^(p)‖ over ``streams`` perturbation streams, the
+    network's states on the inputs plus Gaussian noise of std ``sigma``, drawn anew for every batch."""
 
     sigma: PosFloat = 0.05
     weight: NonNegFloat = 1.0
+    streams: int = Field(1, ge=1, le=64, description="P: perturbed copies of each batch (one batched forward)")
+    power: NonNegFloat = Field(
+        1.0, le=100.0, description="r of β_t = (t/T)^r: smaller r weights early layers more (faster damping)"
+    )
 
 
 class WeightedRegularizer(StrictModel):

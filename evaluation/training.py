@@ -21,12 +21,17 @@ class TrainingDiverged(RuntimeError):
 def stochastic_state_penalty(
     states: list[torch.Tensor], perturbed: list[torch.Tensor], power: float = 1.0
 ) -> torch.Tensor:
-    """R_rnd = Σ_t (t/T)^r ‖y_t − ỹ_t‖² (mean over the batch): Reshniak & Webster, "Robust learning with implicit
-    residual networks" (seed 002, eq. 10), penalising how perturbations of the input grow along the layers."""
+    """R_rnd = Σ_{t=1}^T (t/T)^r Σ_p ‖y_t − ỹ_t^(p)‖, averaged over the batch: Reshniak & Webster, "Robust learning
+    with implicit residual networks" (seed 002, eq. 10), penalising how perturbations of the input grow along the
+    layers. ``perturbed[t]`` holds the P streams' states stacked stream-major, (P·B, …) against ``states[t]`` (B, …).
+    """
     T = len(states) - 1
     total = states[0].new_zeros(())
     for t in range(1, T + 1):
-        total = total + (t / T) ** power * (states[t] - perturbed[t]).pow(2).sum(dim=1).mean()
+        clean = states[t].flatten(1)
+        streams = perturbed[t].flatten(1).view(-1, *clean.shape)  # (P, B, D)
+        distance = torch.linalg.vector_norm(streams - clean, dim=2)  # (P, B)
+        total = total + (t / T) ** power * distance.sum(dim=0).mean()
     return total
 
 
@@ -69,8 +74,13 @@ class SolverLog:
 
 
 def add_regularizers(
-    loss: torch.Tensor, model: nn.Module, states: list[torch.Tensor], named: dict, gen: torch.Generator,
-    sums: dict[str, float], count: int,
+    loss: torch.Tensor,
+    model: nn.Module,
+    states: list[torch.Tensor],
+    named: dict,
+    gen: torch.Generator,
+    sums: dict[str, float],
+    count: int,
 ) -> torch.Tensor:
     """loss + Σ weight × value over the spec's named regularizers (``models.regularizers``); each value, times
     ``count``, is added to ``sums[name]`` for the epoch's log."""
@@ -125,9 +135,11 @@ def train_classifier(
             xb, yb = x[idx], y[idx]
             if stochastic is not None:
                 logits, states = model(xb, return_states=True)
-                noise = torch.randn(xb.shape, generator=gen).to(device) * stochastic.sigma
-                _, noisy_states = model(xb + noise, return_states=True)
-                loss = loss_fn(scale * logits, yb) + stochastic.weight * stochastic_state_penalty(states, noisy_states)
+                copies = xb.repeat(stochastic.streams, *([1] * (xb.dim() - 1)))  # P streams, one forward
+                noise = torch.randn(copies.shape, generator=gen).to(device) * stochastic.sigma
+                _, noisy_states = model(copies + noise, return_states=True)
+                penalty = stochastic_state_penalty(states, noisy_states, stochastic.power)
+                loss = loss_fn(scale * logits, yb) + stochastic.weight * penalty
             elif named:
                 logits, states = model(xb, return_states=True)
                 loss = loss_fn(scale * logits, yb)
@@ -147,8 +159,16 @@ def train_classifier(
         reg_log = {f"reg_{name}": total / n for name, total in reg_sums.items()}
         solver_diag = solver_log.epoch()
         if progress is not None:
-            progress({"phase": "train", "epoch": epoch, "epochs": train_spec.epochs, "loss": loss_value,
-                      **reg_log, **solver_diag})
+            progress(
+                {
+                    "phase": "train",
+                    "epoch": epoch,
+                    "epochs": train_spec.epochs,
+                    "loss": loss_value,
+                    **reg_log,
+                    **solver_diag,
+                }
+            )
         if should_stop is not None and should_stop():
             break
     diagnostics = {**reg_log, **solver_log.finish()}  # last epoch's regularizer values, training's solver totals
@@ -156,8 +176,16 @@ def train_classifier(
     with torch.no_grad():
         if not classification:
             train_mse = float((model(x) - y).pow(2).mean())
-            return {"train_loss": loss_value, "train_mse": train_mse, "train_seconds": time.perf_counter() - start,
-                    **diagnostics}
+            return {
+                "train_loss": loss_value,
+                "train_mse": train_mse,
+                "train_seconds": time.perf_counter() - start,
+                **diagnostics,
+            }
         train_acc = float((model(x).argmax(1) == y).float().mean())
-    return {"train_loss": loss_value, "train_acc": train_acc, "train_seconds": time.perf_counter() - start,
-            **diagnostics}
+    return {
+        "train_loss": loss_value,
+        "train_acc": train_acc,
+        "train_seconds": time.perf_counter() - start,
+        **diagnostics,
+    }

@@ -66,3 +66,32 @@ def test_non_converged_solves_warn_and_are_counted():
     assert summary["solver_train_failures"] >= sum(event["solver_failures"] for event in events)
     # the steps keep the training totals, so the runner's solver_* metrics cover training too
     assert sum(len(s.failures) for s in model.solver_stats()) >= summary["solver_train_failures"]
+
+
+def test_stochastic_penalty_is_seed_002_eq_10_over_every_stream():
+    """Σ_t (t/T)^r Σ_p ‖y_t − ỹ_t^(p)‖, batch mean, against a direct float64 loop; gradients by finite differences."""
+    from evaluation.training import stochastic_state_penalty
+
+    gen = torch.Generator().manual_seed(0)
+    T, P, B, D, r = 3, 2, 4, 5, 0.5
+    states = [torch.randn(B, D, generator=gen, dtype=torch.float64) for _ in range(T + 1)]
+    perturbed = [torch.randn(P * B, D, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(T + 1)]
+    direct = sum(
+        (t / T) ** r
+        * sum(float((states[t][b] - perturbed[t][p * B + b]).norm()) for p in range(P) for b in range(B))
+        / B
+        for t in range(1, T + 1)
+    )
+    assert float(stochastic_state_penalty(states, perturbed, r)) == pytest.approx(direct, rel=1e-12)
+    assert torch.autograd.gradcheck(lambda *ys: stochastic_state_penalty(states, list(ys), r), perturbed)
+
+
+def test_stochastic_regularizer_sums_over_its_streams_in_training():
+    data = two_spirals(24, 24)
+    losses = {}
+    for streams in (1, 3):
+        reg = {"stochastic": {"sigma": 0.3, "streams": streams, "power": 2.0}}
+        spec = TrainSpec(epochs=1, lr=1e-6, regularizers=reg)
+        losses[streams] = train_classifier(net("explicit"), data, spec, CPU, progress=lambda _e: None)["train_loss"]
+    # the same network and data: the loss is cross-entropy + the penalty, which sums three streams' distances
+    assert losses[3] > losses[1] > 0
