@@ -22,6 +22,8 @@ METRIC_ORDER = (
     "pgd_linf_mse",
     "pgd_l2_acc",
     "pgd_l2_mse",
+    "autoattack_linf_acc",
+    "autoattack_l2_acc",
     "certified_l2_acc",
     "certified_l2_mse",
     "certified_linf_mse",

@@ -53,6 +53,8 @@ SHORT = {
     "gaussian_acc": "gauss",
     "pgd_linf_acc": "pgd∞",
     "pgd_l2_acc": "pgd2",
+    "autoattack_linf_acc": "aa∞",
+    "autoattack_l2_acc": "aa2",
     "certified_l2_acc": "cert2",
     "clean_mse": "clean MSE",
     "clean_psnr": "clean PSNR",

@@ -43,6 +43,8 @@ SWEEP_QUANTITY = {
 EPS_SERIES = {
     "pgd_linf_acc": ("PGD L∞ (attack: upper bound on robust acc.)", "tab:red", "o"),
     "pgd_l2_acc": ("PGD L2 (attack: upper bound on robust acc.)", "tab:blue", "s"),
+    "autoattack_linf_acc": ("AutoAttack L∞ (attack ensemble: upper bound)", "tab:orange", "D"),
+    "autoattack_l2_acc": ("AutoAttack L2 (attack ensemble: upper bound)", "tab:purple", "v"),
     "certified_l2_acc": ("certified L2 (sound: lower bound)", "tab:green", "^"),
 }
 
@@ -135,8 +137,14 @@ def plot_gaussian_regression(metrics: Mapping[str, float], path: str | Path, tit
         _band(right, xs, [v for _, v in psnr], [psnr_std.get(s, 0.0) for s in xs], "tab:blue", "PSNR (mean ± std)")
     baseline = series(metrics, "gaussian_input_psnr")
     if baseline:
-        right.plot([s for s, _ in baseline], [v for _, v in baseline], ls=":", marker="x", color="black",
-                   label="noisy input (no model)")
+        right.plot(
+            [s for s, _ in baseline],
+            [v for _, v in baseline],
+            ls=":",
+            marker="x",
+            color="black",
+            label="noisy input (no model)",
+        )
     if "clean_psnr" in metrics:
         right.axhline(metrics["clean_psnr"], ls="--", color="grey", lw=1, label=f"clean {metrics['clean_psnr']:.2f} dB")
     right.set_ylabel("PSNR (dB)")
@@ -215,8 +223,9 @@ def plot_pnp(metrics: Mapping[str, float], path: str | Path, title: str) -> Path
     fig, ax = _figure(f"Plug-and-play reconstruction — {title}", subtitle)
     ax.plot([s for s, _ in recon], [v for _, v in recon], marker="o", color="tab:green", label="PnP reconstruction")
     if observed:
-        ax.plot([s for s, _ in observed], [v for _, v in observed], marker="x", ls=":", color="black",
-                label="observation y")
+        ax.plot(
+            [s for s, _ in observed], [v for _, v in observed], marker="x", ls=":", color="black", label="observation y"
+        )
     ax.set_xlabel("measurement noise σ")
     ax.set_ylabel("PSNR (dB)")
     ax.legend(loc="best", fontsize=8)

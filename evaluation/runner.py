@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import models
+from evaluation.autoattack import autoattack_accuracy
 from evaluation.certified import certified_accuracy
 from evaluation.datasets import Dataset, load_dataset
 from evaluation.gaussian import gaussian_noise_accuracy, outputs
@@ -108,6 +109,29 @@ def _run_pgd(attack: Callable, model: nn.Module, x, y, pgd, valid_range, progres
     return settings_by_norm
 
 
+def _run_autoattack(model: nn.Module, x, y, spec, data: Dataset, progress, metrics: dict) -> dict:
+    """The AutoAttack-style ensemble for each norm: metrics into ``metrics``; returns its settings by norm."""
+    settings_by_norm = {}
+    for norm in spec.norm:
+        progress({"phase": "evaluate", "step": f"autoattack_{norm}"})
+        found, settings = autoattack_accuracy(
+            model,
+            x,
+            y,
+            norm,
+            spec.eps,
+            data.num_classes,
+            tuple(spec.attacks),
+            spec.steps,
+            spec.queries,
+            spec.seed,
+            data.valid_range,
+        )
+        metrics.update(found)
+        settings_by_norm[norm] = settings
+    return settings_by_norm
+
+
 def evaluate(
     model: nn.Module, spec: JobSpec, data: Dataset, device: torch.device, progress: Progress
 ) -> tuple[dict, dict]:
@@ -127,6 +151,8 @@ def evaluate(
         metrics.update(gaussian_noise_accuracy(model, x, y, g.sigmas, g.repeats, g.seed, data.valid_range))
     if ev.pgd is not None:
         info["pgd"] = _run_pgd(pgd_accuracy, model, x, y, ev.pgd, data.valid_range, progress, metrics)
+    if ev.autoattack is not None:
+        info["autoattack"] = _run_autoattack(model, x, y, ev.autoattack, data, progress, metrics)
     if ev.certified is not None:
         progress({"phase": "evaluate", "step": "certified"})
         try:
@@ -216,7 +242,8 @@ def check_regression_sanity(metrics: dict[str, float]) -> dict[str, bool]:
 
 
 def check_sanity(metrics: dict[str, float]) -> dict[str, bool]:
-    """certified_l2_acc@ε ≤ pgd_l2_acc@ε ≤ clean_acc and pgd_linf_acc@ε ≤ clean_acc; for regression and denoising
+    """certified_l2_acc@ε ≤ pgd_l2_acc@ε ≤ clean_acc, pgd_linf_acc@ε ≤ clean_acc, and the same for the
+    AutoAttack-style ensemble's autoattack_<norm>_acc@ε; for regression and denoising
     clean_mse ≤ pgd_<norm>_mse@ε ≤ certified_<norm>_mse@ε (:func:`check_regression_sanity`); raise on violation."""
     if "clean_acc" not in metrics:
         flags = check_regression_sanity(metrics)
@@ -224,13 +251,14 @@ def check_sanity(metrics: dict[str, float]) -> dict[str, bool]:
         flags = {}
         clean = metrics["clean_acc"]
         for name, value in metrics.items():
-            if name.startswith("pgd_") and "_acc@" in name:
+            if name.startswith(("pgd_", "autoattack_")) and "_acc@" in name:
                 flags[f"{name}<=clean_acc"] = value <= clean + 1e-12
             if name.startswith("certified_l2_acc@"):
-                pgd = metrics.get("pgd_l2_acc@" + name.split("@", 1)[1])
                 flags[f"{name}<=clean_acc"] = value <= clean + 1e-12
-                if pgd is not None:
-                    flags[f"{name}<=pgd_l2_acc"] = value <= pgd + 1e-12
+                for attack in ("pgd_l2_acc", "autoattack_l2_acc"):
+                    attacked = metrics.get(f"{attack}@" + name.split("@", 1)[1])
+                    if attacked is not None:
+                        flags[f"{name}<={attack}"] = value <= attacked + 1e-12
     broken = [k for k, ok in flags.items() if not ok]
     if broken:
         raise SanityCheckFailed(f"sanity relations violated (a bug, results not stored): {broken}; metrics={metrics}")

@@ -411,6 +411,37 @@ class PGDEval(StrictModel):
         return _bounded_unique(v, "eps")
 
 
+class AutoAttackEval(StrictModel):
+    """AutoAttack-style ensemble (Croce & Hein, 2020) of torchattacks' APGD-CE, APGD-T, FAB-T and Square, each run
+    where torchattacks supports the problem's shape (``evaluation.autoattack``); the result records which ran."""
+
+    norm: list[Literal["Linf", "L2"]] = Field(default_factory=lambda: ["Linf"], min_length=1)
+    eps: list[PosFloat] = Field(min_length=1)
+    attacks: list[Literal["apgd-ce", "apgd-t", "fab-t", "square"]] = Field(
+        default_factory=lambda: ["apgd-ce", "apgd-t", "fab-t", "square"], min_length=1
+    )
+    steps: int = Field(100, ge=1, le=10_000, description="iterations of APGD-CE, APGD-T and FAB-T")
+    queries: int = Field(5000, ge=1, le=100_000, description="queries of Square")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("norm", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("eps")
+    @classmethod
+    def _unique_eps(cls, v: list[float]) -> list[float]:
+        return _bounded_unique(v, "eps")
+
+    @field_validator("attacks")
+    @classmethod
+    def _unique_attacks(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("attacks must not repeat")
+        return v
+
+
 class CertifiedEval(StrictModel):
     eps: list[PosFloat] = Field(min_length=1)
 
@@ -446,6 +477,7 @@ class PlugAndPlayEval(StrictModel):
 class EvaluateSpec(StrictModel):
     gaussian: GaussianEval | None = Field(default_factory=GaussianEval)
     pgd: PGDEval | None = None
+    autoattack: AutoAttackEval | None = Field(None, description="classification only: an AutoAttack-style ensemble")
     certified: CertifiedEval | None = None
     plug_and_play: PlugAndPlayEval | None = Field(
         None, description="task 'denoising' on digits only: plug-and-play deblurring with the trained denoiser"
@@ -481,6 +513,8 @@ class JobSpec(StrictModel):
             raise ValueError(f"task {self.task!r} does not match dataset {self.dataset.name!r} (a {expected} dataset)")
         if self.task != "classification" and self.train.logit_scale != 1.0:
             raise ValueError("train.logit_scale applies to task 'classification' only (regression trains on MSE)")
+        if self.evaluate.autoattack is not None and self.task != "classification":
+            raise ValueError("evaluate.autoattack needs task 'classification' (its attacks flip class labels)")
         if self.evaluate.plug_and_play is not None and self.task != "denoising":
             raise ValueError("evaluate.plug_and_play needs task 'denoising' (a trained image denoiser)")
         return self

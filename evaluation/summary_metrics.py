@@ -21,7 +21,9 @@ from collections.abc import Iterable, Mapping
 CLASSIFICATION_CLEAN = ("clean_acc",)
 REGRESSION_CLEAN = ("clean_mse", "clean_psnr")
 #: kinds measured per level (σ or ε), in table order
-CLASSIFICATION_LEVELS = ("gaussian_acc", "pgd_linf_acc", "pgd_l2_acc", "certified_l2_acc")
+CLASSIFICATION_LEVELS = (
+    "gaussian_acc", "pgd_linf_acc", "pgd_l2_acc", "autoattack_linf_acc", "autoattack_l2_acc", "certified_l2_acc",
+)  # fmt: skip
 REGRESSION_LEVELS = (
     "gaussian_psnr", "gaussian_mse", "pgd_linf_mse", "pgd_l2_mse", "certified_linf_mse", "certified_l2_mse",
 )  # fmt: skip

@@ -310,9 +310,6 @@ def run_points_local(
 
 
 # ---------------------------------------------------------------------------------------------------- summary
-MAIN_PREFIXES = ("gaussian_acc", "pgd_linf_acc", "pgd_l2_acc", "certified_l2_acc")
-
-
 def _level(name: str) -> float:
     return level_of(name)
 
