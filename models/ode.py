@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from models.residual import ACTIVATIONS, exact_spectral_norm
+from models.residual import ACTIVATIONS, DenseTerm, exact_spectral_norm, has_closed_form
 
 DEFAULT_HIDDEN = 100  # seed 002, Example 1: γ₁ ∈ ℝ^{100×2}
 DEFAULT_T = 10.0  # seed 002, eq. 11: t ∈ [0, 10]
@@ -65,6 +65,12 @@ class ODEVectorField(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.apply(self.weights(), y)
+
+    def implicit_term(self, params: dict[str, torch.Tensor], coeff: float) -> DenseTerm | None:
+        """coeff·F = coeff·γ₂σ(γ₁y + b₁) as a :class:`models.residual.DenseTerm` (None: no closed form of σ')."""
+        if not has_closed_form(self.activation):
+            return None
+        return DenseTerm.fold(self.activation, params["w1"], params["b1"], params["w2"], None, coeff)
 
     def lipschitz_bound(self) -> float:
         """Lip(F) ≤ Lip(σ)·‖γ₂‖₂·‖γ₁‖₂, exact spectral norms (SVD in float64)."""

@@ -6,9 +6,17 @@ F(x) = W₂σ(W₁x + b₁) + b₂. With ``spectral=(α, β)`` it becomes the lo
     F^{α,β}(x) = (α+β)/2 · x + (β−α)/2 · S(ϑ) ⊙ F̃(x),    F̃ with W/‖W‖₂,
 
 so every eigenvalue of ∂F/∂x lies in the disc centred at (α+β)/2 with radius (β−α)/2.
+
+For the solvers of the implicit θ-step, :meth:`ResidualFunction.implicit_term` folds the step's coefficient hθ, the
+localisation and the scale into the weights once per step and returns a :class:`DenseTerm`
+z ↦ c·z + W₂'σ(W₁z + b₁) + b₂', whose fixed-point map and vector–Jacobian products are a few matrix products with
+no autograd in the solver loops (see :mod:`models.steps`).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -93,6 +101,22 @@ class ResidualFunction(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(self.weights(), x)
 
+    def implicit_term(self, params: dict[str, torch.Tensor], coeff: float) -> DenseTerm | None:
+        """coeff·F as a :class:`DenseTerm`, folded from ``params`` with their graph (None: no analytic form).
+
+        coeff·F(z) = coeff·W₂σ(W₁z + b₁) + coeff·b₂, or with the localisation
+        coeff·(α+β)/2·z + (coeff·(β−α)/2·S(ϑ)) ⊙ (W₂σ(W₁z + b₁) + b₂).
+        """
+        if not has_closed_form(self.activation):
+            return None
+        if self.spectral is None:
+            out_scale, identity = coeff, 0.0
+        else:
+            lower, upper = self.spectral
+            out_scale, identity = coeff * (upper - lower) / 2 * params["scale"], coeff * (lower + upper) / 2
+        w1, b1, w2, b2 = params["w1"], params["b1"], params["w2"], params["b2"]
+        return DenseTerm.fold(self.activation, w1, b1, w2, b2, out_scale, identity)
+
     def lipschitz_bound(self) -> float:
         """Sound bound on Lip(F) from exact spectral norms (float64)."""
         with torch.no_grad():
@@ -111,3 +135,122 @@ def localized_field(
     """F^{α,β}(x) = (α+β)/2·x + (β−α)/2·S(ϑ)⊙F̃(x) — Reshniak & Webster, poster "Robust learning with implicit
     residual networks" (seed 001), "Spectral normalization"."""
     return (lower + upper) / 2 * x + (upper - lower) / 2 * scale * normalised
+
+
+# --- the implicit term of a θ-step in closed form ---------------------------------------------------------------
+
+
+ACTIVATION_DERIVATIVES: dict[type[nn.Module], Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    # σ'(a) from the module, the pre-activation a and σ(a), as autograd's backward of the module computes it
+    nn.Tanh: lambda act, pre, post: 1 - post * post,
+    nn.ReLU: lambda act, pre, post: (post > 0).to(post.dtype),
+    nn.Sigmoid: lambda act, pre, post: post * (1 - post),
+    nn.Softplus: lambda act, pre, post: torch.where(pre * act.beta > act.threshold, 1.0, torch.sigmoid(pre * act.beta)),
+}
+
+
+ACTIVATIONS_IN_PLACE: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
+    # σ applied in place to a fresh pre-activation (no module call, no allocation) inside the solver loops
+    nn.Tanh: torch.Tensor.tanh_,
+    nn.ReLU: torch.Tensor.relu_,
+    nn.Sigmoid: torch.Tensor.sigmoid_,
+}
+
+
+def has_closed_form(activation: nn.Module) -> bool:
+    """Whether :class:`DenseTerm` knows σ' of this activation module."""
+    return type(activation) in ACTIVATION_DERIVATIVES
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseTerm:
+    """The term T(z) = c·z + W₂σ(W₁z + b₁) + b₂ of a θ-step (T = hθF with the weights folded), for states z of
+    shape (batch, width).
+
+    Solver loops use :meth:`fixed_point_map` (one ``linear``, σ and one ``addmm`` per evaluation) and
+    :meth:`linearize` (σ'(a) once; then each VJP v ↦ (∂T/∂z)ᵀv = c·v + W₁ᵀ(σ'(a) ⊙ W₂ᵀv) is two matrix products),
+    without recording a graph. :meth:`tensors` are the folded weights: the implicit adjoint returns gradients for
+    them and autograd carries those back through the folding to the parameters.
+    """
+
+    activation: nn.Module
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor | None
+    identity: float = 0.0
+
+    @staticmethod
+    def fold(
+        activation: nn.Module,
+        w1: torch.Tensor,
+        b1: torch.Tensor,
+        w2: torch.Tensor,
+        b2: torch.Tensor | None,
+        out_scale: float | torch.Tensor,
+        identity: float = 0.0,
+    ) -> DenseTerm:
+        """c·z + out_scale ⊙ (W₂σ(W₁z + b₁) + b₂), out_scale a number or a per-output vector, as a DenseTerm."""
+        if isinstance(out_scale, torch.Tensor):
+            w2, b2 = out_scale[:, None] * w2, None if b2 is None else out_scale * b2
+        elif out_scale != 1:
+            w2, b2 = out_scale * w2, None if b2 is None else out_scale * b2
+        return DenseTerm(activation, w1, b1, w2, b2, float(identity))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        names = ("w1", "b1", "w2") if self.b2 is None else ("w1", "b1", "w2", "b2")
+        return {name: getattr(self, name) for name in names}
+
+    def with_tensors(self, tensors: dict[str, torch.Tensor]) -> DenseTerm:
+        return dataclasses.replace(self, **tensors)
+
+    def fixed_point_map(self, base: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """z ↦ base + T(z), for states of shape (batch, width)."""
+        bias = base if self.b2 is None else base + self.b2
+        activation = ACTIVATIONS_IN_PLACE.get(type(self.activation), self.activation)
+        w1, b1, w2t, identity = self.w1, self.b1, self.w2.T, self.identity
+
+        def f(z: torch.Tensor) -> torch.Tensor:
+            out = torch.addmm(bias, activation(nn.functional.linear(z, w1, b1)), w2t)
+            return out if identity == 0 else out.add_(z, alpha=identity)
+
+        return f
+
+    def linearize(self, y: torch.Tensor) -> DenseLinearization:
+        """The derivatives of T at y, of shape (batch, width)."""
+        pre = nn.functional.linear(y, self.w1, self.b1)
+        post = self.activation(pre)
+        slope = ACTIVATION_DERIVATIVES[type(self.activation)](self.activation, pre, post)
+        return DenseLinearization(self, y, post, slope)
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseLinearization:
+    """Derivatives of a :class:`DenseTerm` T at a point y of shape (batch, width): σ(a) and σ'(a) stored."""
+
+    term: DenseTerm
+    y: torch.Tensor
+    post: torch.Tensor
+    slope: torch.Tensor
+
+    def vjp(self, v: torch.Tensor) -> torch.Tensor:
+        """(∂T/∂z)ᵀv = c·v + W₁ᵀ(σ'(a) ⊙ W₂ᵀv), batched; a new tensor (v is not modified)."""
+        hidden = torch.mm(v, self.term.w2).mul_(self.slope)
+        if self.term.identity == 0:
+            return torch.mm(hidden, self.term.w1)
+        return torch.addmm(v, hidden, self.term.w1, beta=self.term.identity)
+
+    def param_vjp(self, g: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        """(∂T(y)/∂γ)ᵀg for the folded weights γ named in ``names``."""
+        grads: dict[str, torch.Tensor] = {}
+        if "w1" in names or "b1" in names:
+            hidden = torch.mm(g, self.term.w2).mul_(self.slope)
+            if "w1" in names:
+                grads["w1"] = torch.mm(hidden.T, self.y)
+            if "b1" in names:
+                grads["b1"] = hidden.sum(0)
+        if "w2" in names:
+            grads["w2"] = torch.mm(g.T, self.post)
+        if "b2" in names:
+            grads["b2"] = g.sum(0)
+        return grads

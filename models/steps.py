@@ -5,11 +5,18 @@
   implicit residual networks" (seed 002, eq. 7): θ=0 explicit Euler, ½ trapezoidal, 1 implicit Euler.
 
 The θ-step finds y with a forward solver (no graph) as the fixed point of y = b + hθF(y), b = x + h(1−θ)F(x), and
-returns it through :class:`ImplicitAdjoint`, a custom autograd Function of b and of F's weights. Its backward builds
-the graph of F(y) once, solves (I − hθ ∂F/∂y)ᵀ g = ḡ (seed 002, eq. 11) with VJPs on that graph, and returns
-∂L/∂b = g and ∂L/∂γ = hθ(∂F(y)/∂γ)ᵀ g from the same graph; autograd then gives ∂L/∂x = (I + h(1−θ)∂F/∂x)ᵀ g and
-the h(1−θ)(∂F(x)/∂γ)ᵀ g part of ∂L/∂γ through b (seed 002, eq. 10). Only y and the weights are saved for the
-backward, so memory does not grow with solver iterations. For θ = 1, b = x and F(x) is never evaluated.
+returns it through :class:`ImplicitAdjoint`, a custom autograd Function of b and of the weights of the term hθF.
+Its backward linearises hθF at y once, solves (I − hθ ∂F/∂y)ᵀ g = ḡ (seed 002, eq. 11) with VJPs of that
+linearisation, and returns ∂L/∂b = g and ∂L/∂γ = hθ(∂F(y)/∂γ)ᵀ g from it; autograd then gives
+∂L/∂x = (I + h(1−θ)∂F/∂x)ᵀ g and the h(1−θ)(∂F(x)/∂γ)ᵀ g part of ∂L/∂γ through b (seed 002, eq. 10). Only y and
+the weights are saved for the backward, so memory does not grow with solver iterations. For θ = 1, b = x and F(x)
+is never evaluated.
+
+The term hθF comes from :func:`implicit_term`: residual functions with a closed form (the dense
+:class:`models.residual.ResidualFunction` and the ODE field) fold hθ, the localisation and the scale into their
+weights once per step (:class:`models.residual.DenseTerm`), so the solver loops are plain matrix products and the
+adjoint's VJPs need no autograd; any other residual function is differentiated by autograd on one recorded graph
+of F(y) (:class:`AutogradTerm`).
 """
 
 from __future__ import annotations
@@ -64,46 +71,89 @@ class ExplicitStep(nn.Module):
         return 1 + self.h * self.residual.lipschitz_bound()
 
 
-class ImplicitAdjoint(torch.autograd.Function):
-    """y = z* (the solved fixed point of y = b + hθF(y; γ)) as a differentiable function of b and the weights γ.
+class AutogradTerm:
+    """The term T(z) = coeff·F(z) of a θ-step for any residual function, differentiated by autograd.
 
-    backward: g solves (I − hθ ∂F(y)/∂y)ᵀ g = ḡ; returns g for b and hθ(∂F(y)/∂γ)ᵀ g for γ, all from one graph
-    of F at y built in the backward (nothing of the forward solve is kept).
+    The fallback for residual functions without ``implicit_term`` (convolutions) or without a closed-form σ'. It
+    has the interface of :class:`models.residual.DenseTerm`: :meth:`tensors` (here F's weights themselves),
+    :meth:`with_tensors`, :meth:`fixed_point_map` and :meth:`linearize`, whose VJPs run on one graph of F(y).
+    """
+
+    def __init__(self, residual: nn.Module, params: dict[str, torch.Tensor], coeff: float):
+        self.residual, self.params, self.coeff = residual, params, coeff
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.params)
+
+    def with_tensors(self, tensors: dict[str, torch.Tensor]) -> AutogradTerm:
+        return AutogradTerm(self.residual, tensors, self.coeff)
+
+    def fixed_point_map(self, base: torch.Tensor):
+        """z ↦ base + coeff·F(z)."""
+        return lambda z: base + self.coeff * self.residual.apply(self.params, z)
+
+    def linearize(self, y: torch.Tensor) -> AutogradLinearization:
+        return AutogradLinearization(self, y)
+
+
+class AutogradLinearization:
+    """VJPs of coeff·F at y on one recorded graph of F(y), with the weights as leaves (built once, reused)."""
+
+    def __init__(self, term: AutogradTerm, y: torch.Tensor):
+        self.coeff = term.coeff
+        with torch.enable_grad():
+            self.z = y.detach().requires_grad_(True)
+            self.leaves = {k: v.detach().requires_grad_(True) for k, v in term.params.items()}
+            self.fz = term.residual.apply(self.leaves, self.z)  # F(y); coeff is applied to the vectors
+
+    def vjp(self, v: torch.Tensor) -> torch.Tensor:
+        jtv = torch.autograd.grad(self.fz, self.z, v, retain_graph=True)[0]
+        return jtv if self.coeff == 1 else self.coeff * jtv  # not in place: the engine may hand back v itself
+
+    def param_vjp(self, g: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        weight = g if self.coeff == 1 else self.coeff * g
+        found = torch.autograd.grad(self.fz, [self.leaves[n] for n in names], weight, allow_unused=True)
+        return {n: gi for n, gi in zip(names, found, strict=True) if gi is not None}
+
+
+def implicit_term(residual: nn.Module, params: dict[str, torch.Tensor], coeff: float, x: torch.Tensor):
+    """coeff·F for the solvers of states like ``x``: the residual's closed form (``implicit_term``) where it has one
+    and the states are (batch, width) matrices, else :class:`AutogradTerm`."""
+    closed = getattr(residual, "implicit_term", None)
+    term = closed(params, coeff) if closed is not None and x.dim() == 2 else None
+    return term if term is not None else AutogradTerm(residual, params, coeff)
+
+
+class ImplicitAdjoint(torch.autograd.Function):
+    """y = z* (the solved fixed point of y = b + T(y; γ), T = hθF) as a differentiable function of b and of the
+    term's tensors γ (F's weights, or weights folded with hθ: see :func:`implicit_term`).
+
+    backward: g solves (I − ∂T(y)/∂y)ᵀ g = ḡ; returns g for b and (∂T(y)/∂γ)ᵀ g for γ, all from one linearisation
+    of T at y made in the backward (nothing of the forward solve is kept).
     """
 
     @staticmethod
-    def forward(ctx, step, names, z_star, base, *params):  # noqa: D401 - autograd signature
-        ctx.step, ctx.names = step, names
-        ctx.save_for_backward(z_star, *params)
+    def forward(ctx, step, term, z_star, base, *tensors):  # noqa: D401 - autograd signature
+        ctx.step, ctx.term = step, term
+        ctx.save_for_backward(z_star, *tensors)
         return z_star.clone()  # not a view: an in-place op on y must not corrupt the saved fixed point
 
     @staticmethod
     def backward(ctx, grad_y):
         step = ctx.step
-        z_star, *params = ctx.saved_tensors
-        wanted = ctx.needs_input_grad[4:]
-        with torch.enable_grad():
-            z = z_star.detach().requires_grad_(True)
-            leaves = [p.detach().requires_grad_(w) for p, w in zip(params, wanted, strict=True)]
-            fz = step.residual.apply(dict(zip(ctx.names, leaves, strict=True)), z)  # F(y); hθ is applied to g
-        hth = step.h * step.theta
-
-        def vjp(v: torch.Tensor) -> torch.Tensor:
-            jtv = torch.autograd.grad(fz, z, v, retain_graph=True)[0]
-            return jtv if hth == 1 else hth * jtv  # not in place: the engine may hand back v itself
-
-        cfg = step.solver
-        grad, info = solve_adjoint(vjp, grad_y, cfg.backward, cfg.backward_tol, cfg.backward_max_iter)
+        z_star, *tensors = ctx.saved_tensors
+        names = list(ctx.term.tensors())
+        with torch.no_grad():
+            term = ctx.term.with_tensors({n: t.detach() for n, t in zip(names, tensors, strict=True)})
+            linear = term.linearize(z_star)
+            cfg = step.solver
+            grad, info = solve_adjoint(linear.vjp, grad_y, cfg.backward, cfg.backward_tol, cfg.backward_max_iter)
         step.stats.record_backward(info)
         if not info.converged:  # a non-converged adjoint gives inexact gradients: say so, never silently
             warnings.warn(step.stats.failures[-1], RuntimeWarning, stacklevel=2)
-        param_grads: list[torch.Tensor | None] = [None] * len(params)
-        need = [i for i, w in enumerate(wanted) if w]
-        if need:
-            weight = grad if hth == 1 else hth * grad
-            found = torch.autograd.grad(fz, [leaves[i] for i in need], weight, allow_unused=True)
-            for i, gi in zip(need, found, strict=True):
-                param_grads[i] = gi
+        wanted = [n for n, w in zip(names, ctx.needs_input_grad[4:], strict=True) if w]
+        found = linear.param_vjp(grad, wanted) if wanted else {}
+        param_grads = [found.get(n) for n in names]
         return (None, None, None, grad if ctx.needs_input_grad[3] else None, *param_grads)
 
 
@@ -165,7 +215,7 @@ class ThetaStep(nn.Module):
         if self.theta == 0:  # explicit Euler: no solver at all
             return explicit_euler_step(x, self.residual.apply(params, x), self.h)
         hth = self.h * self.theta
-        frozen = {k: v.detach() for k, v in params.items()}
+        term = implicit_term(self.residual, params, hth, x)  # hθF, weights folded once per step (with graph)
         if self.theta == 1:  # implicit Euler: y = x + hF(y); F(x) is not needed
             base = x
             with torch.no_grad():
@@ -176,20 +226,16 @@ class ThetaStep(nn.Module):
             with torch.no_grad():
                 z0 = base.detach() + hth * fx.detach()  # one explicit predictor step
         with torch.no_grad():
-            frozen_base = base.detach()
-
-            def fixed_point_map(z: torch.Tensor) -> torch.Tensor:
-                return frozen_base + hth * self.residual.apply(frozen, z)
-
+            frozen = term.with_tensors({k: v.detach() for k, v in term.tensors().items()})
             cfg = self.solver
+            fixed_point_map = frozen.fixed_point_map(base.detach())
             z_star, info = solve_fixed_point(fixed_point_map, z0, cfg.forward, cfg.tol, cfg.max_iter)
         self.stats.record_forward(info, self.solver.tol)
         if not info.converged:
             warnings.warn(self.stats.failures[-1], RuntimeWarning, stacklevel=2)
         if not torch.is_grad_enabled():
             return z_star
-        names = tuple(params)
-        return ImplicitAdjoint.apply(self, names, z_star, base, *params.values())
+        return ImplicitAdjoint.apply(self, frozen, z_star, base, *term.tensors().values())
 
     def lipschitz_bound(self) -> float:
         return theta_step_lipschitz(self.residual.lipschitz_bound(), self.h, self.theta)

@@ -87,7 +87,6 @@ def adjoint_gmres(
     removed more than half of ‖w‖². The start is g = 0 (the first basis vector is ḡ itself); the true residual is
     recomputed only at a restart.
     """
-    shape = rhs.shape
     b = rhs.reshape(-1)
     b_norm = float(torch.linalg.vector_norm(b))
     if b_norm == 0:
@@ -96,30 +95,39 @@ def adjoint_gmres(
     x = torch.zeros_like(b)
     r, beta = b, b_norm
     used, residual = 0, 1.0
-    basis = b.new_empty(min(restart, max_iter) + 1, b.numel())
+    basis = rhs.new_empty(min(restart, max_iter) + 1, *rhs.shape)  # V, one row per Krylov vector
+    flat = basis.view(basis.shape[0], -1)
+    # the views the loop needs, each made once: indexing a tensor costs as much as a small operation on it
+    vectors, flat_vectors = basis.unbind(0), flat.unbind(0)
+    first: list[torch.Tensor] = []  # first[n] = V[:n] (flat), made when first needed
+    first_t: list[torch.Tensor] = []  # their transposes
+
+    def extend_views(n: int) -> None:
+        while len(first) <= n:
+            first.append(flat[: len(first)])
+            first_t.append(first[-1].T)
+
     while residual >= tol and used < max_iter:
         m = min(restart, max_iter - used)
-        torch.mul(r, 1.0 / beta, out=basis[0])
+        torch.mul(r, 1.0 / beta, out=flat_vectors[0])
         cs: list[float] = []
         sn: list[float] = []
         R: list[list[float]] = []  # columns of the rotated, upper triangular I − H
         qtb = [beta]  # Qᵀ β e₁
         for j in range(m):
-            w = basis[j + 1]
-            w.copy_(vjp(basis[j].view(shape)).reshape(-1))
+            vectors[j + 1].copy_(vjp(vectors[j]))
+            w = flat_vectors[j + 1]
             used += 1
-            V = basis[: j + 1]
-            proj = basis[: j + 2] @ w  # [Vᵀw; ‖w‖²]
-            coef = proj[: j + 1]
+            extend_views(j + 2)
+            proj = torch.mv(first[j + 2], w)  # [Vᵀw; ‖w‖²]
             host = proj.tolist()
             h, ww = host[:-1], host[-1]
-            w.addmv_(V.T, coef, alpha=-1.0)
+            w.addmv_(first_t[j + 1], proj[:-1], alpha=-1.0)
             hh = ww - sum(v * v for v in h)  # ‖w⊥‖² by Pythagoras
             if hh <= 0.5 * ww:  # cancellation: orthogonalise again and measure ‖w⊥‖ directly
-                proj = basis[: j + 2] @ w
-                coef = proj[: j + 1]
+                proj = torch.mv(first[j + 2], w)
                 host = proj.tolist()
-                w.addmv_(V.T, coef, alpha=-1.0)
+                w.addmv_(first_t[j + 1], proj[:-1], alpha=-1.0)
                 h = [a + c for a, c in zip(h, host[:-1], strict=True)]
                 hh = host[-1] - sum(v * v for v in host[:-1])
             h_next = math.sqrt(max(hh, 0.0))
@@ -140,19 +148,20 @@ def adjoint_gmres(
                 break
             w.mul_(1.0 / h_next)
         k = len(R)
+        extend_views(k)
         y = [0.0] * k
         for i in reversed(range(k)):  # back substitution R y = Qᵀ β e₁
             acc = qtb[i] - sum(R[c][i] * y[c] for c in range(i + 1, k))
             y[i] = acc / R[i][i] if R[i][i] != 0 else 0.0
-        x.addmv_(basis[:k].T, torch.tensor(y, dtype=b.dtype, device=b.device))
+        x.addmv_(first_t[k], torch.tensor(y, dtype=b.dtype, device=b.device))
         if residual >= tol and used < max_iter:  # restart from the true residual b − x + Jᵀx
-            r = b - x + vjp(x.view(shape)).reshape(-1)
+            r = b - x + vjp(x.view(rhs.shape)).reshape(-1)
             used += 1
             beta = float(torch.linalg.vector_norm(r))
             residual = beta / b_norm
             if beta == 0:
                 break
-    return x.reshape(shape), SolverInfo(used, residual, residual < tol)
+    return x.view(rhs.shape), SolverInfo(used, residual, residual < tol)
 
 
 def solve_adjoint(

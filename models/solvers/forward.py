@@ -11,9 +11,11 @@
   only I − ∂f/∂z to be non-singular (and f twice differentiable). They cost three evaluations of f per step, so
   on a contraction they are slower than ``fixed_point``/``anderson``: they are the robust choice, not the fast one.
 
-All run under ``torch.no_grad()``: gradients come from implicit differentiation, never from the iterations, so memory
-does not grow with them. The residual-minimising solvers switch autograd on locally, on a detached copy of z, to
-get their vector–Jacobian products (f must be differentiable in z; the θ-method map with frozen weights is).
+All run without recording gradients (:func:`solve_fixed_point`: ``torch.inference_mode()``, or ``torch.no_grad()``
+for the solvers registered with ``uses_autograd``): gradients come from implicit differentiation, never from the
+iterations, so memory does not grow with them. The residual-minimising solvers switch autograd on locally, on a
+detached copy of z, to get their vector–Jacobian products (f must be differentiable in z; the θ-method map with
+frozen weights is).
 
 Every solver treats the first dimension as a batch of independent problems (per-sample Anderson weights, per-sample
 step lengths), stops on the relative residual ‖f(z) − z‖ / ‖f(z)‖ of the whole batch, and reports in
@@ -34,19 +36,22 @@ from models.solvers.base import SolverInfo, check_interval
 FixedPointMap = Callable[[torch.Tensor], torch.Tensor]
 ForwardSolver = Callable[..., tuple[torch.Tensor, SolverInfo]]
 FORWARD_SOLVERS: dict[str, ForwardSolver] = {}
+USES_AUTOGRAD: set[str] = set()  # solvers that differentiate f themselves (the others run in inference mode)
 
 
-def register_forward_solver(name: str):
+def register_forward_solver(name: str, uses_autograd: bool = False):
     def register(fn: ForwardSolver) -> ForwardSolver:
         FORWARD_SOLVERS[name] = fn
+        if uses_autograd:
+            USES_AUTOGRAD.add(name)
         return fn
 
     return register
 
 
-def _relative(fz: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """‖f(z) − z‖ / ‖f(z)‖ over the whole batch, as a 0-d tensor (no host synchronisation)."""
-    return torch.dist(fz, z) / (torch.linalg.vector_norm(fz) + 1e-12)
+def _relative(fz: torch.Tensor, z: torch.Tensor) -> float:
+    """‖f(z) − z‖ / ‖f(z)‖ over the whole batch (two reductions read back to the host)."""
+    return float(torch.dist(fz, z)) / (float(torch.linalg.vector_norm(fz)) + 1e-12)
 
 
 @register_forward_solver("fixed_point")
@@ -64,7 +69,7 @@ def fixed_point_iteration(
     for k in range(1, max_iter + 1):
         fz = f(z)
         if k % every == 0 or k == max_iter:
-            residual = float(_relative(fz, z))
+            residual = _relative(fz, z)
             if residual < tol:
                 return fz, SolverInfo(k, residual, True)
         z = fz
@@ -85,50 +90,66 @@ def anderson_acceleration(
     """Anderson acceleration (type II) with per-sample mixing weights.
 
     Each step solves, per sample, min_α ‖Σ α_i g_i‖ subject to Σ α_i = 1 over the last ``memory`` residuals
-    g_i = f(z_i) − z_i, i.e. α ∝ (GGᵀ + λI)⁻¹1 with a ridge λ relative to the Gram matrix's scale, then sets
-    z = Σ α_i f(z_i) − (1−β) Σ α_i g_i. Cost per step besides f: one row of the Gram matrix (it is updated, not
-    recomputed), one batched (m×m) solve and one mixing; the history is preallocated slot-major so that writing an
-    iterate is one contiguous copy and the per-sample contractions are elementwise products (the many tiny matrix
-    products of ``torch.bmm`` cost more than an evaluation of F at the sizes of this project).
+    g_i = f(z_i) − z_i, i.e. α ∝ (GGᵀ + λI)⁻¹1 with a ridge λ = ``ridge``·tr(GGᵀ)/n relative to the Gram matrix's
+    scale, then sets z = Σ α_i f(z_i) − (1−β) Σ α_i g_i. Cost per step besides f: one row of the Gram matrix (it is
+    updated, not recomputed), one batched (n×n) solve and one mixing. The history [f(z_i); g_i] is preallocated
+    slot-major in one buffer, so that writing an iterate is one contiguous copy, both norms of the convergence test
+    are one reduction, and the per-sample contractions are elementwise products (the many tiny matrix products of
+    ``torch.bmm`` cost more than an evaluation of F at the sizes of this project). At these sizes every tensor
+    operation costs mostly its fixed dispatch overhead, so the loop is written to issue as few as possible.
     """
     batch, shape = z0.shape[0], z0.shape
     m = max(1, min(memory, max_iter))
     every = check_interval(z0, check_every)
-    Fh = z0.new_empty(m, batch, z0[0].numel())  # f(z_i), flattened per sample, slot-major
-    Gh = torch.empty_like(Fh)  # g_i = f(z_i) − z_i
-    gram = z0.new_zeros(batch, m, m)
+    history = z0.new_empty(2, m, batch, z0[0].numel())  # [f(z_i); g_i], flattened per sample, slot-major
+    gram = z0.new_zeros(m, m, batch)  # ⟨g_i, g_j⟩ per sample, batch last: a row of it is one contiguous write
+    scratch = history.new_empty(m, batch, history.shape[-1])  # the products of the contractions, reused
+    # views made once (indexing costs as much as a small operation); slices of them only while the history fills
+    both, Fs, Gs = history.unbind(1), history[0].unbind(0), history[1].unbind(0)
+    rows, cols = gram.unbind(0), gram.unbind(1)
+    systems = gram.permute(2, 0, 1)  # (batch, m, m)
+    diagonal = systems.diagonal(dim1=1, dim2=2)[:, :, None]  # (batch, m, 1); zero beyond the filled slots
     ones = z0.new_ones(batch, m, 1)
     eye = torch.eye(m, dtype=z0.dtype, device=z0.device)
-    tiny = torch.finfo(z0.dtype).tiny
+    ridge_eye = eye * (ridge / m)
+    # ridge λ = ridge·tr(GGᵀ)/n; the trace is floored so that λ⁻¹ stays finite for a sample already exactly at its
+    # fixed point (GGᵀ = 0: then the weights are uniform)
+    floor = 4 * m * m / (ridge * torch.finfo(z0.dtype).max)
 
     z = z0.reshape(batch, -1)
+    flat = z0.dim() == 2  # states are already (batch, features): no reshaping around f
     residual = float("inf")
     for k in range(1, max_iter + 1):
-        fz = f(z.reshape(shape)).reshape(batch, -1)
-        slot, n_hist = (k - 1) % m, min(k, m)
-        g = torch.sub(fz, z, out=Gh[slot])
+        fz = f(z) if flat else f(z.view(shape)).view(batch, -1)
+        slot, n = (k - 1) % m, min(k, m)
+        g = torch.sub(fz, z, out=Gs[slot])
+        Fs[slot].copy_(fz)
         if k % every == 0 or k == max_iter:
-            residual = float(torch.linalg.vector_norm(g) / (torch.linalg.vector_norm(fz) + 1e-12))
+            fz_norm, g_norm = torch.linalg.vector_norm(both[slot], dim=(1, 2)).tolist()
+            residual = g_norm / (fz_norm + 1e-12)
             if residual < tol:
-                return fz.reshape(shape), SolverInfo(k, residual, True)
+                return fz.view(shape), SolverInfo(k, residual, True)
         if k == max_iter:
             break
-        Fh[slot].copy_(fz)
-        row = (Gh[:n_hist] * g).sum(-1).T  # ⟨g_i, g⟩ per sample: (batch, n_hist)
-        gram[:, slot, :n_hist] = row
-        gram[:, :n_hist, slot] = row
-        if n_hist == 1:  # nothing to mix yet: a plain (damped) fixed-point step
+        full = n == m
+        G = history[1] if full else history[1, :n]
+        row = torch.mul(G, g, out=scratch if full else scratch[:n]).sum(-1)  # ⟨g_i, g⟩ per sample: (n, batch)
+        (rows[slot] if full else rows[slot][:n]).copy_(row)
+        (cols[slot] if full else cols[slot][:n]).copy_(row)
+        if n == 1:  # nothing to mix yet: a plain (damped) fixed-point step
             z = fz if beta == 1.0 else fz - (1 - beta) * g
             continue
-        system = gram[:, :n_hist, :n_hist]
-        scale = system.diagonal(dim1=1, dim2=2).mean(dim=1)
-        scale = torch.where(scale > tiny, scale, 1.0)[:, None, None]  # a sample already exactly at its fixed point
-        w = torch.linalg.solve_ex(system + (ridge * scale) * eye[:n_hist, :n_hist], ones[:, :n_hist])[0]
-        alpha = (w / w.sum(dim=1, keepdim=True)).transpose(0, 1)  # (n_hist, batch, 1)
-        z = (alpha * Fh[:n_hist]).sum(0)
+        trace = diagonal.sum(dim=1, keepdim=True).clamp_min_(floor)  # (batch, 1, 1)
+        if full:
+            system = torch.addcmul(systems, trace, ridge_eye)  # GGᵀ + λI
+        else:
+            system = torch.addcmul(systems[:, :n, :n], trace, eye[:n, :n], value=ridge / n)
+        w = torch.linalg.solve_ex(system, ones if full else ones[:, :n])[0]
+        alpha = (w / w.sum(dim=1, keepdim=True)).transpose(0, 1)  # (n, batch, 1)
+        z = torch.mul(alpha, history[0] if full else history[0, :n], out=scratch if full else scratch[:n]).sum(0)
         if beta != 1.0:
-            z = z - (1 - beta) * (alpha * Gh[:n_hist]).sum(0)
-    return fz.reshape(shape), SolverInfo(max_iter, residual, False)
+            z = z - (1 - beta) * (alpha * G).sum(0)
+    return fz.view(shape), SolverInfo(max_iter, residual, False)
 
 
 # --- minimisation of ½‖r(z)‖², r(z) = z − f(z) (seed 002, eq. 8 and the two updates after it) -----------------
@@ -248,13 +269,13 @@ def _minimise_residual(
     return z.reshape(shape), SolverInfo(evals, residual, residual < tol)
 
 
-@register_forward_solver("gradient_descent")
+@register_forward_solver("gradient_descent", uses_autograd=True)
 def gradient_descent(f: FixedPointMap, z0: torch.Tensor, tol: float, max_iter: int) -> tuple[torch.Tensor, SolverInfo]:
     """Steepest descent on ½‖z − f(z)‖² with an exact line search on the Gauss–Newton model (seed 002)."""
     return _minimise_residual(f, z0, tol, max_iter, beta_rule=None)
 
 
-@register_forward_solver("ncg_fr")
+@register_forward_solver("ncg_fr", uses_autograd=True)
 def ncg_fletcher_reeves(
     f: FixedPointMap, z0: torch.Tensor, tol: float, max_iter: int
 ) -> tuple[torch.Tensor, SolverInfo]:
@@ -262,7 +283,7 @@ def ncg_fletcher_reeves(
     return _minimise_residual(f, z0, tol, max_iter, beta_rule="fr")
 
 
-@register_forward_solver("ncg_pr")
+@register_forward_solver("ncg_pr", uses_autograd=True)
 def ncg_polak_ribiere(
     f: FixedPointMap, z0: torch.Tensor, tol: float, max_iter: int
 ) -> tuple[torch.Tensor, SolverInfo]:
@@ -275,6 +296,9 @@ def solve_fixed_point(
     f: FixedPointMap, z0: torch.Tensor, method: str = "anderson", tol: float = 1e-5, max_iter: int = 50
 ) -> tuple[torch.Tensor, SolverInfo]:
     """Solve z = f(z) from z0 with the named method, without recording gradients.
+
+    Solvers that do not differentiate f run under ``torch.inference_mode`` (no version counters or view tracking:
+    cheaper small operations); their solution is copied out of it once, so that autograd may save it.
 
     Args:
         f: the fixed-point map; batch first, samples independent.
@@ -291,5 +315,9 @@ def solve_fixed_point(
         solver = FORWARD_SOLVERS[method]
     except KeyError:
         raise KeyError(f"unknown forward solver {method!r}; choose one of {sorted(FORWARD_SOLVERS)}") from None
-    with torch.no_grad():
-        return solver(f, z0, tol=tol, max_iter=max_iter)
+    if method in USES_AUTOGRAD:
+        with torch.no_grad():
+            return solver(f, z0, tol=tol, max_iter=max_iter)
+    with torch.inference_mode():
+        z, info = solver(f, z0, tol=tol, max_iter=max_iter)
+    return z.clone(), info
