@@ -37,9 +37,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, SettingsDep
+from api.deps import SettingsDep
 from db.config import Settings
 from db.models import API_KEY_SCOPES, ApiKey, utcnow
+from db.session import session_scope
 
 KEY_PREFIX = "rlk_"
 SCOPE_LEVEL = {"read": 1, "write": 2, "admin": 3}
@@ -129,6 +130,11 @@ def authenticate(session: Session, token: str) -> ApiKey | None:
     return key
 
 
+def _authenticate(database_url: str, token: str) -> ApiKey | None:
+    with session_scope(database_url) as session:
+        return authenticate(session, token)
+
+
 # ---------------------------------------------------------------------------------------------------- rate limit
 class RateLimiter:
     """A token bucket per client (API key name, or client address without a key), in this API process: ``rate``
@@ -205,9 +211,8 @@ def require(scope: str):
     needed = SCOPE_LEVEL[scope]
 
     # async: the open and public-read paths do no I/O, and a plain ``def`` would cost a thread-pool hop per request
-    async def check(
-        request: Request, settings: SettingsDep, session: SessionDep, credentials: Credentials
-    ) -> Principal:
+    # and no session dependency: a request without a key needs no database (a key is checked in its own session)
+    async def check(request: Request, settings: SettingsDep, credentials: Credentials) -> Principal:
         if settings.auth == "open":
             return Principal()
         if credentials is None:
@@ -215,7 +220,7 @@ def require(scope: str):
                 _rate_limit(request, settings, f"ip:{request.client.host if request.client else '?'}")
                 return Principal()
             raise _unauthorized(f"an API key with scope {scope!r} is required (Authorization: Bearer <key>)")
-        key = await run_in_threadpool(authenticate, session, credentials.credentials)
+        key = await run_in_threadpool(_authenticate, settings.database_url, credentials.credentials)
         if key is None:
             raise _unauthorized("invalid or revoked API key", error="invalid_token")
         _rate_limit(request, settings, f"key:{key.name}")

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -28,9 +29,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, true, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Double,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from db.models import TERMINAL_STATUSES, IdempotencyKey, Job, JobStatus, Result, utcnow
 
@@ -583,8 +600,45 @@ def _hyper_parameters(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: hp[k] for k in ("width", "depth", "theta", "h")}
 
 
+@functools.lru_cache(maxsize=64)
+def _leaderboard_statement(
+    on_postgresql: bool, dataset: bool, family: bool, task: bool, descending: bool, paged: bool
+) -> Select:
+    """The ranking query for one shape of request (which filters are given, the direction, whether it continues
+    after a cursor), with bound parameters ``metric``, ``dataset``, ``family``, ``task``, ``after_value``,
+    ``after_id`` and ``limit``. Built once per shape: the same statement object is executed again, so SQLAlchemy
+    finds its compiled SQL from the memoized cache key instead of rebuilding and re-hashing the expression on each
+    request. Plain Core columns, not ORM entities."""
+    jobs_t, results_t = Job.__table__, Result.__table__
+    conditions = [results_t.c.name == bindparam("metric"), jobs_t.c.status == JobStatus.succeeded.value]
+    for given, column in ((dataset, jobs_t.c.dataset), (family, jobs_t.c.family), (task, jobs_t.c.task)):
+        if given:
+            conditions.append(column == bindparam(column.name))
+    key = tuple_(results_t.c.value, results_t.c.job_id)
+    if paged:
+        after = tuple_(bindparam("after_value", type_=Double), bindparam("after_id", type_=String))
+        conditions.append(key < after if descending else key > after)
+    direction = "desc" if descending else "asc"
+    order = [getattr(results_t.c.value, direction)(), getattr(results_t.c.job_id, direction)()]
+    columns = [
+        jobs_t.c.id, jobs_t.c.name, jobs_t.c.dataset, jobs_t.c.family, jobs_t.c.task, jobs_t.c.created_at,
+        jobs_t.c.finished_at, jobs_t.c.spec, results_t.c.value,
+    ]  # fmt: skip
+    if on_postgresql:  # each ranked job's metrics in the same query (one round trip less per page)
+        other = results_t.alias("other")
+        all_of_job = select(func.json_object_agg(other.c.name, other.c.value)).where(other.c.job_id == jobs_t.c.id)
+        columns.append(all_of_job.correlate(jobs_t).scalar_subquery().label("all_metrics"))
+    return (
+        select(*columns)
+        .select_from(jobs_t.join(results_t, results_t.c.job_id == jobs_t.c.id))
+        .where(*conditions)
+        .order_by(*order)
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
 def leaderboard(
-    session: Session,
+    session: Session | Connection,
     dataset: str | None = None,
     family: str | None = None,
     task: str | None = None,
@@ -601,38 +655,24 @@ def leaderboard(
     ``after`` — the ``(value, job_id)`` of the last row of the previous page — continues the ranking exactly where
     it stopped (keyset pagination: no row is skipped or repeated, and each page is one index range scan on
     ``results (name, value, job_id)`` whatever its depth). ``first_rank`` is the rank of the page's first row.
+    ``session`` may be a plain connection (:func:`db.session.read_connection`): the query is Core, not ORM.
     """
-    conditions: list[ColumnElement[bool]] = [Result.name == metric, Job.status == JobStatus.succeeded.value]
-    if dataset is not None:
-        conditions.append(Job.dataset == dataset)
-    if family is not None:
-        conditions.append(Job.family == family)
-    if task is not None:
-        conditions.append(Job.task == task)
-    key = tuple_(Result.value, Result.job_id)
+    connection = session.connection() if isinstance(session, Session) else session
+    on_postgresql = connection.dialect.name == "postgresql"
+    statement = _leaderboard_statement(
+        on_postgresql, dataset is not None, family is not None, task is not None, descending, after is not None
+    )
+    parameters: dict[str, Any] = {"metric": metric, "limit": limit}
+    parameters.update((k, v) for k, v in (("dataset", dataset), ("family", family), ("task", task)) if v is not None)
     if after is not None:
-        conditions.append(key < tuple_(*after) if descending else key > tuple_(*after))
-    order = (Result.value.desc(), Result.job_id.desc()) if descending else (Result.value.asc(), Result.job_id.asc())
-    columns = [Job.id, Job.name, Job.dataset, Job.family, Job.task, Job.spec, Job.created_at, Job.finished_at]
-    on_postgresql = session.get_bind().dialect.name == "postgresql"
-    if on_postgresql:  # each ranked job's metrics in the same query (one round trip less per page)
-        other = aliased(Result)
-        all_of_job = select(func.json_object_agg(other.name, other.value)).where(other.job_id == Job.id)
-        columns.append(all_of_job.correlate(Job).scalar_subquery().label("all_metrics"))
-    ranked = session.execute(
-        select(*columns, Result.value)  # plain rows, not ORM objects: no identity map, no unused JSON columns
-        .join(Result, Result.job_id == Job.id)
-        .where(*conditions)
-        .order_by(*order)
-        .limit(limit)
-    ).all()
-    if on_postgresql:
-        all_metrics = {job.id: dict(sorted((job.all_metrics or {}).items())) for job in ranked}
+        parameters["after_value"], parameters["after_id"] = after
+    ranked = connection.execute(statement, parameters).all()
+    if on_postgresql:  # json_object_agg's numbers come back as int when integral: the metrics are floats
+        all_metrics = {job.id: {k: float(v) for k, v in sorted((job.all_metrics or {}).items())} for job in ranked}
     else:  # SQLite's JSON renders floats with 15 digits: read them as REALs instead
-        all_metrics = metrics_of(session, [job.id for job in ranked])
+        all_metrics = metrics_of(connection, [job.id for job in ranked])
     rows = []
     for rank, job in enumerate(ranked, start=first_rank):
-        value = job.value
         metrics = all_metrics[job.id]
         hp = hyper_parameters(job.spec)
         rows.append(
@@ -644,19 +684,22 @@ def leaderboard(
                 family=job.family,
                 task=job.task,
                 metric=metric,
-                value=value,
+                value=job.value,
                 clean_acc=metrics.get("clean_acc"),
                 created_at=job.created_at,
                 finished_at=job.finished_at,
                 metrics=metrics,
                 hyper_parameters=hp,
-                **{k: hp[k] for k in ("width", "depth", "theta", "h")},
+                width=hp["width"],
+                depth=hp["depth"],
+                theta=hp["theta"],
+                h=hp["h"],
             )
         )
     return rows
 
 
-def metrics_of(session: Session, job_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+def metrics_of(session: Session | Connection, job_ids: Sequence[str]) -> dict[str, dict[str, float]]:
     """``{job id: {metric: value}}`` (names sorted) for ``job_ids``, in one query."""
     out: dict[str, dict[str, float]] = {job_id: {} for job_id in job_ids}
     if job_ids:

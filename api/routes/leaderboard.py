@@ -19,17 +19,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from pydantic_core import to_json
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from api import exports
-from api.deps import SessionDep
-from api.schemas import CompareJob, Comparison, Leaderboard, LeaderboardEntry, Message
+from api.deps import SessionDep, SettingsDep, run_db
+from api.schemas import CompareJob, Comparison, Leaderboard, Message, leaderboard_entry_data
 from api.security import ReadAccess
 from db import jobs
+from db.session import read_connection, session_scope
 from evaluation.spec import metric_key
 
 router = APIRouter(prefix="/leaderboard", tags=["leaderboard"])
@@ -37,6 +40,7 @@ compare_router = APIRouter(prefix="/compare", tags=["leaderboard"])
 
 METRIC_PATTERN = r"^[A-Za-z0-9_]+(@[0-9.eE+-]+)?$"
 MAX_COMPARE = 50
+JSON = "application/json"
 
 
 def _invalid(location: str, message: str, value: object = None) -> RequestValidationError:
@@ -106,9 +110,9 @@ EXPORT_RESPONSES: dict[int | str, dict] = {
     response_model=Leaderboard,
     responses={**EXPORT_RESPONSES, 401: {"model": Message}, 429: {"model": Message}},
 )
-def get_leaderboard(
+async def get_leaderboard(
     request: Request,
-    session: SessionDep,
+    settings: SettingsDep,
     _principal: ReadAccess,
     dataset: str | None = Query(None, max_length=64),
     family: str | None = Query(None, max_length=64),
@@ -127,30 +131,44 @@ def get_leaderboard(
         "objects (accuracies in percent strings, our PGD figure as autoattack_acc, see attack). csv and robustbench "
         "send the next page's cursor in the X-Next-Cursor header.",
     ),
-) -> Leaderboard | Response:
+) -> Response:
     """Best first: highest ``metric`` with ``order=desc`` (accuracies), lowest with ``order=asc`` (e.g.
     ``lipschitz_bound``, ``train_seconds``). Each entry has the job's name, family, key hyper-parameters, its
     clean / Gaussian / PGD / certified accuracies, all its metrics, job id and dates. ``next_cursor`` pages on.
     ``format=csv`` / ``format=robustbench`` export the same page (filters, sort and cursor alike)."""
-    board = leaderboard_page(session, dataset, family, task, metric, eps, sigma, order, limit, cursor)
+    # async, with all the database work in ONE thread-pool call (run_db): a sync route (and a sync session
+    # dependency) costs several thread hops per request, and validating the response model more than the query
+    query = (dataset, family, task, metric, eps, sigma, order, limit, cursor)
     if format_ == "json":
-        return board
-    headers = {}
-    if board.next_cursor:
-        headers["X-Next-Cursor"] = board.next_cursor
-        headers["Link"] = f'<{request.url.include_query_params(cursor=board.next_cursor)}>; rel="next"'
-    if format_ == "csv":
-        text = exports.leaderboard_csv(board.entries, board.metric)
-        headers["Content-Disposition"] = 'inline; filename="leaderboard.csv"'
-        return Response(text, media_type=f"{exports.CSV_MEDIA_TYPE}; charset=utf-8", headers=headers)
-    found = jobs.get_jobs(session, [e.job_id for e in board.entries])
-    job_url = str(request.base_url).rstrip("/") + "/jobs/{job_id}"
-    models = exports.robustbench_models(board.entries, board.metric, found, job_url)
+        return Response(await run_db(request, _leaderboard_json, settings.database_url, query), media_type=JSON)
+    return await run_db(request, _leaderboard_export, request, settings.database_url, query, format_)
+
+
+def _leaderboard_json(database_url: str, query: tuple) -> bytes:
+    with read_connection(database_url) as connection:  # one statement: no session, no transaction needed
+        board = leaderboard_data(connection, *query)
+    return to_json(board)  # pydantic's serialiser: byte for byte what FastAPI writes for the Leaderboard model
+
+
+def _leaderboard_export(request: Request, database_url: str, query: tuple, format_: str) -> Response:
+    with session_scope(database_url) as session:
+        board = Leaderboard.model_validate(leaderboard_data(session, *query))
+        headers = {}
+        if board.next_cursor:
+            headers["X-Next-Cursor"] = board.next_cursor
+            headers["Link"] = f'<{request.url.include_query_params(cursor=board.next_cursor)}>; rel="next"'
+        if format_ == "csv":
+            text = exports.leaderboard_csv(board.entries, board.metric)
+            headers["Content-Disposition"] = 'inline; filename="leaderboard.csv"'
+            return Response(text, media_type=f"{exports.CSV_MEDIA_TYPE}; charset=utf-8", headers=headers)
+        found = jobs.get_jobs(session, [e.job_id for e in board.entries])
+        job_url = str(request.base_url).rstrip("/") + "/jobs/{job_id}"
+        models = exports.robustbench_models(board.entries, board.metric, found, job_url)
     return Response(json.dumps(models, ensure_ascii=False), media_type=exports.ROBUSTBENCH_MEDIA_TYPE, headers=headers)
 
 
-def leaderboard_page(
-    session: Session,
+def leaderboard_data(
+    session: Session | Connection,
     dataset: str | None = None,
     family: str | None = None,
     task: str | None = None,
@@ -160,9 +178,10 @@ def leaderboard_page(
     order: Literal["desc", "asc"] = "desc",
     limit: int = 20,
     cursor: str | None = None,
-) -> Leaderboard:
-    """One page of the leaderboard (the ``/leaderboard`` route and the web page): ``RequestValidationError`` for a
-    bad metric level or a cursor of another query."""
+) -> dict[str, Any]:
+    """One page of the leaderboard as the plain data of a :class:`~api.schemas.Leaderboard` (its fields in order,
+    entries from :func:`~api.schemas.leaderboard_entry_data`): ``RequestValidationError`` for a bad metric level or
+    a cursor of another query."""
     metric = full_metric(metric, eps, sigma)
     fingerprint = _fingerprint(metric, order, dataset, family, task)
     after, first_rank = decode_cursor(cursor, fingerprint) if cursor else (None, 1)
@@ -182,15 +201,33 @@ def leaderboard_page(
         rows = rows[:limit]
         last = rows[-1]
         next_cursor = encode_cursor(last.value, last.job_id, last.rank + 1, fingerprint)
-    return Leaderboard(
-        metric=metric,
-        order=order,
-        dataset=dataset,
-        family=family,
-        task=task,
-        limit=limit,
-        entries=[LeaderboardEntry.model_validate(row) for row in rows],
-        next_cursor=next_cursor,
+    return {
+        "metric": metric,
+        "order": order,
+        "dataset": dataset,
+        "family": family,
+        "task": task,
+        "limit": limit,
+        "entries": [leaderboard_entry_data(row) for row in rows],
+        "next_cursor": next_cursor,
+    }
+
+
+def leaderboard_page(
+    session: Session,
+    dataset: str | None = None,
+    family: str | None = None,
+    task: str | None = None,
+    metric: str = "clean_acc",
+    eps: float | None = None,
+    sigma: float | None = None,
+    order: Literal["desc", "asc"] = "desc",
+    limit: int = 20,
+    cursor: str | None = None,
+) -> Leaderboard:
+    """One page of the leaderboard as a model (the web page): :func:`leaderboard_data`, validated."""
+    return Leaderboard.model_validate(
+        leaderboard_data(session, dataset, family, task, metric, eps, sigma, order, limit, cursor)
     )
 
 

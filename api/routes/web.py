@@ -56,8 +56,9 @@ MIN_COMPARE, MAX_COMPARE = 2, 4
 MAX_COLUMNS = 16  # metric columns on the leaderboard page
 #: the metric kinds of the leaderboard's columns, in this order (and every other kind after them in the selects)
 KIND_ORDER = (
-    "clean_acc", "gaussian_acc", "gaussian_acc_std", "pgd_linf_acc", "pgd_l2_acc", "certified_l2_acc",
-    "certified_radius_q", "clean_mse", "clean_psnr", "gaussian_mse", "gaussian_psnr", "pgd_linf_mse", "pgd_l2_mse",
+    "clean_acc", "gaussian_acc", "gaussian_acc_std", "pgd_linf_acc", "pgd_l2_acc", "autoattack_linf_acc",
+    "autoattack_l2_acc", "certified_l2_acc", "certified_radius_q", "clean_mse", "clean_psnr", "gaussian_mse",
+    "gaussian_psnr", "pgd_linf_mse", "pgd_l2_mse",
     "certified_l2_mse", "certified_linf_mse", "lipschitz_bound", "train_acc", "train_loss", "train_seconds",
     "eval_seconds",
 )  # fmt: skip
@@ -72,6 +73,8 @@ LABELS = {
     "gaussian_acc_std": "Gauss std σ",
     "pgd_linf_acc": "PGD L∞ ε",
     "pgd_l2_acc": "PGD L2 ε",
+    "autoattack_linf_acc": "AutoAttack L∞ ε",
+    "autoattack_l2_acc": "AutoAttack L2 ε",
     "certified_l2_acc": "cert. L2 ε",
     "certified_radius_q": "cert. radius q",
     "clean_mse": "clean MSE",
@@ -127,14 +130,12 @@ def _validation_message(exc: RequestValidationError) -> str:
 _read_access = require("read")
 
 
-async def web_reader(
-    request: Request, settings: SettingsDep, session: SessionDep, credentials: Credentials
-) -> Principal:
+async def web_reader(request: Request, settings: SettingsDep, credentials: Credentials) -> Principal:
     """The JSON API's read policy; the key may also come from the ``robustlab_key`` cookie."""
     if credentials is None and (token := request.cookies.get(COOKIE)):
         credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
     try:
-        return await _read_access(request, settings, session, credentials)
+        return await _read_access(request, settings, credentials)
     except HTTPException as exc:
         raise WebError(exc.status_code, str(exc.detail), dict(exc.headers or {})) from None
 

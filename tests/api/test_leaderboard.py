@@ -183,3 +183,47 @@ def test_regression_leaderboard_sorts_ascending_by_mse_and_groups_the_regression
     assert [e["job_id"] for e in worst] == [ids[0.3]]
     (classifier,) = pg_client.get("/api/v1/leaderboard", params={"task": "classification"}).json()["entries"]
     assert classifier["clean_mse"] is None and classifier["gaussian_psnr"] == {} and classifier["clean_acc"] == 0.9
+
+
+def test_fast_json_is_the_models_json(pg_client: TestClient, pg_db: str, finish) -> None:
+    """The route writes plain dicts (api.schemas.leaderboard_entry_data) with pydantic's serialiser instead of
+    validating a Leaderboard model: the bytes must be exactly those of the model built from the same rows — ode
+    (h from t_final), implicit, explicit (θ = 0), lipschitz, regression, integral metric values."""
+    from pydantic import TypeAdapter
+
+    from api.schemas import Leaderboard, LeaderboardEntry
+    from db import jobs
+    from db.session import session_scope
+
+    regression = {"task": "regression", "dataset": {"name": "sine", "n_train": 21, "n_test": 20}}
+    finish(tiny_spec("explicit"), {"clean_acc": 0.9, "gaussian_acc@0.1": 0.8, "lipschitz_bound": 2.0})
+    finish(
+        tiny_spec("ode", model={"family": "ode", "width": 8, "depth": 4, "t_final": 1.0}),
+        {"clean_acc": 1.0, "pgd_linf_acc@0.05": 0.5, "certified_l2_acc@0.05": 0.25, "lipschitz_bound": 3.0},
+    )
+    finish(
+        tiny_spec("implicit", model={"family": "implicit", "width": 16, "depth": 6, "h": 0.5, "theta": 0.75}),
+        {"clean_acc": 0.7, "pgd_l2_acc@0.05": 0.6, "lipschitz_bound": 1.5},
+    )
+    finish(tiny_spec("lipschitz", model={"family": "lipschitz", "depth": 3}), {"lipschitz_bound": 1.0})
+    finish(
+        tiny_spec("sine", **regression),
+        {"clean_mse": 0.1, "clean_psnr": 20.0, "gaussian_psnr@0.1": 18.0, "pgd_l2_mse@0.05": 0.3, "lipschitz_bound": 4},
+    )
+    for params in ({"metric": "lipschitz_bound", "order": "asc"}, {"limit": 2}, {"metric": "clean_mse"}):
+        r = pg_client.get("/api/v1/leaderboard", params=params)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json", r.text
+        limit = params.get("limit", 20)
+        with session_scope(pg_db) as s:
+            rows = jobs.leaderboard(
+                s, metric=params.get("metric", "clean_acc"), descending=params.get("order") != "asc", limit=limit
+            )
+        board = Leaderboard(
+            metric=params.get("metric", "clean_acc"),
+            order=params.get("order", "desc"),
+            limit=limit,
+            entries=[LeaderboardEntry.model_validate(row) for row in rows],
+            next_cursor=r.json()["next_cursor"],
+        )
+        assert r.content == TypeAdapter(Leaderboard).dump_json(board)
+    assert len(r.json()["entries"]) == 1  # the regression job, the only one with clean_mse
