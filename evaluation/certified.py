@@ -54,21 +54,25 @@ def _plan(model: nn.Module) -> Plan:
     return plan
 
 
-def _fingerprint(model: nn.Module, plan: Plan) -> tuple:
-    """Changes whenever a parameter or buffer is replaced or updated in place (``_version`` counts in-place
-    writes, e.g. optimizer steps), a submodule is replaced (its parent's children change), a module switches
-    train/eval, or a scalar setting (h, θ, spectral limits…) is reassigned. It runs on every certification, so it
-    walks a flat list prepared once rather than the module tree."""
-    parts: list = []
+def _fingerprint(model: nn.Module, plan: Plan) -> tuple[tuple, tuple, tuple]:
+    """``(structure, state, tensors)``. ``structure`` (each module's children) changes when a submodule is replaced;
+    ``state`` whenever a parameter or buffer is replaced or updated in place (``_version`` counts in-place writes,
+    e.g. optimizer steps), a module switches train/eval, or a scalar setting (h, θ, spectral limits…) is reassigned.
+    ``tensors`` are the parameters and buffers fingerprinted. It runs on every certification, so it walks a flat
+    list prepared once rather than the module tree."""
+    structure: list = []
+    state: list = []
+    tensors: list = []
     for module, keys in plan:
         attrs = (model if module is None else module).__dict__
-        parts.append(tuple(map(id, attrs["_modules"].values())))
+        structure.append(tuple(map(id, attrs["_modules"].values())))
         for group in (attrs["_parameters"], attrs["_buffers"]):
             for t in group.values():
                 if t is not None:
-                    parts.append((id(t), t._version))
-        parts.append(tuple(attrs.get(k) for k in keys))
-    return tuple(parts)
+                    state.append((id(t), t._version))
+                    tensors.append(t)
+        state.append(tuple(attrs.get(k) for k in keys))
+    return tuple(structure), tuple(state), tuple(tensors)
 
 
 def cached_bounds(model: nn.Module) -> Bounds:
@@ -77,19 +81,28 @@ def cached_bounds(model: nn.Module) -> Bounds:
     The numbers are exactly those of :func:`models.lipschitz_bound` and ``body_lipschitz_bound``; only their
     recomputation is skipped while the model's parameters, buffers, submodules, modes and scalar settings are
     unchanged (the fingerprint is taken in eval mode, so a hit also proves every submodule is in eval mode), so
-    they stay sound.
+    they stay sound. After a change of weights, modes or settings alone (same submodules) the module list is
+    reused rather than walked again.
 
     Raises:
         LipschitzBoundUnavailable: the model has no sound bound.
     """
     hit = _BOUNDS.get(model)
-    if hit is not None and hit[1] == _fingerprint(model, hit[0]):
-        return hit[2]
-    model.eval()
-    plan = _plan(model)
-    key = _fingerprint(model, plan)
-    # the cache keeps the tensors it fingerprinted alive, so a replaced tensor never gets a recycled id()
-    alive = (*model.parameters(), *model.buffers())
+    plan = fingerprint = None
+    if hit is not None:
+        fingerprint = _fingerprint(model, hit[0])
+        if fingerprint[:2] == hit[1]:
+            return hit[2]
+        if fingerprint[0] == hit[1][0]:  # the same modules: only weights, modes or settings changed
+            plan = hit[0]
+    if plan is None:
+        plan = _plan(model)
+        fingerprint = None
+    if any((model if module is None else module).training for module, _ in plan):
+        model.eval()
+        fingerprint = None
+    structure, state, alive = fingerprint or _fingerprint(model, plan)
+    # the cache keeps the tensors it fingerprinted (alive) alive, so a replaced tensor never gets a recycled id()
     with parametrize.cached():  # each normalised weight is computed once for all the bounds
         lipschitz, body_bound = lipschitz_bounds(model)  # each layer's exact norm once
         head = getattr(model, "head", None)
@@ -98,7 +111,7 @@ def cached_bounds(model: nn.Module) -> Bounds:
             w = head.weight.detach().double()
             pair_norms = (w[:, None, :] - w[None, :, :]).norm(dim=2)  # (K, K)
     bounds = Bounds(lipschitz, body_bound, pair_norms)
-    _BOUNDS[model] = (plan, key, bounds, alive)
+    _BOUNDS[model] = (plan, (structure, state), bounds, alive)
     return bounds
 
 
