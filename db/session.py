@@ -30,9 +30,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -46,6 +47,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
 PING_AFTER_IDLE_S = 1.0
 POOL_SIZE = 5  # connections a server database's pool keeps open (SQLAlchemy's default; up to 10 more while busy)
+
+T = TypeVar("T")
 
 _lock = threading.RLock()
 _engines: dict[str, Engine] = {}
@@ -113,43 +116,39 @@ def _create_engine(url: str) -> Engine:
     return engine
 
 
+def _cached(cache: dict[str, T], url: str, make: Callable[[str], T]) -> T:
+    """``cache[url]``, made by ``make(url)`` once (double-checked: a hit takes no lock)."""
+    value = cache.get(url)
+    if value is None:
+        with _lock:
+            value = cache.get(url)
+            if value is None:
+                value = cache[url] = make(url)
+    return value
+
+
 def get_engine(url: str | None = None) -> Engine:
     """The cached engine for ``url`` (default: ``settings.database_url``)."""
-    url = url or get_settings().database_url
-    engine = _engines.get(url)
-    if engine is None:
-        with _lock:
-            engine = _engines.get(url)
-            if engine is None:
-                engine = _engines[url] = _create_engine(url)
-    return engine
+    return _cached(_engines, url or get_settings().database_url, _create_engine)
 
 
 def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
-    url = url or get_settings().database_url
-    factory = _factories.get(url)
-    if factory is None:
-        with _lock:
-            factory = _factories.get(url)
-            if factory is None:
-                # expire_on_commit=False: rows returned by the repository stay readable after the session ends.
-                factory = _factories[url] = sessionmaker(bind=get_engine(url), expire_on_commit=False)
-    return factory
+    # expire_on_commit=False: rows returned by the repository stay readable after the session ends.
+    return _cached(
+        _factories,
+        url or get_settings().database_url,
+        lambda url: sessionmaker(bind=get_engine(url), expire_on_commit=False),
+    )
+
+
+def _autocommit_engine(url: str) -> Engine:
+    engine = get_engine(url)
+    return engine if engine.dialect.name == "sqlite" else engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _read_engine(url: str | None = None) -> Engine:
     """The engine for ``url`` in autocommit mode (the same pool; SQLite as it is: its transactions are local)."""
-    url = url or get_settings().database_url
-    engine = _readers.get(url)
-    if engine is None:
-        with _lock:
-            engine = _readers.get(url)
-            if engine is None:
-                engine = get_engine(url)
-                if engine.dialect.name != "sqlite":
-                    engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-                _readers[url] = engine
-    return engine
+    return _cached(_readers, url or get_settings().database_url, _autocommit_engine)
 
 
 @contextmanager

@@ -390,15 +390,11 @@ class GaussianEval(StrictModel):
         return _bounded_unique(v, "sigma")
 
 
-class PGDEval(StrictModel):
-    """Projected gradient descent through torchattacks (PGD for L∞, PGDL2 for L2)."""
+class AttackEval(StrictModel):
+    """What every attack evaluation has: the norms and the budgets ε (input units)."""
 
     norm: list[Literal["Linf", "L2"]] = Field(default_factory=lambda: ["Linf", "L2"], min_length=1)
     eps: list[PosFloat] = Field(min_length=1)
-    steps: int = Field(50, ge=1, le=10_000)
-    restarts: int = Field(1, ge=1, le=100)
-    step_size: PosFloat | None = None  # default 2.5·ε/steps (Madry et al.)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
 
     @field_validator("norm", mode="before")
     @classmethod
@@ -411,28 +407,26 @@ class PGDEval(StrictModel):
         return _bounded_unique(v, "eps")
 
 
-class AutoAttackEval(StrictModel):
+class PGDEval(AttackEval):
+    """Projected gradient descent through torchattacks (PGD for L∞, PGDL2 for L2)."""
+
+    steps: int = Field(50, ge=1, le=10_000)
+    restarts: int = Field(1, ge=1, le=100)
+    step_size: PosFloat | None = None  # default 2.5·ε/steps (Madry et al.)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class AutoAttackEval(AttackEval):
     """AutoAttack-style ensemble (Croce & Hein, 2020) of torchattacks' APGD-CE, APGD-T, FAB-T and Square, each run
     where torchattacks supports the problem's shape (``evaluation.autoattack``); the result records which ran."""
 
     norm: list[Literal["Linf", "L2"]] = Field(default_factory=lambda: ["Linf"], min_length=1)
-    eps: list[PosFloat] = Field(min_length=1)
     attacks: list[Literal["apgd-ce", "apgd-t", "fab-t", "square"]] = Field(
         default_factory=lambda: ["apgd-ce", "apgd-t", "fab-t", "square"], min_length=1
     )
     steps: int = Field(100, ge=1, le=10_000, description="iterations of APGD-CE, APGD-T and FAB-T")
     queries: int = Field(5000, ge=1, le=100_000, description="queries of Square")
     seed: int = Field(0, ge=0, le=2**31 - 1)
-
-    @field_validator("norm", mode="before")
-    @classmethod
-    def _one_or_many(cls, v):
-        return [v] if isinstance(v, str) else v
-
-    @field_validator("eps")
-    @classmethod
-    def _unique_eps(cls, v: list[float]) -> list[float]:
-        return _bounded_unique(v, "eps")
 
     @field_validator("attacks")
     @classmethod

@@ -213,22 +213,9 @@ def leaderboard_data(
     }
 
 
-def leaderboard_page(
-    session: Session,
-    dataset: str | None = None,
-    family: str | None = None,
-    task: str | None = None,
-    metric: str = "clean_acc",
-    eps: float | None = None,
-    sigma: float | None = None,
-    order: Literal["desc", "asc"] = "desc",
-    limit: int = 20,
-    cursor: str | None = None,
-) -> Leaderboard:
-    """One page of the leaderboard as a model (the web page): :func:`leaderboard_data`, validated."""
-    return Leaderboard.model_validate(
-        leaderboard_data(session, dataset, family, task, metric, eps, sigma, order, limit, cursor)
-    )
+def leaderboard_page(session: Session, *query: Any, **named: Any) -> Leaderboard:
+    """One page of the leaderboard as a model (the web page): :func:`leaderboard_data` (same arguments), validated."""
+    return Leaderboard.model_validate(leaderboard_data(session, *query, **named))
 
 
 @compare_router.get(
