@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
+from models.residual import batched_spectral_norms
 from models.steps import LipschitzBoundUnavailable
 
 
@@ -33,15 +36,22 @@ def lipschitz_bounds(model: nn.Module) -> tuple[float, float | None]:
     was_training = model.training
     # exact norms need eval mode everywhere; switching modes walks the module tree (set-attributes on every
     # module: more than the bounds of a small model cost), so only when some module is training
-    switch = any(m.training for m in model.modules())
+    modules = list(model.modules())  # one walk of the tree for the mode check and the matrices
+    switch = any(m.training for m in modules)
     if switch:
         model.eval()
     try:
-        body = float(model.body_lipschitz_bound()) if hasattr(model, "body_lipschitz_bound") else None
-        if body is not None and hasattr(model, "head_lipschitz_bound"):
-            bound = body * float(model.head_lipschitz_bound())
-        else:
-            bound = float(model.lipschitz_bound())
+        # each parametrised weight computed once (the same tensor for the batch and for the bounds), and the exact
+        # norms of same-shaped matrices in one batched SVD
+        with torch.no_grad(), parametrize.cached():  # no_grad: W/‖W‖ exactly as each bound computes it alone
+            matrices = [m for module in modules if hasattr(module, "spectral_norm_matrices")
+                        for m in module.spectral_norm_matrices()]  # fmt: skip
+            with batched_spectral_norms(matrices):
+                body = float(model.body_lipschitz_bound()) if hasattr(model, "body_lipschitz_bound") else None
+                if body is not None and hasattr(model, "head_lipschitz_bound"):
+                    bound = body * float(model.head_lipschitz_bound())
+                else:
+                    bound = float(model.lipschitz_bound())
     finally:
         if switch:
             model.train(was_training)

@@ -109,7 +109,7 @@ class GradientFlowLayer(nn.Module):
         rounding pushed τ‖W‖₂² past 2."""
         with torch.no_grad():
             tau = float(self.tau().double())
-            return _flow_step_bound(tau, float(exact_spectral_norm(self.weight.double())), self.activation_lipschitz)
+            return _flow_step_bound(tau, float(exact_spectral_norm(self.weight)), self.activation_lipschitz)
 
 
 class ConvGradientFlowLayer(nn.Module):

@@ -32,6 +32,11 @@ class ResidualNetwork(nn.Module):
         logits = self.head(y)
         return (logits, states) if return_states else logits
 
+    def spectral_norm_matrices(self) -> list[torch.Tensor]:
+        """The matrices whose exact norms the bounds of this module itself take (for ``batched_spectral_norms``)."""
+        embed = [] if hasattr(self.embed, "lipschitz_bound") else [self.embed.weight]
+        return [*embed, self.head.weight]
+
     def body_lipschitz_bound(self) -> float:
         """Bound on Lip(x ↦ input of the head): embedding norm × the steps' bounds."""
         if hasattr(self.embed, "lipschitz_bound"):

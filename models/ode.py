@@ -72,6 +72,10 @@ class ODEVectorField(nn.Module):
             return None
         return DenseTerm.fold(self.activation, params["w1"], params["b1"], params["w2"], None, coeff)
 
+    def spectral_norm_matrices(self) -> list[torch.Tensor]:
+        """The matrices whose exact norms :meth:`lipschitz_bound` takes (for ``batched_spectral_norms``)."""
+        return [self.gamma1, self.gamma2]
+
     def lipschitz_bound(self) -> float:
         """Lip(F) ≤ Lip(σ)·‖γ₂‖₂·‖γ₁‖₂, exact spectral norms (SVD in float64)."""
         with torch.no_grad():

@@ -16,7 +16,9 @@ no autograd in the solver loops (see :mod:`models.steps`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -31,9 +33,35 @@ ACTIVATIONS: dict[str, tuple[type[nn.Module], float]] = {
 }
 
 
+_batch = threading.local()  # .norms: id(matrix) → (matrix, ‖matrix‖₂) inside batched_spectral_norms
+
+
 def exact_spectral_norm(weight: torch.Tensor) -> torch.Tensor:
-    """‖W‖₂ by SVD in float64 — exact, unlike power iteration, which underestimates it."""
-    return torch.linalg.matrix_norm(weight.detach().double(), ord=2).to(weight.dtype)
+    """‖W‖₂ by SVD in float64 (a float64 scalar) — exact, unlike power iteration, which underestimates it; inside
+    :func:`batched_spectral_norms`, from that block's batched SVD when W is one of its matrices."""
+    memo = getattr(_batch, "norms", None)
+    if memo is not None and (hit := memo.get(id(weight))) is not None and hit[0] is weight:
+        return hit[1]
+    return torch.linalg.matrix_norm(weight.detach().double(), ord=2)
+
+
+@contextmanager
+def batched_spectral_norms(matrices: Iterable[torch.Tensor]) -> Iterator[None]:
+    """Within the block, :func:`exact_spectral_norm` of each of ``matrices`` comes from one batched float64 SVD per
+    shape (a deep network's per-layer weights: one call instead of one per layer). The same exact norms."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for m in matrices:
+        groups.setdefault((tuple(m.shape), m.device), []).append(m)
+    memo: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for group in groups.values():
+        norms = torch.linalg.matrix_norm(torch.stack([m.detach() for m in group]).double(), ord=2)
+        memo.update((id(m), (m, norm)) for m, norm in zip(group, norms, strict=True))
+    previous = getattr(_batch, "norms", None)
+    _batch.norms = memo
+    try:
+        yield
+    finally:
+        _batch.norms = previous
 
 
 class SpectralNormalization(nn.Module):
@@ -116,6 +144,10 @@ class ResidualFunction(nn.Module):
             out_scale, identity = coeff * (upper - lower) / 2 * params["scale"], coeff * (lower + upper) / 2
         w1, b1, w2, b2 = params["w1"], params["b1"], params["w2"], params["b2"]
         return DenseTerm.fold(self.activation, w1, b1, w2, b2, out_scale, identity)
+
+    def spectral_norm_matrices(self) -> list[torch.Tensor]:
+        """The matrices whose exact norms :meth:`lipschitz_bound` takes (for :func:`batched_spectral_norms`)."""
+        return [self.lin1.weight, self.lin2.weight]
 
     def lipschitz_bound(self) -> float:
         """Sound bound on Lip(F) from exact spectral norms (float64)."""
