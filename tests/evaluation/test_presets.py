@@ -65,8 +65,8 @@ def small_variant(theta: float, seed: int = 0) -> JobSpec:
     R_rnd (eq. 10, weight 0.003).
 
     At this size the effect of θ is small but consistent: on train seeds 0, 1, 2 accuracy at σ = 0.3 is higher for
-    θ = 1 than for θ = 0 every time, by 2.5, 0.2 and 0.7 points (at σ = 0.5: +1.6, −0.5, +0.3). Both sit within
-    2.5 points of the data's nearest-arm ceiling (README, "Seed experiments").
+    θ = 1 than for θ = 0 every time, by 2.5, 0.2 and 0.7 points (at σ = 0.5: +1.6, −0.5, +0.3). Both sit near the
+    data's nearest-arm ceiling (README, "Seed experiments").
     """
     data = copy.deepcopy(split_sweep(load(SWEEP))[0])
     data["name"] = f"theta-trend-{theta:g}"
