@@ -95,41 +95,40 @@ def prepare_model(spec: JobSpec, data: Dataset, device: torch.device) -> tuple[J
     return spec, models.build_model(model_spec).to(device)
 
 
-def _run_pgd(attack: Callable, model: nn.Module, x, y, pgd, valid_range, progress, metrics: dict) -> dict:
-    """Run ``attack`` (:func:`pgd_accuracy` or :func:`pgd_regression`) for each norm of the spec's ``pgd``
-    settings: its metrics go into ``metrics``; returns the attack settings by norm (for ``info["pgd"]``)."""
+def _each_norm(kind: str, norms: list[str], attack: Callable[[str], tuple[dict, dict]], progress, metrics) -> dict:
+    """Run ``attack(norm)`` for each norm (progress step ``<kind>_<norm>``): its metrics go into ``metrics``; returns
+    the attack settings by norm (for ``info[kind]``)."""
     settings_by_norm = {}
-    for norm in pgd.norm:
-        progress({"phase": "evaluate", "step": f"pgd_{norm}"})
-        found, settings = attack(
-            model, x, y, norm, pgd.eps, pgd.steps, pgd.restarts, pgd.step_size, pgd.seed, valid_range
-        )
+    for norm in norms:
+        progress({"phase": "evaluate", "step": f"{kind}_{norm}"})
+        found, settings_by_norm[norm] = attack(norm)
         metrics.update(found)
-        settings_by_norm[norm] = settings
     return settings_by_norm
+
+
+def _run_pgd(attack: Callable, model: nn.Module, x, y, pgd, valid_range, progress, metrics: dict) -> dict:
+    """``attack`` (:func:`pgd_accuracy` or :func:`pgd_regression`) with the spec's ``pgd`` settings, each norm."""
+    return _each_norm(
+        "pgd",
+        pgd.norm,
+        lambda norm: attack(model, x, y, norm, pgd.eps, pgd.steps, pgd.restarts, pgd.step_size, pgd.seed, valid_range),
+        progress,
+        metrics,
+    )
 
 
 def _run_autoattack(model: nn.Module, x, y, spec, data: Dataset, progress, metrics: dict) -> dict:
-    """The AutoAttack-style ensemble for each norm: metrics into ``metrics``; returns its settings by norm."""
-    settings_by_norm = {}
-    for norm in spec.norm:
-        progress({"phase": "evaluate", "step": f"autoattack_{norm}"})
-        found, settings = autoattack_accuracy(
-            model,
-            x,
-            y,
-            norm,
-            spec.eps,
-            data.num_classes,
-            tuple(spec.attacks),
-            spec.steps,
-            spec.queries,
-            spec.seed,
+    """The AutoAttack-style ensemble with the spec's ``autoattack`` settings, each norm."""
+    return _each_norm(
+        "autoattack",
+        spec.norm,
+        lambda norm: autoattack_accuracy(
+            model, x, y, norm, spec.eps, data.num_classes, tuple(spec.attacks), spec.steps, spec.queries, spec.seed,
             data.valid_range,
-        )
-        metrics.update(found)
-        settings_by_norm[norm] = settings
-    return settings_by_norm
+        ),
+        progress,
+        metrics,
+    )  # fmt: skip
 
 
 def evaluate(
