@@ -80,15 +80,21 @@ def spiral_arm(t: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1) * scale
 
 
+NEAREST_ARM_CHUNK = 1024  # rows of x per distance table in nearest_arm_labels (1024 × 4096 doubles: 32 MiB)
+
+
 def nearest_arm_labels(x: torch.Tensor, scale: float = 1.0, resolution: int = 4096) -> torch.Tensor:
     """The class of the spiral arm nearest to each point of ``x`` (N, 2): the classifier that knows the data's
     generating curves. Under isotropic Gaussian noise it is (up to the arms' curvature) the Bayes rule, so its
     accuracy on noisy copies is the ceiling no network can beat by more than chance on that data."""
     arm = spiral_arm(torch.linspace(0.0, 1.0, resolution, dtype=torch.float64), scale)
     points = x.detach().double().cpu()
-    to_arm = torch.cdist(points, arm).min(dim=1).values
-    to_other = torch.cdist(points, -arm).min(dim=1).values
-    return (to_other < to_arm).long()
+    labels = []
+    for chunk in points.split(NEAREST_ARM_CHUNK):  # a (chunk × resolution) distance table at a time
+        to_arm = torch.cdist(chunk, arm).min(dim=1).values
+        to_other = torch.cdist(chunk, -arm).min(dim=1).values
+        labels.append((to_other < to_arm).long())
+    return torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
 
 
 def digits(n_train: int = 1000, n_test: int = 797, seed: int = 0, noise: float = 0.0) -> Dataset:

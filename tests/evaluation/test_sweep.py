@@ -12,7 +12,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from cli.main import app
-from cli.sweep import comparison_table, seed001_table, trend_lines
+from cli.sweep import comparison_table, seed001_table, shared_noise_ceiling, trend_lines
 from evaluation.sweep import (
     MAX_POINTS,
     SEED001_GAUSSIAN,
@@ -168,11 +168,12 @@ def test_tables_show_percentages_per_point_and_the_seed_beside_ours() -> None:
     text = render(comparison_table(outcomes, "cmp"))
     for cell in ("theta", "clean", "gauss@0.3", "pgd∞@0.1", "cert2@0.1", "72.0", "25.0", "failed", "Boom"):
         assert cell in text, cell
-    seed = render(seed001_table(outcomes))
+    ceiling = shared_noise_ceiling([o for o in outcomes if o.ok])
+    seed = render(seed001_table(outcomes, ceiling))
     assert "seed 001" in seed and "73.4" in seed and "50.3" in seed and "72.0" in seed
     assert "0.40" in seed and "–" in seed  # σ = 0.4 is in the seed's table but was not measured here
     assert "nearest" in seed and "ceiling" in seed  # spirals: the data's noise ceiling beside ours
-    assert any("below the data's ceiling at σ=0.5" in line for line in trend_lines(outcomes))
+    assert any("below the data's ceiling at σ=0.5" in line for line in trend_lines(outcomes, ceiling))
 
 
 def test_the_spirals_noise_ceiling_is_the_nearest_arm_rule_on_the_evaluations_own_draws() -> None:
