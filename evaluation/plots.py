@@ -4,7 +4,8 @@ Three figures, written by :func:`write_plots` next to ``result.json``:
 
 * ``plot_gaussian.png`` — accuracy vs Gaussian noise σ, mean ± std over the draws (seed 001's table
   "Classification accuracy for data corrupted with Gaussian noise", as a curve);
-* ``plot_eps.png`` — accuracy vs ε for PGD L∞, PGD L2 and certified L2 on one axis (clean accuracy at ε = 0);
+* ``plot_eps.png`` — accuracy vs ε for PGD L∞, PGD L2, AutoAttack (when run) and certified L2 on one axis (clean
+  accuracy at ε = 0);
 * ``plot_radius.png`` — histogram of the per-sample certified L2 radii, the certified ε marked.
 
 Regression and denoising jobs (metrics ``clean_mse`` …) get the same file names with other content:
@@ -233,7 +234,8 @@ def plot_pnp(metrics: Mapping[str, float], path: str | Path, title: str) -> Path
 
 
 def plot_eps(metrics: Mapping[str, float], path: str | Path, title: str, settings: str | None = None) -> Path | None:
-    """PGD L∞, PGD L2 and certified L2 accuracy vs ε on one axis; ``None`` when none of them was measured."""
+    """PGD, AutoAttack and certified L2 accuracy vs ε on one axis (those of :data:`EPS_SERIES` measured); ``None``
+    when none of them was measured."""
     present = _present(metrics, EPS_SERIES)
     if not present:
         return None
