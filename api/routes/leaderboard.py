@@ -152,7 +152,7 @@ def _leaderboard_json(database_url: str, query: tuple) -> bytes:
 
 def _leaderboard_export(request: Request, database_url: str, query: tuple, format_: str) -> Response:
     with session_scope(database_url) as session:
-        board = Leaderboard.model_validate(leaderboard_data(session, *query))
+        board = leaderboard_page(session, *query)
         headers = {}
         if board.next_cursor:
             headers["X-Next-Cursor"] = board.next_cursor
