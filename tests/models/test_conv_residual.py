@@ -4,13 +4,13 @@ gradient-ascent search, save/load, spec validation."""
 
 import pytest
 import torch
-from model_checks import parameter_gradcheck
+from model_checks import assert_save_load_identical, parameter_gradcheck
 from pydantic import ValidationError
 from test_lipschitz import largest_local_ratio
 from torch.autograd.functional import jacobian
 
 from evaluation.spec import JobSpec, ModelSpec
-from models import build_model, lipschitz_bound, load, save
+from models import build_model, lipschitz_bound
 from models.conv import ConvEmbedding, ConvResidualFunction, conv_operator_matrix, conv_operator_norm
 from models.lipschitz_layers import conv_operator_norm_bound
 
@@ -83,13 +83,7 @@ def test_bound_is_never_exceeded(family, activation):
 @pytest.mark.parametrize("family", ["explicit", "implicit"])
 def test_save_load_roundtrip_gives_identical_outputs(tmp_path, family):
     spec = conv_spec(family, input_dim=64, channels=3, hidden=4, depth=3, solver={})
-    torch.manual_seed(7)
-    net = build_model(spec).eval()
-    save(net, spec, tmp_path)
-    loaded = load(tmp_path)
-    x = torch.rand(10, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+    assert_save_load_identical(spec, tmp_path, torch.rand(10, 64), seed=7)
 
 
 @pytest.mark.parametrize("fields,message", [

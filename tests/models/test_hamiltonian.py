@@ -3,12 +3,12 @@ symplectic form preserved, the Lipschitz bound's pieces, save/load, spec validat
 
 import pytest
 import torch
-from model_checks import parameter_gradcheck
+from model_checks import assert_every_parameter_gets_a_gradient, assert_save_load_identical, parameter_gradcheck
 from pydantic import ValidationError
 from torch.autograd.functional import jacobian
 
 from evaluation.spec import ModelSpec
-from models import build_model, load, save
+from models import build_model
 from models.hamiltonian import GradientPotential, SymplecticEulerStep, symplectic_step_lipschitz
 
 
@@ -37,9 +37,7 @@ def test_input_and_parameter_gradients_match_finite_differences(activation):
 
 def test_every_parameter_trains():
     net = tiny_hamiltonian(shared=True)
-    net(torch.randn(8, 3, dtype=torch.float64)).square().sum().backward()
-    for name, p in net.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert_every_parameter_gets_a_gradient(net, net(torch.randn(8, 3, dtype=torch.float64)).square().sum())
 
 
 def test_step_order_is_p_then_q():
@@ -110,13 +108,7 @@ def test_step_bound_is_between_its_jacobian_norm_and_the_crude_product():
 
 def test_save_load_roundtrip_gives_identical_outputs(tmp_path):
     spec = ModelSpec(family="hamiltonian", width=6, depth=3, h=0.2, input_dim=2, output_dim=3)
-    torch.manual_seed(6)
-    net = build_model(spec).eval()
-    save(net, spec, tmp_path)
-    loaded = load(tmp_path)
-    x = torch.randn(10, 2)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+    assert_save_load_identical(spec, tmp_path, torch.randn(10, 2), seed=6)
 
 
 @pytest.mark.parametrize("fields,message", [

@@ -5,11 +5,10 @@ import typing
 
 import pytest
 import torch
-from model_checks import parameter_gradcheck
-from torch.func import functional_call
+from model_checks import assert_every_parameter_gets_a_gradient, assert_save_load_identical, parameter_gradcheck
 
 from evaluation.spec import BackwardSolverName, ForwardSolverName, ModelSpec
-from models import build_model, load, save
+from models import build_model
 from models.residual import ResidualFunction
 from models.solvers import BACKWARD_SOLVERS, FORWARD_SOLVERS
 from models.steps import ExplicitStep, ThetaStep
@@ -53,20 +52,10 @@ def test_parameter_gradients_with_spectral_normalisation_are_nonzero_and_correct
     net = tiny_implicit(spectral={"lower": -1.0, "upper": 0.5})
     net.eval()  # exact norms: a deterministic function of the raw weights, so finite differences apply
     x = torch.randn(4, 3, dtype=torch.float64)
-    names = [n for n, _ in net.named_parameters()]
-    leaves = tuple(p.detach().clone().requires_grad_(True) for p in net.parameters())
-    assert any("original" in n for n in names)  # the parametrised raw weights themselves
-    assert torch.autograd.gradcheck(
-        lambda *ps: functional_call(net, dict(zip(names, ps, strict=True)), (x,)),
-        leaves,
-        eps=1e-6,
-        atol=1e-6,
-        rtol=1e-5,
-    )
+    assert any("original" in n for n, _ in net.named_parameters())  # the parametrised raw weights themselves
+    assert parameter_gradcheck(net, x)
     net.train()
-    net(x).sum().backward()
-    for name, p in net.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert_every_parameter_gets_a_gradient(net, net(x).sum())
 
 
 def test_backward_matches_unrolled_autograd_through_long_fixed_point_iteration():
@@ -158,10 +147,4 @@ def test_save_load_roundtrip_gives_identical_outputs(tmp_path, family, spectral,
         input_dim=2,
         output_dim=3,
     )
-    torch.manual_seed(6)
-    net = build_model(spec).eval()
-    save(net, spec, tmp_path)
-    loaded = load(tmp_path)
-    x = torch.randn(10, 2)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+    assert_save_load_identical(spec, tmp_path, torch.randn(10, 2), seed=6)

@@ -3,13 +3,13 @@ norms ≤ 1, a sound conv norm bound, a 1-Lipschitz network end to end, save/loa
 
 import pytest
 import torch
-from model_checks import parameter_gradcheck
+from model_checks import assert_every_parameter_gets_a_gradient, assert_save_load_identical, parameter_gradcheck
 from pydantic import ValidationError
 from torch.autograd.functional import jacobian
 
 from evaluation.certified import certified_accuracy
 from evaluation.spec import ModelSpec
-from models import build_model, lipschitz_bound, load, save
+from models import build_model, lipschitz_bound
 from models.lipschitz_layers import ConvGradientFlowLayer, GradientFlowLayer, conv_operator_norm_bound
 
 
@@ -49,9 +49,8 @@ def test_input_and_parameter_gradients_match_finite_differences(conv):
 def test_every_parameter_trains():
     for conv in (False, True):
         net = tiny_lipschitz(conv)
-        net(torch.randn(8, net.embed.in_features, dtype=torch.float64)).square().sum().backward()
-        for name, p in net.named_parameters():
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        x = torch.randn(8, net.embed.in_features, dtype=torch.float64)
+        assert_every_parameter_gets_a_gradient(net, net(x).square().sum())
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "softplus", "sigmoid"])
@@ -119,13 +118,7 @@ def test_network_is_one_lipschitz_with_pairwise_certificates(conv):
 def test_save_load_roundtrip_gives_identical_outputs(tmp_path, conv):
     fields = {"conv": True, "channels": 3, "kernel_size": 3, "input_dim": 16} if conv else {"width": 6, "input_dim": 2}
     spec = ModelSpec(family="lipschitz", depth=3, activation="relu", output_dim=3, **fields)
-    torch.manual_seed(7)
-    net = build_model(spec).eval()
-    save(net, spec, tmp_path)
-    loaded = load(tmp_path)
-    x = torch.randn(10, spec.input_dim)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+    assert_save_load_identical(spec, tmp_path, torch.randn(10, spec.input_dim), seed=7)
 
 
 @pytest.mark.parametrize("fields,message", [

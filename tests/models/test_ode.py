@@ -7,12 +7,12 @@ import itertools
 
 import pytest
 import torch
-from model_checks import parameter_gradcheck
+from model_checks import assert_every_parameter_gets_a_gradient, assert_save_load_identical, parameter_gradcheck
 from pydantic import ValidationError
 from test_lipschitz import largest_local_ratio
 
 from evaluation.spec import JobSpec, ModelSpec
-from models import LipschitzBoundUnavailable, build_model, lipschitz_bound, load, save
+from models import LipschitzBoundUnavailable, build_model, lipschitz_bound
 from models.ode import AugmentedInput, ODEVectorField
 from models.solvers import BACKWARD_SOLVERS, FORWARD_SOLVERS
 
@@ -82,9 +82,7 @@ def test_input_and_parameter_gradients_match_finite_differences(forward, backwar
 
 def test_every_parameter_trains():
     net = tiny_ode(shared_weights=False)
-    net(torch.randn(6, 2, dtype=torch.float64)).square().sum().backward()
-    for name, p in net.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert_every_parameter_gets_a_gradient(net, net(torch.randn(6, 2, dtype=torch.float64)).square().sum())
 
 
 def test_theta_zero_is_explicit_euler_of_the_same_ode_and_runs_no_solver():
@@ -132,13 +130,7 @@ def test_bound_refuses_when_theta_h_lip_is_at_least_one():
 @pytest.mark.parametrize("shared", [False, True])
 def test_save_load_roundtrip_gives_identical_outputs(tmp_path, shared):
     spec = ode_spec(shared_weights=shared, depth=3, activation="relu", solver={})
-    torch.manual_seed(6)
-    net = build_model(spec).eval()
-    save(net, spec, tmp_path)
-    loaded = load(tmp_path)
-    x = torch.randn(10, 2)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+    assert_save_load_identical(spec, tmp_path, torch.randn(10, 2), seed=6)
 
 
 def test_job_spec_with_ode_and_regularizers_validates():
