@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,3 +244,26 @@ def claim_redis_index(base: str, candidates: list[str], unavailable) -> Broker:
     except redis.RedisError as exc:
         unavailable(f"Redis not reachable at {base}: {exc}")
     pytest.fail(f"every Redis db index in {candidates} is in use by another test session ({LOCK_KEY} is set)")
+
+
+@contextmanager
+def in_process_apps() -> Iterator[Callable[[Any], Any]]:
+    """``start(settings)`` → a started FastAPI ``TestClient`` of ``create_app(settings)`` (no recovery sweeper);
+    every client started in the block is closed when it ends."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    clients: list[TestClient] = []
+
+    def start(settings: Any) -> TestClient:
+        client = TestClient(create_app(settings, recovery=False))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    try:
+        yield start
+    finally:
+        for client in clients:
+            client.__exit__(None, None, None)

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from service_helpers import in_process_apps
 from sqlalchemy import text
 
-from api.main import create_app
 from db import jobs
 from db.config import Settings
 from db.migrate import upgrade
@@ -60,17 +60,8 @@ def pg_settings(make_pg_settings: Callable[..., Settings]) -> Settings:
 
 @pytest.fixture
 def make_pg_client(make_pg_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(**overrides: Any) -> TestClient:
-        client = TestClient(create_app(make_pg_settings(**overrides), recovery=False))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    with in_process_apps() as start:
+        yield lambda **overrides: start(make_pg_settings(**overrides))
 
 
 @pytest.fixture

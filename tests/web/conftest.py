@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from service_helpers import in_process_apps
 from web_helpers import SCREENSHOTS, Site, populate, start_uvicorn, stop
 
-from api.main import create_app
 from db.config import Settings
 from db.migrate import upgrade
 
@@ -41,19 +41,14 @@ def web_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture
 def make_web_client() -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
+    with in_process_apps() as start:
 
-    def make(url: str, artifacts: Path, **overrides: Any) -> TestClient:
-        values: dict[str, Any] = {"database_url": url, "broker_url": "memory://", "artifacts_dir": artifacts,
-                                  "auth": "open", "rate_limit": 0}  # fmt: skip
-        client = TestClient(create_app(Settings(**(values | overrides)), recovery=False))
-        client.__enter__()
-        clients.append(client)
-        return client
+        def make(url: str, artifacts: Path, **overrides: Any) -> TestClient:
+            values: dict[str, Any] = {"database_url": url, "broker_url": "memory://", "artifacts_dir": artifacts,
+                                      "auth": "open", "rate_limit": 0}  # fmt: skip
+            return start(Settings(**(values | overrides)))
 
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+        yield make
 
 
 @pytest.fixture
