@@ -41,8 +41,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.memory import peak_saved_bytes  # noqa: E402
-from models.residual import ResidualFunction, exact_spectral_norm  # noqa: E402
+from models.residual import ResidualFunction  # noqa: E402
 from models.solvers import BACKWARD_SOLVERS, FORWARD_SOLVERS  # noqa: E402
+from models.spectral_norms import exact_spectral_norm  # noqa: E402
 from models.steps import ExplicitStep, SolverConfig, ThetaStep  # noqa: E402
 
 TORCHDEQ_SOLVERS = ("fixed_point_iter", "anderson", "broyden")
@@ -104,7 +105,7 @@ def make_problem(args: argparse.Namespace, device: torch.device) -> tuple[Residu
         if args.weights == "orthogonal":  # ‖∂F/∂z‖ close to its bound: a genuinely slow contraction
             torch.nn.init.orthogonal_(f.lin1.weight)
             torch.nn.init.orthogonal_(f.lin2.weight)
-        lip = float(exact_spectral_norm(f.lin1.weight) * exact_spectral_norm(f.lin2.weight))
+        lip = exact_spectral_norm(f.lin1.weight) * exact_spectral_norm(f.lin2.weight)
         scale = (args.lip / (args.h * lip)) ** 0.5  # θ = 1: θh·Lip(F) = h·‖W₂‖‖W₁‖ (tanh is 1-Lipschitz)
         f.lin1.weight.mul_(scale)
         f.lin2.weight.mul_(scale)

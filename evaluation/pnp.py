@@ -27,6 +27,7 @@ from torch import nn
 from evaluation.regression import mse, psnr
 from evaluation.spec import metric_key
 from models import LipschitzBoundUnavailable, lipschitz_bound
+from models.spectral_norms import exact_spectral_norm
 
 # slack on Lip(D) ≤ 1: the spectrally normalised layers give 1 up to float rounding of the exact (float64) norms
 NONEXPANSIVE_SLACK = 1e-6
@@ -119,7 +120,7 @@ def plug_and_play(
     dtype, device = clean.dtype, clean.device
     x_true = clean.reshape(n, d)
     operator = blur_operator(blur, side)
-    operator_norm = float(torch.linalg.matrix_norm(operator, ord=2))
+    operator_norm = exact_spectral_norm(operator)
     alpha = step_size if step_size is not None else 1.0 / operator_norm**2
     K = operator.to(dtype=dtype, device=device)
     try:

@@ -16,8 +16,9 @@ Each half-step is a shear, so the step is symplectic, volume preserving (det J =
     x_again = step.inverse(y)        # up to rounding
     step.lipschitz_bound()           # sound bound from exact spectral norms
 
-Lipschitz bound (all norms exact, by SVD in float64). For ∇K(p) − ∇K(p') = Aᵀ diag(u) D A (p − p'), D diagonal
-with |D_ii| ≤ Lip(σ) (mean value theorem per unit), writing A = |U|^{-1/2}(|U|^{1/2}A)::
+Lipschitz bound (all norms exact, in float64: :mod:`models.spectral_norms`). For
+∇K(p) − ∇K(p') = Aᵀ diag(u) D A (p − p'), D diagonal with |D_ii| ≤ Lip(σ) (mean value theorem per unit), writing
+A = |U|^{-1/2}(|U|^{1/2}A)::
 
     ℓ_K = Lip(∇K) ≤ Lip(σ)·‖diag(√|u|) A‖₂²   (≤ Lip(σ)·max|u|·‖A‖₂², the cruder bound),   ℓ_U likewise.
 
@@ -35,7 +36,8 @@ import math
 import torch
 from torch import nn
 
-from models.residual import ACTIVATIONS, exact_spectral_norm
+from models.residual import ACTIVATIONS
+from models.spectral_norms import derived_matrix, exact_spectral_norm
 
 
 def potential_gradient(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor,
@@ -57,10 +59,14 @@ def position_update(q: torch.Tensor, grad_k: torch.Tensor, h: float) -> torch.Te
 
 def symplectic_step_lipschitz(lip_k: float, lip_u: float, h: float) -> float:
     """‖[[1, hℓ_K], [0, 1]]·[[1, 0], [hℓ_U, 1]]‖₂: a sound bound on Lip of one step p ← p − h∇U(q),
-    q ← q + h∇K(p) when Lip(∇K) ≤ ℓ_K and Lip(∇U) ≤ ℓ_U (module docstring; never above (1 + hℓ_K)(1 + hℓ_U))."""
+    q ← q + h∇K(p) when Lip(∇K) ≤ ℓ_K and Lip(∇U) ≤ ℓ_U (module docstring; never above (1 + hℓ_K)(1 + hℓ_U)).
+
+    In closed form: the matrix M = [[1 + ab, a], [b, 1]] (a = hℓ_K, b = hℓ_U) has det M = 1, so its singular values
+    satisfy σ₁² + σ₂² = ‖M‖_F² = 2 + g and σ₁σ₂ = 1, with g = (a + b)² + (ab)² ≥ 0; hence
+    σ₁² = (2 + g + √(g(g + 4)))/2, computed without cancellation (every term is non-negative)."""
     a, b = h * lip_k, h * lip_u
-    m = torch.tensor([[1.0 + a * b, a], [b, 1.0]], dtype=torch.float64)
-    return float(torch.linalg.matrix_norm(m, ord=2))
+    g = (a + b) ** 2 + (a * b) ** 2
+    return math.sqrt((2.0 + g + math.sqrt(g * (g + 4.0))) / 2.0)
 
 
 class GradientPotential(nn.Module):
@@ -78,11 +84,21 @@ class GradientPotential(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return potential_gradient(x, self.weight, self.bias, self.scale, self.activation)
 
+    def bound_matrix(self) -> torch.Tensor:
+        """diag(√|s|)·W in float64: the matrix whose exact norm bounds Lip(∇K) (module docstring)."""
+
+        def build() -> torch.Tensor:
+            return self.weight.detach().double() * self.scale.detach().double().abs().sqrt()[:, None]
+
+        return derived_matrix(self, "scaled weight", build)
+
+    def spectral_norm_matrices(self) -> list[torch.Tensor]:
+        """The matrices whose exact norms :meth:`lipschitz_bound` takes (for ``batched_spectral_norms``)."""
+        return [self.bound_matrix()]
+
     def lipschitz_bound(self) -> float:
         """Lip(σ)·‖diag(√|s|) W‖₂² (exact norm, float64) — see the module docstring."""
-        with torch.no_grad():
-            w = self.weight.double() * self.scale.double().abs().sqrt()[:, None]
-            return self.activation_lipschitz * float(exact_spectral_norm(w)) ** 2
+        return self.activation_lipschitz * exact_spectral_norm(self.bound_matrix()) ** 2
 
 
 class SymplecticEulerStep(nn.Module):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from models.residual import batched_spectral_norms
+from models.spectral_norms import batched_spectral_norms, shared_derived_matrices
 from models.steps import LipschitzBoundUnavailable
 
 
@@ -41,10 +41,12 @@ def lipschitz_bounds(model: nn.Module) -> tuple[float, float | None]:
     if switch:
         model.eval()
     try:
-        # each parametrised weight computed once (the same tensor for the batch and for the bounds), and the exact
-        # norms of same-shaped matrices in one batched SVD
-        with torch.no_grad(), parametrize.cached():  # no_grad: W/‖W‖ exactly as each bound computes it alone
-            matrices = [m for module in modules if hasattr(module, "spectral_norm_matrices")
+        # each parametrised weight (parametrize.cached) and each matrix built from weights, such as diag(√|s|)·W
+        # (shared_derived_matrices), computed once: the same tensor for the batch and for the bounds, whose exact
+        # norms come from one batched eigensolver call per Gram size
+        with torch.no_grad(), parametrize.cached(), shared_derived_matrices():
+            # looked up on the class: hasattr on a module raises and catches an AttributeError for each miss
+            matrices = [m for module in modules if getattr(type(module), "spectral_norm_matrices", None)
                         for m in module.spectral_norm_matrices()]  # fmt: skip
             with batched_spectral_norms(matrices):
                 body = float(model.body_lipschitz_bound()) if hasattr(model, "body_lipschitz_bound") else None

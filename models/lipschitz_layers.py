@@ -37,7 +37,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from models.residual import ACTIVATIONS, exact_spectral_norm
+from models.residual import ACTIVATIONS
+from models.spectral_norms import exact_spectral_norm
 
 
 def spectral_norm_exact(weight: torch.Tensor) -> torch.Tensor:
@@ -104,12 +105,16 @@ class GradientFlowLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return gradient_flow_step(x, self.weight, self.bias, self.tau(), self.activation)
 
+    def spectral_norm_matrices(self) -> list[torch.Tensor]:
+        """The matrices whose exact norms :meth:`lipschitz_bound` takes (for ``batched_spectral_norms``)."""
+        return [self.weight]
+
     def lipschitz_bound(self) -> float:
         """max(1, τ·s·‖W‖₂² − 1), with the τ the forward pass uses and ‖W‖₂ recomputed in float64: 1 unless
         rounding pushed τ‖W‖₂² past 2."""
         with torch.no_grad():
             tau = float(self.tau().double())
-            return _flow_step_bound(tau, float(exact_spectral_norm(self.weight)), self.activation_lipschitz)
+            return _flow_step_bound(tau, exact_spectral_norm(self.weight), self.activation_lipschitz)
 
 
 class ConvGradientFlowLayer(nn.Module):

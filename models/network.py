@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.residual import exact_spectral_norm
+from models.spectral_norms import exact_spectral_norm
 from models.steps import ExplicitStep, SolverStats, ThetaStep
 
 
@@ -42,14 +42,14 @@ class ResidualNetwork(nn.Module):
         if hasattr(self.embed, "lipschitz_bound"):
             bound = float(self.embed.lipschitz_bound())
         else:
-            bound = float(exact_spectral_norm(self.embed.weight))
+            bound = exact_spectral_norm(self.embed.weight)
         for step in self.steps:
             bound *= step.lipschitz_bound()
         return bound
 
     def head_lipschitz_bound(self) -> float:
         """‖W_head‖₂ (exact): the linear head's Lipschitz constant."""
-        return float(exact_spectral_norm(self.head.weight))
+        return exact_spectral_norm(self.head.weight)
 
     def lipschitz_bound(self) -> float:
         return self.body_lipschitz_bound() * self.head_lipschitz_bound()

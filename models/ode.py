@@ -24,7 +24,8 @@ import math
 import torch
 from torch import nn
 
-from models.residual import ACTIVATIONS, DenseTerm, exact_spectral_norm, has_closed_form
+from models.residual import ACTIVATIONS, DenseTerm, has_closed_form
+from models.spectral_norms import exact_spectral_norm
 
 DEFAULT_HIDDEN = 100  # seed 002, Example 1: γ₁ ∈ ℝ^{100×2}
 DEFAULT_T = 10.0  # seed 002, eq. 11: t ∈ [0, 10]
@@ -77,10 +78,9 @@ class ODEVectorField(nn.Module):
         return [self.gamma1, self.gamma2]
 
     def lipschitz_bound(self) -> float:
-        """Lip(F) ≤ Lip(σ)·‖γ₂‖₂·‖γ₁‖₂, exact spectral norms (SVD in float64)."""
+        """Lip(F) ≤ Lip(σ)·‖γ₂‖₂·‖γ₁‖₂, exact spectral norms (float64)."""
         with torch.no_grad():
-            norms = exact_spectral_norm(self.gamma2) * exact_spectral_norm(self.gamma1)
-            return self.activation_lipschitz * float(norms)
+            return self.activation_lipschitz * exact_spectral_norm(self.gamma2) * exact_spectral_norm(self.gamma1)
 
 
 class AugmentedInput(nn.Module):

@@ -16,13 +16,13 @@ no autograd in the solver loops (see :mod:`models.steps`).
 from __future__ import annotations
 
 import dataclasses
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from models.spectral_norms import exact_spectral_norm
 
 ACTIVATIONS: dict[str, tuple[type[nn.Module], float]] = {
     # name: (module, Lipschitz constant)
@@ -31,37 +31,6 @@ ACTIVATIONS: dict[str, tuple[type[nn.Module], float]] = {
     "softplus": (nn.Softplus, 1.0),
     "sigmoid": (nn.Sigmoid, 0.25),
 }
-
-
-_batch = threading.local()  # .norms: id(matrix) → (matrix, ‖matrix‖₂) inside batched_spectral_norms
-
-
-def exact_spectral_norm(weight: torch.Tensor) -> torch.Tensor:
-    """‖W‖₂ by SVD in float64 (a float64 scalar) — exact, unlike power iteration, which underestimates it; inside
-    :func:`batched_spectral_norms`, from that block's batched SVD when W is one of its matrices."""
-    memo = getattr(_batch, "norms", None)
-    if memo is not None and (hit := memo.get(id(weight))) is not None and hit[0] is weight:
-        return hit[1]
-    return torch.linalg.matrix_norm(weight.detach().double(), ord=2)
-
-
-@contextmanager
-def batched_spectral_norms(matrices: Iterable[torch.Tensor]) -> Iterator[None]:
-    """Within the block, :func:`exact_spectral_norm` of each of ``matrices`` comes from one batched float64 SVD per
-    shape (a deep network's per-layer weights: one call instead of one per layer). The same exact norms."""
-    groups: dict[tuple, list[torch.Tensor]] = {}
-    for m in matrices:
-        groups.setdefault((tuple(m.shape), m.device), []).append(m)
-    memo: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for group in groups.values():
-        norms = torch.linalg.matrix_norm(torch.stack([m.detach() for m in group]).double(), ord=2)
-        memo.update((id(m), (m, norm)) for m, norm in zip(group, norms, strict=True))
-    previous = getattr(_batch, "norms", None)
-    _batch.norms = memo
-    try:
-        yield
-    finally:
-        _batch.norms = previous
 
 
 class SpectralNormalization(nn.Module):
@@ -151,14 +120,14 @@ class ResidualFunction(nn.Module):
 
     def lipschitz_bound(self) -> float:
         """Sound bound on Lip(F) from exact spectral norms (float64)."""
+        norms = exact_spectral_norm(self.lin2.weight) * exact_spectral_norm(self.lin1.weight)
+        lip_body = self.activation_lipschitz * norms
+        if self.spectral is None:
+            return lip_body
+        lower, upper = self.spectral
         with torch.no_grad():
-            lip_body = float(exact_spectral_norm(self.lin2.weight) * exact_spectral_norm(self.lin1.weight))
-            lip_body *= self.activation_lipschitz
-            if self.spectral is None:
-                return lip_body
-            lower, upper = self.spectral
             scale = float(torch.sigmoid(self.scale_logit.double()).max())
-            return abs(lower + upper) / 2 + (upper - lower) / 2 * scale * lip_body
+        return abs(lower + upper) / 2 + (upper - lower) / 2 * scale * lip_body
 
 
 def localized_field(

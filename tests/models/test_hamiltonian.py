@@ -121,3 +121,13 @@ def test_save_load_roundtrip_gives_identical_outputs(tmp_path):
 def test_spec_rejects_fields_the_family_does_not_use(fields, message):
     with pytest.raises(ValidationError, match=message):
         ModelSpec(family="hamiltonian", **fields)
+
+
+@pytest.mark.parametrize("lip_k,lip_u,h", [(0.0, 0.0, 1.0), (1e-9, 3e-9, 0.5), (0.3, 2.0, 0.1), (5.0, 0.0, 1.0),
+                                           (2.0, 7.0, 0.8), (1e4, 1e3, 1.0)])
+def test_closed_form_step_bound_is_the_exact_2x2_norm(lip_k, lip_u, h):
+    a, b = h * lip_k, h * lip_u
+    shear = torch.tensor([[1.0 + a * b, a], [b, 1.0]], dtype=torch.float64)
+    exact = float(torch.linalg.svdvals(shear)[0])
+    assert symplectic_step_lipschitz(lip_k, lip_u, h) == pytest.approx(exact, rel=1e-14)
+    assert symplectic_step_lipschitz(lip_k, lip_u, h) <= (1 + a) * (1 + b) * (1 + 1e-15)
