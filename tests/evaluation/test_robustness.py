@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from evaluation.certified import certified_accuracy, margin_radius
+from evaluation.certified import certified_accuracy, margin_radius, pairwise_radius
 from evaluation.gaussian import gaussian_noise_accuracy
 from evaluation.pgd import pgd_accuracy
 from evaluation.runner import run_job
@@ -100,7 +100,7 @@ def test_certified_samples_survive_strong_attack_at_098_radius(family, theta, sp
     data = two_spirals()
     x, y = data.x_test, data.y_test
     _, info = certified_accuracy(model, x, y, [0.01])
-    radius = info["radius"]
+    radius = info["radius"].to(x.dtype)  # float64 radii; the attack runs in the data's dtype
     certified = radius > 0
     assert certified.sum() >= 5, "need some certified samples for the test to mean anything"
     flipped = strong_pgd_l2(model, x[certified], y[certified], 0.98 * radius[certified])
@@ -188,3 +188,19 @@ def test_same_spec_gives_same_numbers_twice(tmp_path):
 def test_model_spec_without_dims_is_refused():
     with pytest.raises(ValueError, match="input_dim"):
         build_model(ModelSpec(family="explicit"))
+
+
+def test_pairwise_radius_with_identical_head_rows():
+    """Classes 0 and 1 have the same head row and bias, so f_0 = f_1 everywhere: a sample of either is a tie,
+    never certified (radius 0, where a plain ratio would give 0/0 = NaN); class 2's radius is the usual one."""
+    model = LinearClassifier(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), torch.zeros(3))
+    x = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(x)
+    y = logits.argmax(1)
+    y[:20] = 1
+    radius = pairwise_radius(logits, y, model.head.weight, 1.0)
+    f = logits.double()
+    expected = torch.where(y == 2, (f[:, 2] - f[:, 0]) / math.sqrt(2), 0.0).clamp_min(0)
+    assert torch.isfinite(radius).all() and (y == 0).any() and (expected > 0).sum() > 50
+    torch.testing.assert_close(radius, expected, rtol=1e-12, atol=1e-12)
