@@ -120,14 +120,16 @@ class ResidualFunction(nn.Module):
 
     def lipschitz_bound(self) -> float:
         """Sound bound on Lip(F) from exact spectral norms (float64)."""
-        norms = exact_spectral_norm(self.lin2.weight) * exact_spectral_norm(self.lin1.weight)
-        lip_body = self.activation_lipschitz * norms
-        if self.spectral is None:
-            return lip_body
-        lower, upper = self.spectral
+        # no_grad: a spectrally normalised weight W/‖W‖ is then computed as in lipschitz_bounds' batch (with grad
+        # enabled, torch takes ‖W‖ from a full SVD, which can differ from svdvals in the last float32 bits)
         with torch.no_grad():
+            lip_body = exact_spectral_norm(self.lin2.weight) * exact_spectral_norm(self.lin1.weight)
+            lip_body *= self.activation_lipschitz
+            if self.spectral is None:
+                return lip_body
+            lower, upper = self.spectral
             scale = float(torch.sigmoid(self.scale_logit.double()).max())
-        return abs(lower + upper) / 2 + (upper - lower) / 2 * scale * lip_body
+            return abs(lower + upper) / 2 + (upper - lower) / 2 * scale * lip_body
 
 
 def localized_field(
