@@ -25,7 +25,7 @@ import torch
 import torchattacks
 from torch import nn
 
-from evaluation.pgd import AttackBox, attack_box
+from evaluation.pgd import AttackBox, attack_box, correct_when_clean
 from evaluation.spec import metric_key
 
 ENSEMBLE = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -100,8 +100,10 @@ def autoattack_accuracy(
     queries: int = 5000,
     seed: int = 0,
     valid_range: tuple[float, float] | None = None,
+    clean_logits: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], dict]:
-    """Robust accuracy under the ensemble for each ε: ``autoattack_<norm>_acc@ε``.
+    """Robust accuracy under the ensemble for each ε: ``autoattack_<norm>_acc@ε``. ``clean_logits``: the eval-mode
+    model's logits on ``x`` when already computed (:func:`evaluation.pgd.correct_when_clean`).
 
     Returns ``(metrics, settings)``; settings name the attacks that ran, those skipped (with the reason), and per ε
     how many samples each attack flipped.
@@ -113,8 +115,7 @@ def autoattack_accuracy(
     height, width = grid_shape(features)
     skipped = {name: why for name in attacks if (why := skip_reason(name, norm, n_classes, features)) is not None}
     ran = [name for name in attacks if name not in skipped]
-    with torch.no_grad():
-        clean_correct = box(u).argmax(1) == y
+    clean_correct = correct_when_clean(box, u, y, clean_logits)
     metrics, per_eps = {}, {}
     with torch.random.fork_rng(devices=[u.device] if u.device.type == "cuda" else []):
         for eps in eps_list:

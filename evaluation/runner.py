@@ -106,25 +106,28 @@ def _each_norm(kind: str, norms: list[str], attack: Callable[[str], tuple[dict, 
     return settings_by_norm
 
 
-def _run_pgd(attack: Callable, model: nn.Module, x, y, pgd, valid_range, progress, metrics: dict) -> dict:
-    """``attack`` (:func:`pgd_accuracy` or :func:`pgd_regression`) with the spec's ``pgd`` settings, each norm."""
+def _run_pgd(attack: Callable, model: nn.Module, x, y, pgd, valid_range, progress, metrics: dict, **extra) -> dict:
+    """``attack`` (:func:`pgd_accuracy` or :func:`pgd_regression`) with the spec's ``pgd`` settings (and ``extra``
+    keywords), each norm."""
     return _each_norm(
         "pgd",
         pgd.norm,
-        lambda norm: attack(model, x, y, norm, pgd.eps, pgd.steps, pgd.restarts, pgd.step_size, pgd.seed, valid_range),
+        lambda norm: attack(
+            model, x, y, norm, pgd.eps, pgd.steps, pgd.restarts, pgd.step_size, pgd.seed, valid_range, **extra
+        ),
         progress,
         metrics,
     )
 
 
-def _run_autoattack(model: nn.Module, x, y, spec, data: Dataset, progress, metrics: dict) -> dict:
+def _run_autoattack(model: nn.Module, x, y, spec, data: Dataset, progress, metrics: dict, clean_logits) -> dict:
     """The AutoAttack-style ensemble with the spec's ``autoattack`` settings, each norm."""
     return _each_norm(
         "autoattack",
         spec.norm,
         lambda norm: autoattack_accuracy(
             model, x, y, norm, spec.eps, data.num_classes, tuple(spec.attacks), spec.steps, spec.queries, spec.seed,
-            data.valid_range,
+            data.valid_range, clean_logits,
         ),
         progress,
         metrics,
@@ -141,7 +144,7 @@ def evaluate(
     x, y = data.x_test.to(device), data.y_test.to(device)
     ev = spec.evaluate
     model.eval()
-    clean_logits = outputs(model, x)  # one clean pass: clean accuracy, and the margins of the certificate
+    clean_logits = outputs(model, x)  # one clean pass: clean accuracy, the attacks' clean-correct sets, the margins
     metrics: dict[str, float] = {"clean_acc": float((clean_logits.argmax(1) == y).float().mean())}
     info: dict = {}
     if ev.gaussian is not None:
@@ -149,9 +152,12 @@ def evaluate(
         g = ev.gaussian
         metrics.update(gaussian_noise_accuracy(model, x, y, g.sigmas, g.repeats, g.seed, data.valid_range))
     if ev.pgd is not None:
-        info["pgd"] = _run_pgd(pgd_accuracy, model, x, y, ev.pgd, data.valid_range, progress, metrics)
+        # the clean pass's logits: robust ≤ clean then holds sample by sample, and no attack repeats that forward
+        info["pgd"] = _run_pgd(
+            pgd_accuracy, model, x, y, ev.pgd, data.valid_range, progress, metrics, clean_logits=clean_logits
+        )
     if ev.autoattack is not None:
-        info["autoattack"] = _run_autoattack(model, x, y, ev.autoattack, data, progress, metrics)
+        info["autoattack"] = _run_autoattack(model, x, y, ev.autoattack, data, progress, metrics, clean_logits)
     if ev.certified is not None:
         progress({"phase": "evaluate", "step": "certified"})
         try:

@@ -154,6 +154,26 @@ def test_pgd_never_above_clean_and_spirals_are_not_corrupted_by_the_box():
         assert settings["box"]["low"] < float(data.x_test.min())
 
 
+def test_attacks_count_only_samples_the_given_clean_logits_classify_correctly():
+    """With the evaluation's clean logits, the clean-correct set is exactly theirs (robust ≤ clean sample by
+    sample): the same numbers as the attack's own clean pass, and none where those logits are all wrong."""
+    model = tiny_trained().eval()
+    from evaluation.datasets import two_spirals
+
+    data = two_spirals()
+    x, y = data.x_test, data.y_test
+    with torch.no_grad():
+        logits = model(x)
+    own, _ = pgd_accuracy(model, x, y, "L2", [0.05], steps=10, restarts=1)
+    given, _ = pgd_accuracy(model, x, y, "L2", [0.05], steps=10, restarts=1, clean_logits=logits)
+    assert given == own and own["pgd_l2_acc@0.05"] > 0.5
+    wrong = torch.nn.functional.one_hot((y + 1) % 2, 2).float()  # logits that misclassify every sample
+    none, _ = pgd_accuracy(model, x, y, "L2", [0.05], steps=10, restarts=1, clean_logits=wrong)
+    assert none == {"pgd_l2_acc@0.05": 0.0}
+    with pytest.raises(ValueError, match="rows"):
+        pgd_accuracy(model, x, y, "L2", [0.05], steps=10, restarts=1, clean_logits=logits[:-1])
+
+
 def test_gaussian_sigma_zero_is_clean_accuracy_and_accuracy_decays():
     model = tiny_trained().eval()
     from evaluation.datasets import two_spirals
