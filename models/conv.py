@@ -10,7 +10,7 @@ Lipschitz bounds use the **exact** spectral norm of each convolution as a linear
 (:func:`conv_operator_norm`): the operator's matrix is built once, in float64, by writing each kernel tap where
 it acts (:func:`conv_operator_matrix`), and its largest singular value is taken exactly
 (:mod:`models.spectral_norms`). On the small images of this project that is affordable (C·n² = 512 for 8
-channels on 8×8: about 30 ms per convolution on one CPU core) and, unlike power iteration, never an
+channels on 8×8: about 26 ms per convolution on one CPU core) and, unlike power iteration, never an
 underestimate; unlike the circular-convolution (FFT) bound of :mod:`models.lipschitz_layers`, it is exact for the
 zero-padded operator rather than an upper bound. Example::
 

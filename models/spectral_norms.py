@@ -2,7 +2,7 @@
 
 σ_max(W)² is the largest eigenvalue of the smaller Gram matrix (W Wᵀ or WᵀW), and a symmetric eigensolver on it
 in float64 gives σ_max with the same O(n·u) relative error as an SVD (u = 2⁻⁵³; the Gram matrix loses accuracy
-only in the *small* singular values, which a norm does not use) at about half the cost. A Gram matrix whose top
+only in the *small* singular values, which a norm does not use) at about 0.7× the cost. A Gram matrix whose top
 eigenvalue is so large or so small that its squares may have overflowed or underflowed is recomputed from W divided
 by its largest |entry| (as is every matrix of a batch in which the eigensolver fails). Power iteration, by
 contrast, only ever approaches σ_max from below: it is never used for a bound.
