@@ -125,18 +125,17 @@ def compute_bounds(model: nn.Module) -> Bounds:
     return Bounds(lipschitz, body_bound, pair_norms)
 
 
-def _margins(logits: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(logits as float64 NumPy, labels, f_y − f_k for every class k): margins are small N×K arrays, cheaper and
-    more precise in float64 NumPy than as a chain of tensor ops."""
+def _margins(logits: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, f_y − f_k for every class k) as NumPy: margins are small N×K arrays, cheaper and more precise in
+    float64 NumPy than as a chain of tensor ops."""
     z = logits.detach().cpu().double().numpy()
     labels = y.detach().cpu().numpy()
-    gap = z[np.arange(len(labels)), labels][:, None] - z
-    return z, labels, gap
+    return labels, z[np.arange(len(labels)), labels][:, None] - z
 
 
 def margin_radius(logits: torch.Tensor, y: torch.Tensor, lipschitz: float) -> torch.Tensor:
     """Certified radius M / (√2·L) per sample (0 where misclassified), float64 on the CPU."""
-    _, labels, gap = _margins(logits, y)
+    labels, gap = _margins(logits, y)
     gap[np.arange(len(labels)), labels] = np.inf
     return torch.from_numpy(np.maximum(gap.min(axis=1) / (math.sqrt(2) * lipschitz), 0.0))
 
@@ -153,7 +152,7 @@ def pairwise_radius(
     ``pair_norms`` (K, K) = ‖w_i − w_j‖, when given, is used instead of the rows of ``head_weight``. A class whose
     head row equals w_y never overtakes y if f_y > f_k there (its gap is constant): radius ∞ against it, else 0.
     """
-    _, labels, gap = _margins(logits, y)
+    labels, gap = _margins(logits, y)
     if pair_norms is None:
         w = head_weight.detach().cpu().double().numpy()
         norms = np.linalg.norm(w[labels][:, None, :] - w[None, :, :], axis=2)  # (N, K)
