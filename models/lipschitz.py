@@ -43,7 +43,8 @@ def lipschitz_bounds(model: nn.Module) -> tuple[float, float | None]:
     try:
         # each parametrised weight (parametrize.cached) and each matrix built from weights, such as diag(√|s|)·W
         # (shared_derived_matrices), computed once: the same tensor for the batch and for the bounds, whose exact
-        # norms come from one batched eigensolver call per Gram size
+        # norms come from one batched eigensolver call per Gram size; no_grad: W/‖W‖ exactly as a bound called on
+        # its own computes it
         with torch.no_grad(), parametrize.cached(), shared_derived_matrices():
             # looked up on the class: hasattr on a module raises and catches an AttributeError for each miss
             matrices = [m for module in modules if getattr(type(module), "spectral_norm_matrices", None)
