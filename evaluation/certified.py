@@ -118,11 +118,14 @@ def compute_bounds(model: nn.Module) -> Bounds:
     with parametrize.cached():  # each normalised weight is computed once for all the bounds
         lipschitz, body_bound = lipschitz_bounds(model)  # each layer's exact norm once
         head = getattr(model, "head", None)
-        pair_norms = None
-        if isinstance(head, nn.Linear):
-            w = head.weight.detach().double()
-            pair_norms = (w[:, None, :] - w[None, :, :]).norm(dim=2)  # (K, K)
+        pair_norms = head_pair_norms(head.weight) if isinstance(head, nn.Linear) else None
     return Bounds(lipschitz, body_bound, pair_norms)
+
+
+def head_pair_norms(head_weight: torch.Tensor) -> torch.Tensor:
+    """‖w_i − w_j‖ for every pair of rows of a linear head's weight, (K, K) in float64."""
+    w = head_weight.detach().double()
+    return (w[:, None, :] - w[None, :, :]).norm(dim=2)
 
 
 def _margins(logits: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -149,15 +152,13 @@ def pairwise_radius(
 ) -> torch.Tensor:
     """min_{k≠y} (f_y − f_k) / (L_body·‖w_y − w_k‖) per sample (0 where misclassified), float64 on the CPU.
 
-    ``pair_norms`` (K, K) = ‖w_i − w_j‖, when given, is used instead of the rows of ``head_weight``. A class whose
+    ``pair_norms`` (K, K) = :func:`head_pair_norms` of ``head_weight``, when given, saves computing them. A class whose
     head row equals w_y never overtakes y if f_y > f_k there (its gap is constant): radius ∞ against it, else 0.
     """
     labels, gap = _margins(logits, y)
     if pair_norms is None:
-        w = head_weight.detach().cpu().double().numpy()
-        norms = np.linalg.norm(w[labels][:, None, :] - w[None, :, :], axis=2)  # (N, K)
-    else:
-        norms = pair_norms.detach().cpu().numpy()[labels]  # (N, K)
+        pair_norms = head_pair_norms(head_weight)
+    norms = pair_norms.detach().cpu().numpy()[labels]  # (N, K)
     ratio = np.divide(gap, body_lipschitz * norms, out=np.where(gap > 0, np.inf, 0.0), where=norms > 0)
     ratio[np.arange(len(labels)), labels] = np.inf
     return torch.from_numpy(np.maximum(ratio.min(axis=1), 0.0))
@@ -165,7 +166,8 @@ def pairwise_radius(
 
 def linear_quantiles(values: torch.Tensor, levels: tuple[float, ...]) -> list[float]:
     """The quantiles of a 1-D tensor at ``levels`` with linear interpolation between order statistics (numpy's and
-    torch's default method): ``np.interp`` on the sorted values, a fraction of ``np.quantile``'s per-call cost."""
+    torch's default method, equal to rounding): ``np.interp`` on the sorted values, a fraction of ``np.quantile``'s
+    per-call cost."""
     ordered = np.sort(values.double().numpy())
     return np.interp(np.asarray(levels) * (len(ordered) - 1), np.arange(len(ordered)), ordered).tolist()
 
@@ -219,6 +221,7 @@ __all__ = [
     "cached_bounds",
     "certified_accuracy",
     "compute_bounds",
+    "head_pair_norms",
     "linear_quantiles",
     "margin_radius",
     "pairwise_radius",

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from evaluation.certified import certified_accuracy, margin_radius, pairwise_radius
+from evaluation.certified import QUANTILES, certified_accuracy, linear_quantiles, margin_radius, pairwise_radius
 from evaluation.gaussian import gaussian_noise_accuracy
 from evaluation.pgd import pgd_accuracy
 from evaluation.runner import run_job
@@ -224,3 +224,12 @@ def test_pairwise_radius_with_identical_head_rows():
     expected = torch.where(y == 2, (f[:, 2] - f[:, 0]) / math.sqrt(2), 0.0).clamp_min(0)
     assert torch.isfinite(radius).all() and (y == 0).any() and (expected > 0).sum() > 50
     torch.testing.assert_close(radius, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 797])
+def test_linear_quantiles_are_numpys_default_quantiles(n):
+    import numpy as np
+
+    values = torch.rand(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64) ** 3
+    expected = np.quantile(values.numpy(), QUANTILES).tolist()
+    assert linear_quantiles(values, QUANTILES) == pytest.approx(expected, rel=1e-14, abs=0.0)  # to the last bits
