@@ -47,6 +47,7 @@ from evaluation.certified import certified_accuracy, compute_bounds  # noqa: E40
 from evaluation.datasets import digits, load_dataset, two_spirals  # noqa: E402
 from evaluation.gaussian import gaussian_noise_accuracy, predict  # noqa: E402
 from evaluation.pgd import pgd_accuracy  # noqa: E402
+from evaluation.runner import prepare_model  # noqa: E402
 from evaluation.spec import JobSpec, ModelSpec  # noqa: E402
 from models import LipschitzBoundUnavailable, build_model, lipschitz_bound  # noqa: E402
 
@@ -214,9 +215,8 @@ def bench_certified(rounds: int, device: torch.device) -> list[dict]:
     rows = []
     for name, spec in certified_presets():
         data = load_dataset(spec.dataset)
-        model_spec = spec.model.model_copy(update={"input_dim": data.input_dim, "output_dim": data.output_dim})
-        torch.manual_seed(spec.train.seed)
-        model = build_model(model_spec).to(device).eval()
+        _, model = prepare_model(spec, data, device)  # as a job builds it: sizes from the data, seeded weights
+        model.eval()
         x, y = data.x_test.to(device), data.y_test.to(device)
         eps = spec.evaluate.certified.eps
         try:
@@ -232,10 +232,10 @@ def bench_certified(rounds: int, device: torch.device) -> list[dict]:
         def warm(model=model, x=x, y=y, eps=eps) -> None:
             certified_accuracy(model, x, y, eps)
 
-        def cold(model=model, x=x, y=y, eps=eps, logits=None) -> None:
+        def cold(model=model, x=x, y=y, eps=eps) -> None:
             with torch.no_grad():  # an in-place no-op bumps a parameter's version: the cache misses
                 next(model.parameters()).add_(0.0)
-            certified_accuracy(model, x, y, eps, logits)
+            certified_accuracy(model, x, y, eps)
 
         with torch.no_grad():
             clean_logits = model(x)
