@@ -91,22 +91,43 @@ def pgd_accuracy(
     every restart (worst case over restarts per sample). Step size defaults to 2.5·ε/steps (Madry et al., 2018).
     ``clean_logits``: the eval-mode model's logits on ``x`` when already computed (:func:`correct_when_clean`).
 
-    Returns ``({pgd_<norm>_acc@ε: …}, settings)``.
+    Returns ``({pgd_<norm>_acc@ε: …}, settings)``; :func:`pgd_robust` gives the per-sample outcomes.
     """
+    robust, settings = pgd_robust(model, x, y, norm, eps_list, steps, restarts, step_size, seed, valid_range,
+                                  clean_logits)  # fmt: skip
+    metrics = {metric_key(f"pgd_{norm.lower()}_acc", eps): float(robust[eps].float().mean()) for eps in eps_list}
+    return metrics, settings
+
+
+def pgd_robust(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: str,
+    eps_list: list[float],
+    steps: int,
+    restarts: int,
+    step_size: float | None = None,
+    seed: int = 0,
+    valid_range: tuple[float, float] | None = None,
+    clean_logits: torch.Tensor | None = None,
+) -> tuple[dict[float, torch.Tensor], dict]:
+    """:func:`pgd_accuracy` per sample: ``({ε: bool mask of the samples PGD failed on (and clean-correct)},
+    settings)``."""
     model.eval()
     box = attack_box(model, x, max(eps_list), valid_range)
     u = box.to_box(x)
     clean_correct = correct_when_clean(box, u, y, clean_logits)
-    metrics, per_eps = {}, {}
+    masks, per_eps = {}, {}
     for eps in eps_list:
         alpha = step_size if step_size is not None else 2.5 * eps / steps
         robust = clean_correct.clone()
         for adv in _restarts(box, box, norm, eps, alpha, steps, restarts, seed, u, y):
             with torch.no_grad():
                 robust &= box(adv).argmax(1) == y
-        metrics[metric_key(f"pgd_{norm.lower()}_acc", eps)] = float(robust.float().mean())
+        masks[eps] = robust
         per_eps[f"{eps:g}"] = {"step_size": alpha}
-    return metrics, _settings(norm, steps, restarts, seed, per_eps, box)
+    return masks, _settings(norm, steps, restarts, seed, per_eps, box)
 
 
 def _restarts(

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 import models
-from evaluation.autoattack import autoattack_accuracy
+from evaluation.best_known import attack_classifier
 from evaluation.certified import certified_accuracy, compute_bounds
 from evaluation.datasets import Dataset, load_dataset
 from evaluation.gaussian import gaussian_noise_accuracy, outputs
-from evaluation.pgd import pgd_accuracy, pgd_regression
+from evaluation.pgd import pgd_regression
 from evaluation.plots import radius_quantiles, write_plots
 from evaluation.pnp import plug_and_play
 from evaluation.regression import (
@@ -36,6 +36,8 @@ from evaluation.training import train_classifier
 
 CODE_VERSION = "0.1.0"
 RADIUS_KEY = "certified_radius"
+MASKS_KEY = "robust_masks"
+MASK_PREFIX = "robust_mask:"
 Progress = Callable[[dict], None]
 
 
@@ -52,6 +54,12 @@ class RunResult:
     info: dict
     model: nn.Module = field(repr=False)
     arrays: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def robust_masks(self) -> dict[str, torch.Tensor]:
+        """Per test sample, robust or not, by metric name: each attack's (``pgd_linf_acc@0.1``,
+        ``autoattack_linf_acc@0.1``) and the best known (``robust_linf_acc@0.1``); see
+        :func:`evaluation.best_known.per_sample_robust`."""
+        return {k.removeprefix(MASK_PREFIX): v for k, v in self.arrays.items() if k.startswith(MASK_PREFIX)}
 
     def to_json(self, spec: JobSpec) -> dict:
         return {
@@ -120,20 +128,6 @@ def _run_pgd(attack: Callable, model: nn.Module, x, y, pgd, valid_range, progres
     )
 
 
-def _run_autoattack(model: nn.Module, x, y, spec, data: Dataset, progress, metrics: dict, clean_logits) -> dict:
-    """The AutoAttack-style ensemble with the spec's ``autoattack`` settings, each norm."""
-    return _each_norm(
-        "autoattack",
-        spec.norm,
-        lambda norm: autoattack_accuracy(
-            model, x, y, norm, spec.eps, data.num_classes, tuple(spec.attacks), spec.steps, spec.queries, spec.seed,
-            data.valid_range, clean_logits,
-        ),
-        progress,
-        metrics,
-    )  # fmt: skip
-
-
 def evaluate(
     model: nn.Module, spec: JobSpec, data: Dataset, device: torch.device, progress: Progress
 ) -> tuple[dict, dict]:
@@ -151,13 +145,16 @@ def evaluate(
         progress({"phase": "evaluate", "step": "gaussian"})
         g = ev.gaussian
         metrics.update(gaussian_noise_accuracy(model, x, y, g.sigmas, g.repeats, g.seed, data.valid_range))
-    if ev.pgd is not None:
-        # the clean pass's logits: robust ≤ clean then holds sample by sample, and no attack repeats that forward
-        info["pgd"] = _run_pgd(
-            pgd_accuracy, model, x, y, ev.pgd, data.valid_range, progress, metrics, clean_logits=clean_logits
+    if ev.pgd is not None or ev.autoattack is not None:
+        # the suite, PGD and the best-known figure per sample (evaluation.best_known); the clean pass's logits:
+        # robust ≤ clean then holds sample by sample, and no attack repeats that forward
+        found, attack_info, masks = attack_classifier(
+            model, x, y, ev, data.num_classes, data.valid_range, clean_logits, progress
         )
-    if ev.autoattack is not None:
-        info["autoattack"] = _run_autoattack(model, x, y, ev.autoattack, data, progress, metrics, clean_logits)
+        metrics.update(found)
+        info.update(attack_info)
+        metrics["reliability_flags"] = float(len(attack_info["reliability"]["flags"]))
+        info[MASKS_KEY] = masks  # per-sample; run_job moves them to RunResult.arrays (not into the JSON)
     if ev.certified is not None:
         progress({"phase": "evaluate", "step": "certified"})
         try:
@@ -250,7 +247,8 @@ def check_regression_sanity(metrics: dict[str, float]) -> dict[str, bool]:
 
 def check_sanity(metrics: dict[str, float]) -> dict[str, bool]:
     """certified_l2_acc@ε ≤ pgd_l2_acc@ε ≤ clean_acc, pgd_linf_acc@ε ≤ clean_acc, and the same for the
-    AutoAttack-style ensemble's autoattack_<norm>_acc@ε; for regression and denoising
+    attack suite's autoattack_<norm>_acc@ε and the best known robust_<norm>_acc@ε, which is also ≤ each attack's
+    figure at its ε; for regression and denoising
     clean_mse ≤ pgd_<norm>_mse@ε ≤ certified_<norm>_mse@ε (:func:`check_regression_sanity`); raise on violation."""
     if "clean_acc" not in metrics:
         flags = check_regression_sanity(metrics)
@@ -258,11 +256,16 @@ def check_sanity(metrics: dict[str, float]) -> dict[str, bool]:
         flags = {}
         clean = metrics["clean_acc"]
         for name, value in metrics.items():
-            if name.startswith(("pgd_", "autoattack_")) and "_acc@" in name:
+            if name.startswith(("pgd_", "autoattack_", "robust_")) and "_acc@" in name:
                 flags[f"{name}<=clean_acc"] = value <= clean + 1e-12
+            if name.startswith("robust_") and "_acc@" in name:
+                for attack in ("pgd", "autoattack"):
+                    other = attack + name.removeprefix("robust")
+                    if other in metrics:
+                        flags[f"{name}<={other}"] = value <= metrics[other] + 1e-12
             if name.startswith("certified_l2_acc@"):
                 flags[f"{name}<=clean_acc"] = value <= clean + 1e-12
-                for attack in ("pgd_l2_acc", "autoattack_l2_acc"):
+                for attack in ("pgd_l2_acc", "autoattack_l2_acc", "robust_l2_acc"):
                     attacked = metrics.get(f"{attack}@" + name.split("@", 1)[1])
                     if attacked is not None:
                         flags[f"{name}<={attack}"] = value <= attacked + 1e-12
@@ -315,6 +318,7 @@ def run_job(
         metrics.update(eval_metrics)
         metrics["eval_seconds"] = time.perf_counter() - start
     arrays = {RADIUS_KEY: eval_info.pop(RADIUS_KEY)} if RADIUS_KEY in eval_info else {}
+    arrays.update({MASK_PREFIX + name: mask for name, mask in eval_info.pop(MASKS_KEY, {}).items()})
     info.update({k: v for k, v in eval_info.items() if k != "warnings"})
     info["warnings"] += eval_info.get("warnings", [])
     solver_stats = model.solver_stats() if hasattr(model, "solver_stats") else []

@@ -416,16 +416,28 @@ class PGDEval(AttackEval):
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
+#: Croce & Hein's standard protocol (evaluation.autoattack): its members in order, iterations and Square queries
+SUITE_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "fab-t", "square")
+SUITE_STEPS = 100
+SUITE_QUERIES = 5000
+MIN_SUITE_STEPS = 10
+SuiteAttack = Literal["apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "fab-t", "square"]
+
+
 class AutoAttackEval(AttackEval):
-    """AutoAttack-style ensemble (Croce & Hein, 2020) of torchattacks' APGD-CE, APGD-T, FAB-T and Square, each run
-    where torchattacks supports the problem's shape (``evaluation.autoattack``); the result records which ran."""
+    """The strong attack suite: Croce & Hein's standard protocol (AutoAttack, ICML 2020) from torchattacks' APGD-CE,
+    APGD with a margin loss (DLR; Carlini–Wagner on 2 classes), APGD-T, FAB-T and Square, each run on what every
+    earlier attack failed on and only where it applies (``evaluation.autoattack``); the result records which ran,
+    with every setting."""
 
     norm: list[Literal["Linf", "L2"]] = Field(default_factory=lambda: ["Linf"], min_length=1)
-    attacks: list[Literal["apgd-ce", "apgd-t", "fab-t", "square"]] = Field(
-        default_factory=lambda: ["apgd-ce", "apgd-t", "fab-t", "square"], min_length=1
+    attacks: list[SuiteAttack] = Field(default_factory=lambda: list(SUITE_ATTACKS), min_length=1)
+    steps: int = Field(
+        SUITE_STEPS, ge=1, le=10_000, description=f"iterations of the APGD members and FAB-T (≥ {MIN_SUITE_STEPS})"
     )
-    steps: int = Field(100, ge=1, le=10_000, description="iterations of APGD-CE, APGD-T and FAB-T")
-    queries: int = Field(5000, ge=1, le=100_000, description="queries of Square")
+    queries: int = Field(SUITE_QUERIES, ge=1, le=100_000, description="queries of Square")
+    restarts: int = Field(1, ge=1, le=100, description="restarts of every member (the targeted ones: per target)")
+    sanity: bool = Field(True, description="also attack at the whole data range, where accuracy must reach chance")
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
     @field_validator("attacks")
@@ -433,6 +445,16 @@ class AutoAttackEval(AttackEval):
     def _unique_attacks(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError("attacks must not repeat")
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _enough_steps(cls, v: int) -> int:
+        if v < MIN_SUITE_STEPS:
+            raise ValueError(
+                f"the attack suite needs at least {MIN_SUITE_STEPS} iterations (the standard protocol runs "
+                f"{SUITE_STEPS}); for a quick run use evaluate.pgd"
+            )
         return v
 
 
