@@ -24,6 +24,7 @@ A spec with only ``evaluate.pgd`` gets the PGD figure as its headline, marked by
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -103,6 +104,8 @@ def attack_classifier(
     info: dict = {}
     suite: dict[str, dict[float, SuiteOutcome]] = {}
     before = solver_failures(model)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
     if ev.autoattack is not None:
         a = ev.autoattack
         info["autoattack"] = {}
@@ -114,7 +117,9 @@ def attack_classifier(
             )  # fmt: skip
             suite[norm] = outcomes
             records += [AttackRecord("autoattack", norm, eps, outcomes[eps].robust) for eps in a.eps]
+        seconds["autoattack"] = time.perf_counter() - start
     doubled: list[AttackRecord] = []
+    start = time.perf_counter()
     if ev.pgd is not None:
         p = ev.pgd
         info["pgd"] = {}
@@ -129,6 +134,7 @@ def attack_classifier(
                 model, x, y, norm, [largest], 2 * p.steps, p.restarts, p.step_size, p.seed, valid_range, clean_logits
             )
             doubled.append(AttackRecord("pgd_doubled", norm, largest, twice[largest]))
+        seconds["pgd"] = time.perf_counter() - start  # with the step-doubling check
     after = solver_failures(model)
     masks = per_sample_robust(records + doubled, clean_correct)
     metrics = robust_metrics(masks, ("pgd", "autoattack", "robust"))
@@ -136,6 +142,7 @@ def attack_classifier(
     covered: dict[str, set[str]] = {}
     for r in records + doubled:
         covered.setdefault(metric_key(ROBUST_KIND.format(norm=r.norm.lower()), r.eps), set()).add(r.kind)
+    info["attack_seconds"] = seconds
     info["best_known"] = {name: sorted(kinds) for name, kinds in sorted(covered.items())}
     info["reliability"] = reliability_flags(
         metrics,
