@@ -9,11 +9,16 @@ header (and a ``Link: <…>; rel="next"``).
   key hyper-parameters as JSON.
 * **RobustBench** (``application/vnd.robustlab.robustbench+json``): a JSON list with one object per entry in the
   form of RobustBench's ``model_info/<dataset>/<threat model>/<model>.json`` files (``clean_acc``,
-  ``autoattack_acc`` … as percent strings with two decimals, ``"94.78"``). robustlab does **not** run AutoAttack:
-  ``autoattack_acc`` (and ``reported``) hold our PGD figure (torchattacks, the job's steps and restarts: an upper
-  bound on the robust accuracy, as AutoAttack's is, but from a weaker attack), which ``attack`` and ``footnote``
-  say. The threat model and ε are those of the ranking metric when it is a PGD or certified one
-  (``metric=pgd_l2_acc@0.5`` → ``L2``, ``"0.5"``), else each job's largest ε of PGD L∞ (L2 if it has no L∞).
+  ``autoattack_acc`` … as percent strings with two decimals, ``"94.78"``). ``reported`` is robustlab's headline,
+  the best-known robust accuracy (``robust_<norm>_acc@ε``: per sample, the minimum over every attack that ran; the
+  PGD figure for jobs from before it existed). ``autoattack_acc`` holds that figure only when the full standard
+  suite (Croce & Hein's AutoAttack protocol, ``evaluation.autoattack``) ran at that threat model and ε, and is null
+  otherwise; ``attack`` and ``footnote`` say what ran, ``flags`` lists the reliability flags with their reasons
+  (``unreliable``: any). The threat model and ε are those of the ranking metric when it is an attack or certified
+  one (``metric=pgd_l2_acc@0.5`` → ``L2``, ``"0.5"``), else each job's largest ε of L∞ (L2 if it has no L∞).
+
+Both forms describe the entry's robustness by :func:`robustness` (one place); the CSV adds its columns
+``threat_model``, ``eps``, ``robust_acc``, ``autoattack_acc``, ``attack`` and ``flags`` after the fixed ones.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from db.models import Job
 CSV_MEDIA_TYPE = "text/csv"
 ROBUSTBENCH_MEDIA_TYPE = "application/vnd.robustlab.robustbench+json"
 CSV_FIXED = ("rank", "job_id", "name", "dataset", "family", "task", "width", "depth", "theta", "h", "metric", "value")
+CSV_ROBUST = ("threat_model", "eps", "robust_acc", "autoattack_acc", "attack", "flags")
 CSV_TAIL = ("created_at", "finished_at", "hyper_parameters")
 
 ARCHITECTURES = {
@@ -43,7 +49,11 @@ PAPERS = {
     "hamiltonian": "Murari, Neural Networks as Dynamical Systems: Hamiltonian and 1-Lipschitz Networks",
     "lipschitz": "Murari, Neural Networks as Dynamical Systems: Hamiltonian and 1-Lipschitz Networks",
 }
-THREAT_MODELS = {"pgd_linf_acc": "Linf", "pgd_l2_acc": "L2", "certified_l2_acc": "L2"}
+THREAT_MODELS = {
+    f"{kind}_{norm.lower()}_acc": norm for kind in ("robust", "autoattack", "pgd") for norm in ("Linf", "L2")
+} | {"certified_l2_acc": "L2"}
+#: the kinds whose largest ε names an entry's default threat model, first present wins
+DEFAULT_THREAT_KINDS = ("robust_linf_acc", "pgd_linf_acc", "robust_l2_acc", "pgd_l2_acc")
 
 ROBUSTBENCH_ITEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -60,9 +70,18 @@ ROBUSTBENCH_ITEM_SCHEMA: dict[str, Any] = {
         "threat_model": {"type": "string", "enum": ["Linf", "L2"]},
         "eps": {"type": ["string", "null"], "description": 'ε in input units, e.g. "0.1"'},
         "clean_acc": {"type": ["string", "null"], "examples": ["94.78"]},
-        "reported": {"type": ["string", "null"], "description": "our PGD figure (no paper reported one)"},
-        "autoattack_acc": {"type": ["string", "null"], "description": "our PGD figure, not AutoAttack (see attack)"},
+        "reported": {"type": ["string", "null"], "description": "the best-known robust accuracy (every attack run)"},
+        "autoattack_acc": {
+            "type": ["string", "null"],
+            "description": "the best-known robust accuracy when the full standard AutoAttack suite ran, else null",
+        },
         "attack": {"type": "string", "examples": ["PGD-Linf (torchattacks), 50 steps, 2 restarts"]},
+        "flags": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"flag": {"type": "string"}, "reason": {"type": "string"}}},
+            "description": "reliability flags with their reasons (evaluation.reliability)",
+        },
+        "unreliable": {"type": "boolean", "description": "any reliability flag"},
         "certified_acc": {"type": ["string", "null"], "description": "certified L2 accuracy at eps (L2 only)"},
         "footnote": {"type": "string"},
         "paper": {"type": "string"},
@@ -80,16 +99,20 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def leaderboard_csv(entries: Sequence[Any], metric: str) -> str:
-    """The entries (``LeaderboardEntry`` objects) as CSV text, with a header row."""
+def leaderboard_csv(entries: Sequence[Any], metric: str, jobs_by_id: Mapping[str, Job] | None = None) -> str:
+    """The entries (``LeaderboardEntry`` objects) as CSV text, with a header row. ``jobs_by_id``: the entries' jobs
+    (what ran and the flags, :func:`robustness`)."""
     names = sorted({name for entry in entries for name in entry.metrics})
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([*CSV_FIXED, *names, *CSV_TAIL])
+    writer.writerow([*CSV_FIXED, *CSV_ROBUST, *names, *CSV_TAIL])
     for e in entries:
+        r = robustness(e, metric, (jobs_by_id or {}).get(e.job_id))
         row = [e.rank, e.job_id, e.name, e.dataset, e.family, e.task, e.width, e.depth, e.theta, e.h, metric, e.value]
-        row += [e.metrics.get(name) for name in names]
+        row += [r["threat_model"], r["eps"], r["best"], r["autoattack"], r["attack"]]
         row = [_number(v) for v in row]
+        row.append("; ".join(f"{f['flag']}: {f['reason']}" for f in r["flags"]))
+        row += [_number(e.metrics.get(name)) for name in names]
         row += [
             e.created_at.isoformat() if e.created_at else "",
             e.finished_at.isoformat() if e.finished_at else "",
@@ -117,7 +140,7 @@ def _threat(metric: str, metrics: Mapping[str, float]) -> tuple[str, str | None,
     kind, eps = _level(metric)
     if kind in THREAT_MODELS and eps is not None:
         return THREAT_MODELS[kind], metric.partition("@")[2], eps
-    for kind in ("pgd_linf_acc", "pgd_l2_acc"):
+    for kind in DEFAULT_THREAT_KINDS:
         levels = [(level, name) for name in metrics for k, level in [_level(name)] if k == kind and level is not None]
         if levels:
             level, name = max(levels)
@@ -142,7 +165,7 @@ def _architecture(entry: Any) -> str:
     return parts[0] + (f", {', '.join(details)}" if details else "")
 
 
-def _attack(threat: str, job: Job | None) -> tuple[str, str]:
+def _pgd_text(threat: str, job: Job | None) -> tuple[str, str]:
     """``("PGD-Linf (torchattacks), 50 steps, 2 restarts", "torchattacks 3.5.1")`` from what the worker recorded in
     the job's info (the attack that ran; ``""`` for the version if it recorded none), else the job's spec."""
     recorded = ((job.info or {}).get("pgd") or {}).get(threat) if job is not None else None
@@ -158,6 +181,45 @@ def _attack(threat: str, job: Job | None) -> tuple[str, str]:
     return text, library
 
 
+def _suite_text(suite: Mapping[str, Any]) -> str:
+    """``"AutoAttack standard suite (apgd-ce, apgd-dlr, apgd-t, fab-t, square; 100 steps, 5000 queries)"``."""
+    label = "AutoAttack standard suite" if suite.get("protocol") == "standard" else "reduced AutoAttack-style suite"
+    return (
+        f"{label} ({', '.join(suite.get('attacks', []))}; {suite.get('steps')} steps, {suite.get('queries')} "
+        f"queries, {suite.get('restarts', 1)} restart(s))"
+    )
+
+
+def robustness(entry: Any, metric: str, job: Job | None) -> dict[str, Any]:
+    """What an export says of one entry's robustness at its threat model and ε (module doc): ``threat_model``,
+    ``eps``, ``best`` (the headline: best known, or the PGD figure of an older job), ``autoattack`` (``best`` when
+    the full standard suite ran there, else ``None``), ``suite`` (the suite's own figure), ``pgd``, ``attack`` (what
+    ran, in words), ``library`` and ``flags``."""
+    threat, eps_text, _ = _threat(metric, entry.metrics)
+    norm = threat.lower()
+    at = f"@{eps_text}" if eps_text is not None else None
+    figure = {kind: entry.metrics.get(f"{kind}_{norm}_acc{at}") if at else None for kind in ("robust", "autoattack",
+              "pgd")}  # fmt: skip
+    info = (job.info or {}) if job is not None else {}
+    suite = ((info.get("autoattack") or {}).get(threat)) if figure["autoattack"] is not None else None
+    pgd_text, library = _pgd_text(threat, job)
+    ran = ([_suite_text(suite)] if suite else []) + ([pgd_text] if figure["pgd"] is not None else [])
+    library = library or (str(suite.get("library", "")) if suite else "")
+    best = figure["robust"] if figure["robust"] is not None else figure["pgd"]
+    standard = bool(suite) and suite.get("protocol") == "standard"
+    return {
+        "threat_model": threat,
+        "eps": eps_text,
+        "best": best,
+        "autoattack": best if standard else None,
+        "suite": figure["autoattack"],
+        "pgd": figure["pgd"],
+        "attack": " + ".join(ran) + ("; best known per sample" if len(ran) > 1 else "") if ran else "none",
+        "library": library,
+        "flags": list((info.get("reliability") or {}).get("flags") or []),
+    }
+
+
 def robustbench_models(
     entries: Sequence[Any], metric: str, jobs_by_id: Mapping[str, Job], job_url: str = "/jobs/{job_id}"
 ) -> list[dict[str, Any]]:
@@ -165,20 +227,28 @@ def robustbench_models(
     ``jobs_by_id``: the entries' jobs (for the attack settings); ``job_url``: the link, ``{job_id}`` filled in."""
     out = []
     for e in entries:
-        threat, eps_text, eps = _threat(metric, e.metrics)
-        kind = "pgd_linf_acc" if threat == "Linf" else "pgd_l2_acc"
-        pgd = e.metrics.get(f"{kind}@{eps_text}") if eps_text is not None else None
+        r = robustness(e, metric, jobs_by_id.get(e.job_id))
+        threat, eps_text = r["threat_model"], r["eps"]
         certified = e.metrics.get(f"certified_l2_acc@{eps_text}") if threat == "L2" and eps_text else None
-        attack, library = _attack(threat, jobs_by_id.get(e.job_id))
-        footnote = (
-            f"robustlab job {e.job_id}. autoattack_acc and reported are robustlab's PGD accuracy ({attack}"
-            f"{f', {library}' if library else ''}; ε = {eps_text} in input units), not AutoAttack: an upper bound on "
-            "the robust accuracy."
-            if pgd is not None
-            else f"robustlab job {e.job_id}. No PGD-{threat} accuracy was measured for this job."
-        )
+        library = f", {r['library']}" if r["library"] else ""
+        if r["best"] is None:
+            footnote = f"robustlab job {e.job_id}. No {threat} attack accuracy was measured for this job."
+        elif r["autoattack"] is not None:
+            footnote = (
+                f"robustlab job {e.job_id}. autoattack_acc and reported are robustlab's best-known robust accuracy "
+                f"(per sample, every attack that ran: {r['attack']}{library}; ε = {eps_text} in input units): an "
+                "upper bound on the robust accuracy."
+            )
+        else:
+            footnote = (
+                f"robustlab job {e.job_id}. reported is robustlab's best-known robust accuracy ({r['attack']}"
+                f"{library}; ε = {eps_text} in input units), not AutoAttack's standard suite, so autoattack_acc is "
+                "empty: an upper bound on the robust accuracy."
+            )
         if certified is not None:
             footnote += f" Certified L2 accuracy at ε = {eps_text} (a sound lower bound): {percent(certified)}%."
+        if r["flags"]:
+            footnote += " Unreliable: " + "; ".join(f"{f['flag']} ({f['reason']})" for f in r["flags"]) + "."
         out.append(
             {
                 "link": job_url.format(job_id=e.job_id),
@@ -192,10 +262,12 @@ def robustbench_models(
                 "threat_model": threat,
                 "eps": eps_text,
                 "clean_acc": percent(e.metrics.get("clean_acc")),
-                "reported": percent(pgd),
-                "autoattack_acc": percent(pgd),
-                "attack": attack,
+                "reported": percent(r["best"]),
+                "autoattack_acc": percent(r["autoattack"]),
+                "attack": r["attack"],
                 "certified_acc": percent(certified),
+                "flags": r["flags"],
+                "unreliable": bool(r["flags"]),
                 "footnote": footnote,
                 "paper": PAPERS.get(e.family, ""),
                 "job_id": e.job_id,
@@ -211,4 +283,5 @@ __all__ = [
     "leaderboard_csv",
     "percent",
     "robustbench_models",
+    "robustness",
 ]

@@ -68,6 +68,11 @@ class JobResults(BaseModel):
     error: str | None = None
 
 
+class ReliabilityFlag(BaseModel):
+    flag: str = Field(description="e.g. cheap_attack_only, cheap_attack_overstates, black_box_beats_gradient")
+    reason: str
+
+
 class LeaderboardEntry(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -87,8 +92,21 @@ class LeaderboardEntry(BaseModel):
     value: float = Field(description="the value of the ranking metric")
     clean_acc: float | None = None
     gaussian_acc: dict[str, float] = Field(default_factory=dict, description="σ → accuracy under Gaussian noise")
+    robust_linf_acc: dict[str, float] = Field(
+        default_factory=dict,
+        description="ε → best-known robust accuracy (L∞): per sample, the minimum over every attack that ran",
+    )
+    robust_l2_acc: dict[str, float] = Field(
+        default_factory=dict, description="ε → best-known robust accuracy (L2): the headline"
+    )
     pgd_linf_acc: dict[str, float] = Field(default_factory=dict, description="ε → accuracy under PGD (L∞)")
     pgd_l2_acc: dict[str, float] = Field(default_factory=dict, description="ε → accuracy under PGD (L2)")
+    autoattack_linf_acc: dict[str, float] = Field(
+        default_factory=dict, description="ε → accuracy under the strong attack suite (L∞)"
+    )
+    autoattack_l2_acc: dict[str, float] = Field(
+        default_factory=dict, description="ε → accuracy under the strong attack suite (L2)"
+    )
     certified_l2_acc: dict[str, float] = Field(default_factory=dict, description="ε → certified L2 accuracy")
     # regression and denoising (empty / null for classification)
     clean_mse: float | None = Field(None, description="regression, denoising: test MSE")
@@ -110,6 +128,9 @@ class LeaderboardEntry(BaseModel):
     metrics: dict[str, float]
     created_at: datetime
     finished_at: datetime | None = None
+    flags: list[ReliabilityFlag] = Field(
+        default_factory=list, description="reliability flags of the job's robust accuracy, each with its reason"
+    )
 
     @model_validator(mode="after")
     def _group_robustness(self) -> LeaderboardEntry:
@@ -155,7 +176,8 @@ def leaderboard_entry_data(row: Any) -> dict[str, Any]:
             entry[kind] = _optional(float, metrics.get(kind) if value is None else value)
         else:
             entry[kind] = grouped.get(kind, {})
-    entry.update(metrics=metrics, created_at=row.created_at, finished_at=row.finished_at)
+    flags = [{"flag": str(f["flag"]), "reason": str(f["reason"])} for f in getattr(row, "flags", None) or []]
+    entry.update(metrics=metrics, created_at=row.created_at, finished_at=row.finished_at, flags=flags)
     return entry
 
 

@@ -551,6 +551,7 @@ class LeaderboardRow:
     finished_at: datetime | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     hyper_parameters: dict[str, Any] = field(default_factory=dict)
+    flags: list[dict[str, str]] = field(default_factory=list)  # reliability flags (info.reliability), if any
 
 
 def hyper_parameters(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -671,6 +672,9 @@ def leaderboard(
         all_metrics = {job.id: {k: float(v) for k, v in sorted((job.all_metrics or {}).items())} for job in ranked}
     else:  # SQLite's JSON renders floats with 15 digits: read them as REALs instead
         all_metrics = metrics_of(connection, [job.id for job in ranked])
+    # the reliability flags live in the job's info; only jobs with flags (metric reliability_flags > 0) are read
+    flagged = [job.id for job in ranked if all_metrics[job.id].get("reliability_flags", 0.0) > 0]
+    flags = reliability_flags_of(connection, flagged)
     rows = []
     for rank, job in enumerate(ranked, start=first_rank):
         metrics = all_metrics[job.id]
@@ -694,9 +698,18 @@ def leaderboard(
                 depth=hp["depth"],
                 theta=hp["theta"],
                 h=hp["h"],
+                flags=flags.get(job.id, []),
             )
         )
     return rows
+
+
+def reliability_flags_of(session: Session | Connection, job_ids: Sequence[str]) -> dict[str, list[dict[str, str]]]:
+    """``{job id: [{"flag", "reason"}, …]}``: the reliability flags the worker stored in each job's info."""
+    if not job_ids:
+        return {}
+    rows = session.execute(select(Job.id, Job.info).where(Job.id.in_(list(job_ids))))
+    return {job_id: list(((info or {}).get("reliability") or {}).get("flags") or []) for job_id, info in rows}
 
 
 def metrics_of(session: Session | Connection, job_ids: Sequence[str]) -> dict[str, dict[str, float]]:

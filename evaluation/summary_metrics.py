@@ -6,7 +6,8 @@ Metric names are flat (``kind@level``, see :mod:`evaluation.runner`); a *kind* i
     summary_columns(metrics_of_every_point)   # ["clean_mse", "clean_psnr", "gaussian_psnr@0.1", …, "pgd_l2_mse@0.1"]
     gaussian_kind(metrics_of_every_point)     # "gaussian_acc" | "gaussian_psnr" | "gaussian_mse" | None
 
-Classification is summarised by accuracies (clean, Gaussian per σ, PGD L∞ / L2 and certified L2 per ε);
+Classification is summarised by accuracies (clean, Gaussian per σ, the best-known robust accuracy L∞ / L2 — the
+headline, per sample the minimum over every attack — then PGD's and the attack suite's own, and certified L2 per ε);
 regression and denoising by clean MSE and PSNR, Gaussian PSNR per σ (MSE where no PSNR was measured), the worst
 MSE PGD finds per ε (a lower bound on the worst case) and the certified MSE bound per ε (an upper bound).
 Torch-free: the API imports it.
@@ -22,7 +23,8 @@ CLASSIFICATION_CLEAN = ("clean_acc",)
 REGRESSION_CLEAN = ("clean_mse", "clean_psnr")
 #: kinds measured per level (σ or ε), in table order
 CLASSIFICATION_LEVELS = (
-    "gaussian_acc", "pgd_linf_acc", "pgd_l2_acc", "autoattack_linf_acc", "autoattack_l2_acc", "certified_l2_acc",
+    "gaussian_acc", "robust_linf_acc", "robust_l2_acc", "pgd_linf_acc", "pgd_l2_acc", "autoattack_linf_acc",
+    "autoattack_l2_acc", "certified_l2_acc",
 )  # fmt: skip
 REGRESSION_LEVELS = (
     "gaussian_psnr", "gaussian_mse", "pgd_linf_mse", "pgd_l2_mse", "certified_linf_mse", "certified_l2_mse",

@@ -157,11 +157,11 @@ def _leaderboard_export(request: Request, database_url: str, query: tuple, forma
         if board.next_cursor:
             headers["X-Next-Cursor"] = board.next_cursor
             headers["Link"] = f'<{request.url.include_query_params(cursor=board.next_cursor)}>; rel="next"'
+        found = jobs.get_jobs(session, [e.job_id for e in board.entries])  # what ran, the flags
         if format_ == "csv":
-            text = exports.leaderboard_csv(board.entries, board.metric)
+            text = exports.leaderboard_csv(board.entries, board.metric, found)
             headers["Content-Disposition"] = 'inline; filename="leaderboard.csv"'
             return Response(text, media_type=f"{exports.CSV_MEDIA_TYPE}; charset=utf-8", headers=headers)
-        found = jobs.get_jobs(session, [e.job_id for e in board.entries])
         job_url = str(request.base_url).rstrip("/") + "/jobs/{job_id}"
         models = exports.robustbench_models(board.entries, board.metric, found, job_url)
     return Response(json.dumps(models, ensure_ascii=False), media_type=exports.ROBUSTBENCH_MEDIA_TYPE, headers=headers)

@@ -56,14 +56,16 @@ MIN_COMPARE, MAX_COMPARE = 2, 4
 MAX_COLUMNS = 16  # metric columns on the leaderboard page
 #: the metric kinds of the leaderboard's columns, in this order (and every other kind after them in the selects)
 KIND_ORDER = (
-    "clean_acc", "gaussian_acc", "gaussian_acc_std", "pgd_linf_acc", "pgd_l2_acc", "autoattack_linf_acc",
+    "clean_acc", "gaussian_acc", "gaussian_acc_std", "robust_linf_acc", "robust_l2_acc", "pgd_linf_acc",
+    "pgd_l2_acc", "autoattack_linf_acc",
     "autoattack_l2_acc", "certified_l2_acc", "certified_radius_q", "clean_mse", "clean_psnr", "gaussian_mse",
     "gaussian_psnr", "pgd_linf_mse", "pgd_l2_mse",
     "certified_l2_mse", "certified_linf_mse", "lipschitz_bound", "train_acc", "train_loss", "train_seconds",
     "eval_seconds",
 )  # fmt: skip
 COLUMN_KINDS = {
-    "clean_acc", "gaussian_acc", "pgd_linf_acc", "pgd_l2_acc", "certified_l2_acc",  # classification
+    "clean_acc", "gaussian_acc", "robust_linf_acc", "robust_l2_acc", "pgd_linf_acc", "pgd_l2_acc",  # classification
+    "certified_l2_acc",
     "clean_mse", "gaussian_mse", "pgd_linf_mse", "certified_l2_mse",  # regression, denoising
     "lipschitz_bound",
 }  # fmt: skip
@@ -71,6 +73,8 @@ LABELS = {
     "clean_acc": "clean",
     "gaussian_acc": "Gauss σ",
     "gaussian_acc_std": "Gauss std σ",
+    "robust_linf_acc": "robust L∞ ε",
+    "robust_l2_acc": "robust L2 ε",
     "pgd_linf_acc": "PGD L∞ ε",
     "pgd_l2_acc": "PGD L2 ε",
     "autoattack_linf_acc": "AutoAttack L∞ ε",
@@ -370,6 +374,8 @@ def job_page(job_id: str, request: Request, session: SessionDep, settings: Setti
         "plots": [(name, _link(request, f"/jobs/{job.id}/plots/{name}")) for name in plots],
         "warnings": info.get("warnings") or [],
         "attacks": info.get("pgd") or {},
+        "suite": info.get("autoattack") or {},
+        "reliability": info.get("reliability"),
         "spec_json": _pretty(out.spec),
         "hyper_parameters": jobs.hyper_parameters(out.spec),
     }

@@ -1,10 +1,11 @@
-"""The AutoAttack-style ensemble (evaluation.autoattack): exact on a linear classifier, runs each attack only where
-torchattacks supports the problem and says which ran, never beats clean accuracy, and lands in a job's result."""
+"""The strong attack suite (evaluation.autoattack): exact on a linear classifier, runs each attack only where it
+applies and says which ran (with every torchattacks setting), never beats clean accuracy, and lands in a job's
+result."""
 
 import pytest
 import torch
 
-from evaluation.autoattack import ENSEMBLE, autoattack_accuracy, grid_shape, skip_reason
+from evaluation.autoattack import STANDARD, autoattack_accuracy, grid_shape, skip_reason
 from evaluation.runner import run_job
 from evaluation.spec import JobSpec
 from tests.evaluation.test_robustness import LinearClassifier, exact_linear_radius
@@ -22,7 +23,9 @@ def test_linear_classifier_gets_the_exact_l2_robust_accuracy():
     exact = exact_linear_radius(model, x, y).detach()
     eps_list = [0.2, 0.5, 1.0]
     metrics, settings = autoattack_accuracy(model, x, y, "L2", eps_list, n_classes=5, **FAST)
-    assert settings["attacks"] == list(ENSEMBLE) and settings["skipped"] == {}  # 25 features: a 5×5 image
+    # 5 classes, 25 features (a 5×5 image): everything but the 2-class margin attack
+    assert settings["attacks"] == ["apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"]
+    assert set(settings["skipped"]) == {"apgd-cw"}
     for eps in eps_list:
         truth = float((exact > eps).float().mean())
         assert truth <= metrics[f"autoattack_l2_acc@{eps:g}"] <= truth + 2 / len(x)
@@ -41,8 +44,10 @@ def test_each_attack_runs_only_where_torchattacks_supports_the_shape():
     with torch.no_grad():
         y = model(x).argmax(1)
     metrics, settings = autoattack_accuracy(model, x, y, "Linf", [1e-6, 0.3], n_classes=2, **FAST)
-    assert settings["attacks"] == ["apgd-ce", "fab-t"]
-    assert set(settings["skipped"]) == {"apgd-t", "square"} and "4 classes" in settings["skipped"]["apgd-t"]
+    assert settings["attacks"] == ["apgd-ce", "apgd-cw", "fab-t"]  # 2 classes: the Carlini–Wagner margin, not DLR
+    assert set(settings["skipped"]) == {"apgd-dlr", "apgd-t", "square"}
+    assert "4 classes" in settings["skipped"]["apgd-t"]
+    assert "3 classes" in settings["skipped"]["apgd-dlr"]
     assert metrics["autoattack_linf_acc@1e-06"] == 1.0 and metrics["autoattack_linf_acc@0.3"] < 1.0
 
 
@@ -66,7 +71,7 @@ def test_a_job_reports_the_ensemble_and_keeps_the_sanity_relations(tmp_path):
     for eps in ("0.05", "0.3"):
         assert m[f"certified_l2_acc@{eps}"] <= m[f"autoattack_l2_acc@{eps}"] <= m["clean_acc"]
         assert m[f"autoattack_linf_acc@{eps}"] <= m["clean_acc"]
-    assert result.info["autoattack"]["L2"]["attacks"] == list(ENSEMBLE)  # 10 classes, 8×8 images
+    assert result.info["autoattack"]["L2"]["attacks"] == [a for a in STANDARD if a != "apgd-cw"]  # 10 classes, 8×8
     assert result.info["sanity"]["certified_l2_acc@0.3<=autoattack_l2_acc"] is True
     assert (tmp_path / "plot_eps.png").exists()
 
