@@ -71,14 +71,15 @@ def pg_client(make_pg_client: Callable[..., TestClient]) -> TestClient:
 
 @pytest.fixture
 def finish(pg_db: str) -> Callable[..., str]:
-    """``finish(spec, metrics)``: a succeeded job with ``metrics``, written as a worker would (create → claim →
-    complete); returns its id."""
+    """``finish(spec, metrics[, info])``: a succeeded job with ``metrics`` (and ``info``), written as a worker
+    would (create → claim → complete); returns its id."""
 
-    def make(spec: dict[str, Any], metrics: dict[str, float]) -> str:
+    def make(spec: dict[str, Any], metrics: dict[str, float], info: dict[str, Any] | None = None) -> str:
         with session_scope(pg_db) as s:
             job = jobs.create_job(s, JobSpec.model_validate(spec), code_version="0.1.0")
             jobs.claim_job(s, job.id, "test-worker", 60)
-            assert jobs.complete_job(s, job.id, metrics, {"versions": {"robustlab": "0.1.0"}}, "test-worker")
+            info = {"versions": {"robustlab": "0.1.0"}} | (info or {})
+            assert jobs.complete_job(s, job.id, metrics, info, "test-worker")
             return job.id
 
     return make

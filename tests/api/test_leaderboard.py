@@ -206,6 +206,8 @@ def test_fast_json_is_the_models_json(pg_client: TestClient, pg_db: str, finish)
         {"clean_acc": 0.7, "pgd_l2_acc@0.05": 0.6, "lipschitz_bound": 1.5},
     )
     finish(tiny_spec("lipschitz", model={"family": "lipschitz", "depth": 3}), {"lipschitz_bound": 1.0})
+    finish(tiny_spec("flagged"), {"clean_acc": 0.8, "robust_linf_acc@0.1": 0.5, "reliability_flags": 1.0},
+           {"reliability": {"flags": [CHEAP_FLAG], "checked": ["cheap_attack_only"], "unreliable": True}})  # fmt: skip
     finish(
         tiny_spec("sine", **regression),
         {"clean_mse": 0.1, "clean_psnr": 20.0, "gaussian_psnr@0.1": 18.0, "pgd_l2_mse@0.05": 0.3, "lipschitz_bound": 4},
@@ -227,3 +229,62 @@ def test_fast_json_is_the_models_json(pg_client: TestClient, pg_db: str, finish)
         )
         assert r.content == TypeAdapter(Leaderboard).dump_json(board)
     assert len(r.json()["entries"]) == 1  # the regression job, the only one with clean_mse
+
+
+CHEAP_FLAG = {"flag": "cheap_attack_only", "reason": "only PGD with the cross-entropy ran for pgd_linf_acc@0.1"}
+SUITE = {"attacks": ["apgd-ce", "apgd-cw", "fab-t"], "steps": 100, "queries": 5000, "restarts": 1,
+         "library": "torchattacks 3.5.1"}  # fmt: skip
+PGD = {"Linf": {"attack": "PGD", "library": "torchattacks 3.5.1", "steps": 10, "restarts": 1}}
+
+
+def test_rows_and_exports_carry_the_best_known_figure_what_ran_and_the_flags(pg_client: TestClient, finish) -> None:
+    """The headline robust_<norm>_acc@ε on leaderboard rows beside the attacks' own figures, the reliability flags
+    with their reasons on the rows and in both exports, and autoattack_acc only where the full standard suite ran."""
+    import csv
+    import io
+
+    overstated = {"flag": "cheap_attack_overstates", "reason": "PGD is more than 1.0 % above the suite"}
+    strong = finish(
+        tiny_spec("strong"),
+        {"clean_acc": 0.9, "pgd_linf_acc@0.1": 0.8, "autoattack_linf_acc@0.1": 0.7, "robust_linf_acc@0.1": 0.65,
+         "reliability_flags": 1.0},
+        {"autoattack": {"Linf": SUITE | {"protocol": "standard"}}, "pgd": PGD,
+         "reliability": {"flags": [overstated], "checked": [], "unreliable": True}},
+    )  # fmt: skip
+    reduced = finish(
+        tiny_spec("reduced"),
+        {"clean_acc": 0.9, "autoattack_linf_acc@0.1": 0.75, "robust_linf_acc@0.1": 0.75, "reliability_flags": 0.0},
+        {"autoattack": {"Linf": SUITE | {"protocol": "custom", "steps": 10}},
+         "reliability": {"flags": [], "checked": [], "unreliable": False}},
+    )  # fmt: skip
+    cheap = finish(
+        tiny_spec("cheap"),
+        {"clean_acc": 0.9, "pgd_linf_acc@0.1": 0.85, "robust_linf_acc@0.1": 0.85, "reliability_flags": 1.0},
+        {"pgd": PGD, "reliability": {"flags": [CHEAP_FLAG], "checked": [], "unreliable": True}},
+    )
+    params = {"metric": "robust_linf_acc@0.1"}
+    entries = pg_client.get("/api/v1/leaderboard", params=params).json()["entries"]
+    assert [e["job_id"] for e in entries] == [cheap, reduced, strong]
+    by_id = {e["job_id"]: e for e in entries}
+    assert by_id[strong]["robust_linf_acc"] == {"0.1": 0.65} and by_id[strong]["pgd_linf_acc"] == {"0.1": 0.8}
+    assert by_id[strong]["autoattack_linf_acc"] == {"0.1": 0.7}
+    assert by_id[strong]["flags"] == [overstated] and by_id[cheap]["flags"] == [CHEAP_FLAG]
+    assert by_id[reduced]["flags"] == []
+
+    models = pg_client.get("/api/v1/leaderboard", params=params | {"format": "robustbench"}).json()
+    rb = {m["job_id"]: m for m in models}
+    assert rb[strong]["autoattack_acc"] == rb[strong]["reported"] == "65.00" and rb[strong]["unreliable"] is True
+    assert rb[strong]["attack"].startswith("AutoAttack standard suite (apgd-ce, apgd-cw, fab-t; 100 steps")
+    assert "+ PGD-Linf (torchattacks), 10 steps, 1 restart; best known per sample" in rb[strong]["attack"]
+    assert "cheap_attack_overstates (PGD is more than 1.0 % above the suite)" in rb[strong]["footnote"]
+    assert rb[reduced]["autoattack_acc"] is None and rb[reduced]["reported"] == "75.00"
+    assert rb[reduced]["attack"].startswith("reduced AutoAttack-style suite") and rb[reduced]["flags"] == []
+    assert rb[cheap]["autoattack_acc"] is None and rb[cheap]["attack"] == "PGD-Linf (torchattacks), 10 steps, 1 restart"
+    assert rb[cheap]["flags"] == [CHEAP_FLAG] and "not AutoAttack" in rb[cheap]["footnote"]
+
+    text = pg_client.get("/api/v1/leaderboard", params=params | {"format": "csv"}).text
+    rows = {r["job_id"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert rows[strong]["autoattack_acc"] == "0.65" and rows[strong]["robust_acc"] == "0.65"
+    assert rows[reduced]["autoattack_acc"] == rows[cheap]["autoattack_acc"] == ""
+    assert rows[cheap]["flags"] == f"cheap_attack_only: {CHEAP_FLAG['reason']}" and rows[reduced]["flags"] == ""
+    assert rows[cheap]["attack"] == rb[cheap]["attack"] and rows[strong]["threat_model"] == "Linf"

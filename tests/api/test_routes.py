@@ -69,8 +69,12 @@ def test_submit_returns_201_and_enqueues(client: TestClient, settings: Settings,
         (lambda s: s["evaluate"]["certified"].update(eps=[0.05, -1]), ("body", "evaluate", "certified", "eps", 1)),
         (lambda s: s["train"].update(lr=1e6), ("body", "train", "lr")),
         (lambda s: s.pop("dataset"), ("body", "dataset")),
+        (
+            lambda s: s["evaluate"].update(autoattack={"eps": [0.1], "steps": 9}),
+            ("body", "evaluate", "autoattack", "steps"),
+        ),
     ],
-    ids=["unknown-field", "unknown-nested-field", "theta", "pgd-eps", "certified-eps", "lr", "missing"],
+    ids=["unknown-field", "unknown-nested-field", "theta", "pgd-eps", "certified-eps", "lr", "missing", "suite-steps"],
 )
 def test_invalid_spec_is_422_naming_the_field(client: TestClient, change, location) -> None:
     spec = tiny_spec()
