@@ -97,6 +97,16 @@ def test_the_real_jobs_worker_plots_are_served(http: httpx.Client, web_site: Sit
     assert all(http.get(src).content.startswith(PNG) for src in sources)
 
 
+def test_the_real_jobs_reliability_flags_show_on_its_page_and_row(http: httpx.Client, web_site: Site) -> None:
+    """The tiny real job ran PGD only: its page and its leaderboard row say so, with the reason."""
+    job_id = web_site.data.ids["web-real"]
+    text = html.unescape(page(http, f"/jobs/{job_id}"))
+    assert "Marked unreliable" in text and "<strong>cheap_attack_only</strong>: only PGD with the cross-entropy" in text
+    board = html.unescape(page(http, "/", {"metric": "robust_linf_acc@0.05", "limit": 200}))
+    row = board.split(f'data-job-id="{job_id}"', 1)[1].split("</tr>", 1)[0]
+    assert "⚑ unreliable (1)" in row and "add evaluate.autoattack for the strong suite" in row
+
+
 def test_running_and_failed_jobs(http: httpx.Client, web_site: Site) -> None:
     running = page(http, f"/jobs/{web_site.data.ids['web-running']}")
     assert '<meta http-equiv="refresh" content="3">' in running
