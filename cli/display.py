@@ -18,6 +18,8 @@ METRIC_ORDER = (
     "gaussian_acc",
     "gaussian_mse",
     "gaussian_psnr",
+    "robust_linf_acc",
+    "robust_l2_acc",
     "pgd_linf_acc",
     "pgd_linf_mse",
     "pgd_l2_acc",

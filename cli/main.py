@@ -378,7 +378,7 @@ def leaderboard(
         typer.Option(
             "--format",
             help="table (for people), json (the API's Leaderboard object), csv, or robustbench (RobustBench "
-            "model_info objects; our PGD figure as autoattack_acc)",
+            "model_info objects; autoattack_acc only where the standard suite ran)",
         ),
     ] = "table",
     server: ServerOption = None,

@@ -51,6 +51,8 @@ err_console = Console(stderr=True)
 SHORT = {
     "clean_acc": "clean",
     "gaussian_acc": "gauss",
+    "robust_linf_acc": "rob∞",
+    "robust_l2_acc": "rob2",
     "pgd_linf_acc": "pgd∞",
     "pgd_l2_acc": "pgd2",
     "autoattack_linf_acc": "aa∞",
@@ -65,7 +67,10 @@ SHORT = {
     "certified_linf_mse": "cert∞ MSE",
     "certified_l2_mse": "cert2 MSE",
 }
-ACCURACY_CAPTION = "accuracy in % (gauss@σ: mean over draws; pgd: attack; cert2: certified L2)"
+ACCURACY_CAPTION = (
+    "accuracy in % (gauss@σ: mean over draws; rob: best known over every attack; pgd, aa: PGD, the attack suite; "
+    "cert2: certified L2)"
+)
 REGRESSION_CAPTION = (
     "MSE (lower is better), PSNR in dB (gauss@σ: mean over draws; pgd: worst MSE the attack found, a lower bound; "
     "cert: certified upper bound on the worst-case MSE)"

@@ -42,6 +42,8 @@ SWEEP_QUANTITY = {
 
 # metric prefix → (legend label, colour, marker)
 EPS_SERIES = {
+    "robust_linf_acc": ("best known L∞ (every attack, per sample)", "black", "x"),
+    "robust_l2_acc": ("best known L2 (every attack, per sample)", "tab:gray", "+"),
     "pgd_linf_acc": ("PGD L∞ (attack: upper bound on robust acc.)", "tab:red", "o"),
     "pgd_l2_acc": ("PGD L2 (attack: upper bound on robust acc.)", "tab:blue", "s"),
     "autoattack_linf_acc": ("AutoAttack L∞ (attack ensemble: upper bound)", "tab:orange", "D"),
