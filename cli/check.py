@@ -81,6 +81,7 @@ DIRECTION_BY_PREFIX: tuple[tuple[str, Direction], ...] = (
     ("lipschitz_bound", LOWER),
     ("train_loss", LOWER),
     ("solver_", LOWER),  # iterations, residual, failures
+    ("reliability_flags", LOWER),  # how many reliability flags the robust accuracy raised (evaluation.reliability)
     ("pnp_residual", LOWER),  # plug-and-play: last relative step
     ("pnp_denoiser_lipschitz", LOWER),
     ("pnp_", HIGHER),  # pnp_psnr@σ, pnp_monotone@σ, pnp_averaged
