@@ -492,8 +492,10 @@ class PlugAndPlayEval(StrictModel):
 
 class EvaluateSpec(StrictModel):
     gaussian: GaussianEval | None = Field(default_factory=GaussianEval)
-    pgd: PGDEval | None = None
-    autoattack: AutoAttackEval | None = Field(None, description="classification only: an AutoAttack-style ensemble")
+    pgd: PGDEval | None = Field(None, description="PGD with the cross-entropy: the cheap named option")
+    autoattack: AutoAttackEval | None = Field(
+        None, description="classification only: the strong attack suite (Croce & Hein's standard protocol)"
+    )
     certified: CertifiedEval | None = None
     plug_and_play: PlugAndPlayEval | None = Field(
         None, description="task 'denoising' on digits only: plug-and-play deblurring with the trained denoiser"
