@@ -13,7 +13,8 @@ exports show each flag with its reason. As on RobustBench, a flagged entry is ma
   largest class share);
 * ``solver_unconverged_under_attack``: an implicit model's forward or backward solves missed their tolerance while
   being attacked (gradients through an unconverged solver can mask);
-* ``pgd_rises_with_steps``: PGD with twice the steps finds a higher accuracy at the largest ε.
+* ``pgd_rises_with_steps``: PGD with twice the steps finds an accuracy more than 1 point higher at the largest ε
+  (the step size 2.5·ε/steps changes with the steps, so a sample or two either way is noise, not masking).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 
 from evaluation.spec import PGDEval
 
-#: PGD more than this far above the suite (accuracy, 0–1) is flagged
+#: PGD more than this far above the suite, or PGD with twice the steps above PGD (accuracy, 0–1), is flagged
 OVERSTATE = 0.01
 #: Square fooling this share of samples the gradient attacks could not is flagged
 BLACK_BOX_SHARE = 0.01
@@ -134,7 +135,7 @@ def reliability_flags(
              "through an unconverged solver can mask")  # fmt: skip
     for norm, (eps, twice) in sorted(doubled.items()):
         once = metrics.get(f"pgd_{norm.lower()}_acc@{eps:g}")
-        if once is not None and twice > once + 1e-12:
+        if once is not None and twice - once > OVERSTATE:
             flag("pgd_rises_with_steps", f"PGD {norm} at ε={eps:g}: {_pct(once)} with {pgd.steps} steps, "
                  f"{_pct(twice)} with {2 * pgd.steps}")  # fmt: skip
     return {"flags": flags, "checked": checked, "unreliable": bool(flags)}
