@@ -12,6 +12,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from core.spec import JobSpec, ModelSpec
 from evaluation import datasets
 from evaluation.pgd import SquaredErrorLogits, attack_box, pgd_regression
 from evaluation.pnp import blur_operator, convergence_guarantee, plug_and_play
@@ -25,7 +26,6 @@ from evaluation.regression import (
     rollout_mse,
 )
 from evaluation.runner import SanityCheckFailed, check_sanity, run_job
-from evaluation.spec import JobSpec, ModelSpec
 from evaluation.training import train_classifier
 from models import build_model, lipschitz_bound
 

@@ -2,7 +2,7 @@
 
 Metric names are flat (``kind@level``, see :mod:`evaluation.runner`); a *kind* is the part before ``@``::
 
-    from evaluation.summary_metrics import summary_columns, gaussian_kind
+    from core.metrics import summary_columns, gaussian_kind
     summary_columns(metrics_of_every_point)   # ["clean_mse", "clean_psnr", "gaussian_psnr@0.1", …, "pgd_l2_mse@0.1"]
     gaussian_kind(metrics_of_every_point)     # "gaussian_acc" | "gaussian_psnr" | "gaussian_mse" | None
 
@@ -82,11 +82,6 @@ def summary_columns(metrics_list: Iterable[Mapping[str, float]], task: str | Non
     return columns
 
 
-def is_regression(metrics: Mapping[str, float]) -> bool:
-    """Whether these are a regression or denoising run's metrics (an MSE was measured)."""
-    return any(kind_of(n).endswith("_mse") for n in metrics)
-
-
 def group_levels(metrics: Mapping[str, float], kinds: Iterable[str] = LEVEL_KINDS) -> dict[str, dict[str, float]]:
     """``{"gaussian_psnr": {"0.1": 21.3, …}, …}`` for the given per-level kinds (each present, levels as written)."""
     wanted = set(kinds)
@@ -104,7 +99,6 @@ __all__ = [
     "SUMMARY_KINDS",
     "gaussian_kind",
     "group_levels",
-    "is_regression",
     "kind_of",
     "level_of",
     "summary_columns",
