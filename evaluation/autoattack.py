@@ -25,7 +25,7 @@ import torch
 import torchattacks
 from torch import nn
 
-from core.spec import metric_key
+from core.metrics import metric_key
 from evaluation.pgd import AttackBox, attack_box, correct_when_clean
 
 ENSEMBLE = ("apgd-ce", "apgd-t", "fab-t", "square")

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from core.spec import metric_key
+from core.metrics import metric_key
 from evaluation.regression import mse, psnr
 from models import LipschitzBoundUnavailable, lipschitz_bound
 from models.spectral_norms import exact_spectral_norm

@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from core.spec import metric_key
+from core.metrics import metric_key
 from evaluation.certified import cached_bounds
 from evaluation.gaussian import noisy_copies, outputs
 

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 import models
-from core.spec import JobSpec, metric_key
+from core.metrics import metric_key
+from core.spec import JobSpec
 from evaluation.autoattack import autoattack_accuracy
 from evaluation.certified import certified_accuracy, compute_bounds
 from evaluation.datasets import Dataset, load_dataset

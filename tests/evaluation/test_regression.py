@@ -12,6 +12,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from core import metrics
 from core.spec import JobSpec, ModelSpec
 from evaluation import datasets
 from evaluation.pgd import SquaredErrorLogits, attack_box, pgd_regression
@@ -418,6 +419,7 @@ def test_each_new_task_runs_end_to_end_reproducibly(name, tmp_path):
     assert timeless(first.metrics) == timeless(second.metrics)
     m = first.metrics
     assert all(math.isfinite(v) for v in m.values()), m
+    assert not [n for n in m if metrics.kind_info(n) is None], "metrics missing from the catalog"
     assert "clean_acc" not in m and "train_mse" in m and m["clean_psnr"] == pytest.approx(psnr(m["clean_mse"],
                                                                                           first.info["psnr_peak"]))
     assert all(first.info["sanity"].values())
