@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from core.families import FAMILIES
 from core.metrics import level_of, summary_columns
 from core.spec import JobSpec
 
@@ -329,10 +330,9 @@ def gaussian_curve(metrics: Mapping[str, float], kind: str = "gaussian_acc") -> 
 
 
 def theta_of(point: SweepPoint) -> float | None:
-    theta = point.spec.model.theta
-    if theta is None and point.spec.model.family == "explicit":
-        return 0.0  # explicit Euler is the θ = 0 method
-    return theta
+    """The θ of the point's integrator (explicit Euler: 0; ``None`` for a family that is no θ-method)."""
+    model = point.spec.model
+    return FAMILIES[model.family].theta(model.model_dump())
 
 
 def seed001_reference(theta: float | None) -> dict[float, float] | None:
