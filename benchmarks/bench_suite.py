@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torchattacks  # noqa: E402
 from bench_evaluation import time_interleaved  # noqa: E402
 
+from core.spec import JobSpec  # noqa: E402
 from evaluation.autoattack import attack_settings, suite_robust  # noqa: E402
 from evaluation.datasets import load_dataset  # noqa: E402
 from evaluation.runner import prepare_model  # noqa: E402
-from evaluation.spec import JobSpec  # noqa: E402
 from evaluation.training import train_classifier  # noqa: E402
 
 GOAL = 0.95

@@ -33,7 +33,7 @@ ORDER = (
 
 def classification_presets() -> list[str]:
     """Every shipped classification preset that runs on CPU (``"device": "cuda"`` presets are for GPU workers)."""
-    from evaluation.spec import JobSpec
+    from core.spec import JobSpec
     from evaluation.sweep import split_sweep
 
     names = []
@@ -48,8 +48,8 @@ def classification_presets() -> list[str]:
 def run_preset(name: str, out: Path) -> None:
     import torch
 
+    from core.spec import JobSpec
     from evaluation.runner import run_job
-    from evaluation.spec import JobSpec
     from evaluation.sweep import split_sweep
 
     torch.set_num_threads(1)

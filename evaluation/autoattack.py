@@ -34,8 +34,9 @@ import torch
 import torchattacks
 from torch import nn
 
+from core.metrics import metric_key
+from core.spec import SUITE_ATTACKS, SUITE_QUERIES, SUITE_STEPS
 from evaluation.pgd import AttackBox, attack_box, correct_when_clean
-from evaluation.spec import SUITE_ATTACKS, SUITE_QUERIES, SUITE_STEPS, metric_key
 
 #: the standard suite's members, in the order they run
 STANDARD = SUITE_ATTACKS

@@ -31,10 +31,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from core.metrics import metric_key
+from core.spec import EvaluateSpec
 from evaluation.autoattack import SuiteOutcome, suite_robust
 from evaluation.pgd import pgd_robust
 from evaluation.reliability import reliability_flags
-from evaluation.spec import EvaluateSpec, metric_key
 
 ROBUST_KIND = "robust_{norm}_acc"
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import torch
 
-from evaluation.spec import PGDEval
+from core.spec import PGDEval
 
 #: PGD more than this far above the suite, or PGD with twice the steps above PGD (accuracy, 0–1), is flagged
 OVERSTATE = 0.01

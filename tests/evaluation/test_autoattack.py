@@ -5,9 +5,9 @@ result."""
 import pytest
 import torch
 
+from core.spec import JobSpec
 from evaluation.autoattack import STANDARD, autoattack_accuracy, grid_shape, skip_reason
 from evaluation.runner import run_job
-from evaluation.spec import JobSpec
 from tests.evaluation.test_robustness import LinearClassifier, exact_linear_radius
 
 FAST = {"steps": 30, "queries": 200}

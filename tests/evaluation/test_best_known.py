@@ -8,6 +8,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from core.spec import JobSpec
 from evaluation.autoattack import (
     STANDARD,
     attack_settings,
@@ -18,7 +19,6 @@ from evaluation.autoattack import (
 )
 from evaluation.best_known import AttackRecord, per_sample_robust, robust_metrics
 from evaluation.runner import run_job
-from evaluation.spec import JobSpec
 from tests.evaluation.test_robustness import LinearClassifier
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core.spec import EvaluateSpec, JobSpec, PGDEval
 from evaluation.best_known import attack_classifier
 from evaluation.reliability import reliability_flags
 from evaluation.runner import run_job
-from evaluation.spec import EvaluateSpec, JobSpec, PGDEval
 
 
 class Quantized(nn.Module):
