@@ -25,6 +25,8 @@ from evaluation.gaussian import gaussian_noise_accuracy, outputs
 from evaluation.pgd import pgd_accuracy, pgd_regression
 from evaluation.plots import radius_quantiles, write_plots
 from evaluation.pnp import plug_and_play
+from evaluation.protocol import current_protocol, current_revisions
+from evaluation.provenance import current_code
 from evaluation.regression import (
     certified_regression,
     clean_metrics,
@@ -34,7 +36,6 @@ from evaluation.regression import (
 from evaluation.spec import JobSpec, metric_key
 from evaluation.training import train_classifier
 
-CODE_VERSION = "0.1.0"
 RADIUS_KEY = "certified_radius"
 Progress = Callable[[dict], None]
 
@@ -72,13 +73,27 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def library_versions() -> dict[str, str]:
+    """``robustlab`` (the code identity, :mod:`evaluation.provenance`) and the libraries the numbers depend on."""
+    import numpy
     import torchattacks
 
     return {
-        "robustlab": CODE_VERSION,
+        "robustlab": current_code().identity,
         "torch": torch.__version__,
         "torchattacks": torchattacks.__version__,
+        "numpy": numpy.__version__,
         "python": platform.python_version(),
+    }
+
+
+def provenance() -> dict:
+    """What produced a result: the code identity (version, commit, dirty flag), the library versions and the
+    evaluation protocol (its version and each evaluation's revision, :mod:`evaluation.protocol`)."""
+    return {
+        "code": current_code().as_dict(),
+        "libraries": {k: v for k, v in library_versions().items() if k != "robustlab"},
+        "protocol_version": current_protocol(),
+        "protocol_revisions": current_revisions(),
     }
 
 
@@ -301,6 +316,7 @@ def run_job(
         "spec_hash": spec_hash,
         "device": str(device),
         "versions": library_versions(),
+        "provenance": provenance(),
         "seeds": {"train": spec.train.seed, "dataset": spec.dataset.seed},
         "warnings": [],
     }

@@ -14,6 +14,7 @@ from api.security import create_api_key
 from db import jobs
 from db.config import Settings
 from db.session import session_scope
+from evaluation.provenance import current_code
 from evaluation.spec import JobSpec
 from worker.executor import execute_job
 
@@ -50,7 +51,7 @@ def test_concurrent_requests_with_one_key_make_one_job(pg_db: str) -> None:
     def submit() -> None:
         barrier.wait()
         with session_scope(pg_db) as s:
-            job, _ = jobs.submit_job(s, spec, idempotency_key="same", owner="", code_version="0.1.0")
+            job, _ = jobs.submit_job(s, spec, idempotency_key="same", owner="", code_version=current_code().identity)
             ids.append(job.id)
 
     threads = [threading.Thread(target=submit) for _ in range(8)]
