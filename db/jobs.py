@@ -39,6 +39,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
     func,
     or_,
     select,
@@ -47,7 +48,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db.models import TERMINAL_STATUSES, IdempotencyKey, Job, JobStatus, Result, utcnow
 
@@ -217,13 +218,17 @@ def list_jobs(
     stale_against: str | None = None,
 ) -> tuple[list[Job], int]:
     """Jobs, newest first, and the total number matching the filters. ``stale_against``: only succeeded jobs
-    evaluated under another protocol version than this one (or under none recorded)."""
+    evaluated under another protocol version than this one (or under none recorded) that no succeeded
+    re-evaluation has superseded yet: the newest link of each chain of re-evaluations, what to re-evaluate next."""
     conditions = []
     if status is not None:
         conditions.append(Job.status == status)
     if stale_against is not None:
+        later = aliased(Job)
+        superseded = exists().where(later.reevaluation_of == Job.id, later.status == JobStatus.succeeded.value)
         conditions.append(Job.status == JobStatus.succeeded.value)
         conditions.append(or_(Job.protocol_version.is_(None), Job.protocol_version != stale_against))
+        conditions.append(~superseded)
     if dataset is not None:
         conditions.append(Job.dataset == dataset)
     if family is not None:
