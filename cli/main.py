@@ -376,6 +376,9 @@ def leaderboard(
     order: Annotated[str, typer.Option(help="desc: highest first; asc: lowest first")] = "desc",
     limit: Annotated[int, typer.Option(help="rows")] = 20,
     cursor: Annotated[str | None, typer.Option(help="the next page: the cursor the previous page printed")] = None,
+    current: Annotated[
+        bool, typer.Option("--current", help="only entries evaluated under the current protocol (no stale ones)")
+    ] = False,
     format: Annotated[
         str,
         typer.Option(
@@ -390,6 +393,7 @@ def leaderboard(
     if format not in ("table", "json", "csv", "robustbench"):
         _fail(f"--format: table, json, csv or robustbench, not {format!r}")
     params = dict(dataset=dataset, family=family, task=task, metric=metric, order=order, limit=limit, cursor=cursor)
+    params["current"] = "true" if current else None
     with RobustlabClient(server or get_settings().server_url) as client:
         try:
             if format in ("csv", "robustbench"):

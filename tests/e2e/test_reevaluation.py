@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from db.models import Job
 from db.session import session_scope
+from evaluation.protocol import parse_protocol_version, protocol_version
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
@@ -59,8 +60,9 @@ def test_reevaluate_stale_refreshes_each_chain_once(pg_stack: Stack) -> None:
     with pg_stack.client() as c:
         first = pg_stack.wait(c.post(f"/api/v1/jobs/{old['id']}/reevaluate").json()["id"], timeout=180)
     assert first["status"] == "succeeded"
-    # as if both had been evaluated under an older protocol (one revision lower than the current Gaussian one)
-    older = first["protocol_version"].replace("gaussian.", "gaussian.0", 1)
+    # as if both had been evaluated under an older protocol (the Gaussian evaluation one revision back)
+    revisions = parse_protocol_version(first["protocol_version"])
+    older = protocol_version({**revisions, "gaussian": revisions["gaussian"] - 1})
     with session_scope(pg_stack.database_url) as s:
         s.execute(update(Job).where(Job.id.in_([old["id"], first["id"]])).values(protocol_version=older))
         s.commit()
