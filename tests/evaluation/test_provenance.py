@@ -138,3 +138,10 @@ def test_this_process_reports_this_checkout() -> None:
     code = current_code()
     assert code.origin == "git" and code.commit == _git(REPO, "rev-parse", "HEAD")
     assert code.dirty == bool(_git(REPO, "status", "--porcelain"))
+
+
+def test_the_kept_weights_file_is_the_one_the_runner_writes() -> None:
+    from db.artifacts import JOB_WEIGHTS_FILE
+    from models.io import WEIGHTS_FILE
+
+    assert JOB_WEIGHTS_FILE == WEIGHTS_FILE  # db names it without importing torch
