@@ -14,6 +14,7 @@ from api.security import create_api_key
 from db import jobs
 from db.config import Settings
 from db.session import session_scope
+from evaluation.protocol import current_protocol
 from evaluation.provenance import current_code
 from evaluation.spec import JobSpec
 from worker.executor import execute_job
@@ -92,7 +93,8 @@ def test_reuse_needs_the_same_code_version(pg_client: TestClient, pg_db: str) ->
     with session_scope(pg_db) as s:
         job = jobs.create_job(s, spec, code_version="0.0.1")
         jobs.claim_job(s, job.id, "w", 60)
-        jobs.complete_job(s, job.id, {"clean_acc": 0.5}, {"versions": {"robustlab": "0.0.1"}}, "w")
+        info = {"versions": {"robustlab": "0.0.1"}, "provenance": {"protocol_version": current_protocol()}}
+        jobs.complete_job(s, job.id, {"clean_acc": 0.5}, info, "w")  # the current protocol, other code
     assert pg_client.post("/api/v1/jobs", json=tiny_spec("old-code")).status_code == 201
 
 
