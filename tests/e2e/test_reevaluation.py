@@ -13,9 +13,11 @@ import pytest
 from service_helpers import REPO, Stack, tiny_spec
 from sqlalchemy import update
 
+from db import jobs as job_store
 from db.models import Job
 from db.session import session_scope
 from evaluation.protocol import parse_protocol_version, protocol_version
+from evaluation.spec import JobSpec
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
@@ -66,6 +68,10 @@ def test_reevaluate_stale_refreshes_each_chain_once(pg_stack: Stack) -> None:
     with session_scope(pg_stack.database_url) as s:
         s.execute(update(Job).where(Job.id.in_([old["id"], first["id"]])).values(protocol_version=older))
         s.commit()
+        # and an entry stored without weights under that protocol (as an import or `db seed` stores one)
+        bare = job_store.create_job(s, JobSpec.model_validate(tiny_spec("e2e-no-weights")), "imported", older)
+        job_store.claim_job(s, bare.id, "importer", 60)
+        assert job_store.complete_job(s, bare.id, {"clean_acc": 0.5}, {}, "importer") is not None
     with pg_stack.client() as c:
         stale_ids = [j["id"] for j in c.get("/api/v1/jobs", params={"stale": "true", "limit": 500}).json()["items"]]
     assert first["id"] in stale_ids and old["id"] not in stale_ids  # the chain's newest link only
@@ -73,6 +79,7 @@ def test_reevaluate_stale_refreshes_each_chain_once(pg_stack: Stack) -> None:
     proc = robustlab("reevaluate", "--stale", "--wait", "--poll", "0.2", env=pg_stack.env)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert f"{first['id']} (e2e-stale): queued" in proc.stdout and f"{old['id']} " not in proc.stdout
+    assert f"{bare.id} (e2e-no-weights): skipped" in proc.stdout and "kept no weights" in proc.stdout
     with pg_stack.client() as c:
         jobs = c.get("/api/v1/jobs", params={"limit": 500}).json()["items"]
     second = [j for j in jobs if j["reevaluation_of"] == first["id"]]
@@ -80,6 +87,9 @@ def test_reevaluate_stale_refreshes_each_chain_once(pg_stack: Stack) -> None:
 
     again = robustlab("reevaluate", "--stale", env=pg_stack.env)  # nothing left to refresh in this chain
     assert again.returncode == 0 and first["id"] not in again.stdout, again.stdout
+    assert "0 queued, 0 already re-evaluated, 1 not re-evaluable" in again.stdout  # the bare entry, again
+    direct = robustlab("reevaluate", bare.id, env=pg_stack.env)
+    assert direct.returncode == 2 and "HTTP 409" in direct.stderr and "kept no weights" in direct.stderr
 
     unknown = robustlab("reevaluate", "00000000-0000-4000-8000-000000000000", env=pg_stack.env)
     assert unknown.returncode == 2 and "HTTP 404" in unknown.stderr
