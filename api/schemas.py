@@ -1,4 +1,4 @@
-"""Response schemas. The request body of ``POST /jobs`` is :class:`evaluation.spec.JobSpec` itself (the one
+"""Response schemas. The request body of ``POST /jobs`` is :class:`core.spec.JobSpec` itself (the one
 schema shared with the worker and the CLI); it is not duplicated here."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evaluation.protocol import current_protocol
-from evaluation.summary_metrics import LEVEL_KINDS, SCALAR_KINDS, group_levels
+from core.metrics import LEVEL_KINDS, SCALAR_KINDS, group_levels
+from core.protocol import current_protocol
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -35,10 +35,10 @@ class JobOut(BaseModel):
     code_version: str | None = Field(
         None,
         description="code identity that ran the job (the API's until a worker stores the result): version, commit "
-        "and dirty flag: <version>+g<commit>[.dirty.<digest>] (evaluation/provenance.py)",
+        "and dirty flag: <version>+g<commit>[.dirty.<digest>] (core/provenance.py)",
     )
     protocol_version: str | None = Field(
-        None, description="evaluation protocol the numbers come from, e.g. gaussian.1+pgd.1 (evaluation/protocol.py)"
+        None, description="evaluation protocol the numbers come from, e.g. gaussian.1+pgd.1 (core/protocol.py)"
     )
     stale: bool = Field(
         False, description="succeeded under another evaluation protocol than the server's current one (re-evaluate)"
@@ -147,7 +147,7 @@ class LeaderboardEntry(BaseModel):
     def _group_robustness(self) -> LeaderboardEntry:
         """``gaussian_acc@0.1`` → ``gaussian_acc["0.1"]``, and so on for PGD and certified accuracy and the
         regression metrics (``gaussian_psnr@0.1``, ``pgd_l2_mse@0.1`` …; the kinds of
-        :data:`evaluation.summary_metrics.LEVEL_KINDS`); ``clean_mse`` and ``clean_psnr`` from the metrics."""
+        :data:`core.metrics.LEVEL_KINDS`); ``clean_mse`` and ``clean_psnr`` from the metrics."""
         for kind, levels in group_levels(self.metrics, LEVEL_KINDS).items():
             getattr(self, kind).update(levels)
         for kind in SCALAR_KINDS:

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from cli.client import ApiError, RobustlabClient
-from db.config import get_settings
+from core.config import get_settings
 
 console = Console()
 err_console = Console(stderr=True)

@@ -112,7 +112,7 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     info: Mapped[dict[str, Any] | None]
-    # provenance (evaluation/provenance.py, evaluation/protocol.py): the code identity and the evaluation protocol
+    # provenance (core/provenance.py, core/protocol.py): the code identity and the evaluation protocol
     # version of the API at submission, replaced by the worker's when the job succeeds; de-duplication compares both
     code_version: Mapped[str | None] = mapped_column(String(100))
     protocol_version: Mapped[str | None] = mapped_column(String(255))

@@ -16,17 +16,14 @@ re-evaluation under the same protocol is queued, running or succeeded returns th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.spec import JobSpec
 from db.artifacts import JOB_REF_PREFIX, job_weights_path
 from db.jobs import _new_job
 from db.models import Job, JobStatus
-
-if TYPE_CHECKING:
-    from evaluation.spec import JobSpec
 
 #: a re-evaluation in one of these states answers a new request under the same protocol
 ACTIVE_OR_DONE = (JobStatus.queued.value, JobStatus.running.value, JobStatus.succeeded.value)

@@ -25,10 +25,10 @@ import torch
 import torchattacks
 from torch import nn
 
+from core.metrics import metric_key
 from evaluation.pgd import AttackBox, attack_box, correct_when_clean
-from evaluation.spec import metric_key
 
-#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (evaluation/protocol.py)
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
 PROTOCOL_REVISION = 1
 
 ENSEMBLE = ("apgd-ce", "apgd-t", "fab-t", "square")

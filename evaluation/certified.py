@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from evaluation.spec import metric_key
+from core.metrics import metric_key
 from models import LipschitzBoundUnavailable
 from models.lipschitz import lipschitz_bounds
 
-#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (evaluation/protocol.py)
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
 PROTOCOL_REVISION = 1
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)

@@ -299,7 +299,7 @@ def read_npz(path, max_bytes: int | None = None) -> tuple[dict, dict]:
 
     import numpy as np
 
-    from evaluation.spec import MAX_FEATURES, MAX_SAMPLES
+    from core.spec import MAX_FEATURES, MAX_SAMPLES
 
     try:
         with zipfile.ZipFile(path) as archive:

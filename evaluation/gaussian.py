@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from evaluation.spec import metric_key
+from core.metrics import metric_key
 
-#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (evaluation/protocol.py)
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
 PROTOCOL_REVISION = 1
 
 # Rows per forward: bounded memory for large noise batches. On a CPU, activations of a few thousand rows stay in

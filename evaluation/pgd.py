@@ -23,9 +23,9 @@ import torch
 import torchattacks
 from torch import nn
 
-from evaluation.spec import metric_key
+from core.metrics import metric_key
 
-#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (evaluation/protocol.py)
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
 PROTOCOL_REVISION = 1
 
 ATTACKS = {"Linf": torchattacks.PGD, "L2": torchattacks.PGDL2}

@@ -24,12 +24,12 @@ import math
 import torch
 from torch import nn
 
+from core.metrics import metric_key
 from evaluation.regression import mse, psnr
-from evaluation.spec import metric_key
 from models import LipschitzBoundUnavailable, lipschitz_bound
 from models.spectral_norms import exact_spectral_norm
 
-#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (evaluation/protocol.py)
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
 PROTOCOL_REVISION = 1
 
 # slack on Lip(D) ≤ 1: the spectrally normalised layers give 1 up to float rounding of the exact (float64) norms

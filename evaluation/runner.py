@@ -18,6 +18,10 @@ import torch
 from torch import nn
 
 import models
+from core.metrics import metric_key
+from core.protocol import current_protocol, current_revisions
+from core.provenance import current_code
+from core.spec import JobSpec
 from evaluation.autoattack import autoattack_accuracy
 from evaluation.certified import certified_accuracy, compute_bounds
 from evaluation.datasets import Dataset, load_dataset
@@ -25,15 +29,12 @@ from evaluation.gaussian import gaussian_noise_accuracy, outputs
 from evaluation.pgd import pgd_accuracy, pgd_regression
 from evaluation.plots import radius_quantiles, write_plots
 from evaluation.pnp import plug_and_play
-from evaluation.protocol import current_protocol, current_revisions
-from evaluation.provenance import current_code
 from evaluation.regression import (
     certified_regression,
     clean_metrics,
     gaussian_noise_regression,
     rollout_mse,
 )
-from evaluation.spec import JobSpec, metric_key
 from evaluation.training import train_classifier
 
 RADIUS_KEY = "certified_radius"
@@ -73,7 +74,7 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def library_versions() -> dict[str, str]:
-    """``robustlab`` (the code identity, :mod:`evaluation.provenance`) and the libraries the numbers depend on."""
+    """``robustlab`` (the code identity, :mod:`core.provenance`) and the libraries the numbers depend on."""
     import numpy
     import torchattacks
 
@@ -88,7 +89,7 @@ def library_versions() -> dict[str, str]:
 
 def provenance() -> dict:
     """What produced a result: the code identity (version, commit, dirty flag), the library versions and the
-    evaluation protocol (its version and each evaluation's revision, :mod:`evaluation.protocol`)."""
+    evaluation protocol (its version and each evaluation's revision, :mod:`core.protocol`)."""
     return {
         "code": current_code().as_dict(),
         "libraries": {k: v for k, v in library_versions().items() if k != "robustlab"},

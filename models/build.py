@@ -1,4 +1,4 @@
-"""Build a network from a model spec (``evaluation.spec.ModelSpec``, read by attribute)."""
+"""Build a network from a model spec (``core.spec.ModelSpec``, read by attribute)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def build_model(model_spec) -> nn.Module:
     """Build the network a model spec describes.
 
     Args:
-        model_spec: an ``evaluation.spec.ModelSpec`` with ``input_dim`` and ``output_dim`` set (the runner fills
+        model_spec: an ``core.spec.ModelSpec`` with ``input_dim`` and ``output_dim`` set (the runner fills
             them from the dataset).
     Returns:
         an ``nn.Module`` mapping inputs (N, input_dim…) to logits (N, output_dim).

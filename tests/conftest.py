@@ -129,7 +129,7 @@ def bump_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[C
     """``bump_revision(name)``: for this test, evaluation ``name``'s module in the protocol registry is a copy of its
     source with ``PROTOCOL_REVISION`` one higher — what a developer commits when the evaluation's numbers change on
     purpose; returns the new revision. The registry's cache is cleared then, and again when the test ends."""
-    from evaluation import protocol
+    from core import protocol
 
     def bump(name: str) -> int:
         module = protocol.EVALUATIONS[name]

@@ -47,8 +47,8 @@ def tiny_spec(name: str | None = None, **overrides: Any) -> dict[str, Any]:
 def worker_provenance() -> dict[str, Any]:
     """The provenance part of the ``info`` a worker of this checkout stores (code identity, protocol version): a job
     completed with it is current, not stale."""
-    from evaluation.protocol import current_protocol
-    from evaluation.provenance import current_code
+    from core.protocol import current_protocol
+    from core.provenance import current_code
 
     return {"versions": {"robustlab": current_code().identity}, "provenance": {"protocol_version": current_protocol()}}
 

@@ -10,9 +10,9 @@ from sqlalchemy import text
 
 from api.deps import DispatcherDep, SettingsDep
 from api.schemas import ComponentHealth, Health
+from core.protocol import current_protocol
+from core.provenance import current_code
 from db.session import get_engine
-from evaluation.protocol import current_protocol
-from evaluation.provenance import current_code
 
 router = APIRouter(tags=["health"])
 

@@ -13,13 +13,13 @@ from api.deps import DispatcherDep, SessionDep, SettingsDep
 from api.schemas import AUTH_ERRORS, JobFile, JobFiles, JobList, JobOut, JobResults, JobStatusName, Message
 from api.security import ReadAccess, WriteAccess
 from api.uploads import check_spec_references
+from core.protocol import current_protocol
+from core.provenance import current_code
+from core.spec import JobSpec
 from db import jobs
 from db.artifacts import parse_job_ref
 from db.models import Job
 from db.reevaluation import reevaluate, reevaluation_blocker, reevaluation_spec_data
-from evaluation.protocol import current_protocol
-from evaluation.provenance import current_code
-from evaluation.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

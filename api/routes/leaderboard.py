@@ -31,10 +31,10 @@ from api import exports
 from api.deps import SessionDep, SettingsDep, run_db
 from api.schemas import CompareJob, Comparison, Leaderboard, Message, leaderboard_entry_data
 from api.security import ReadAccess
+from core.metrics import metric_key
+from core.protocol import current_protocol
 from db import jobs
 from db.session import read_connection, session_scope
-from evaluation.protocol import current_protocol
-from evaluation.spec import metric_key
 
 router = APIRouter(prefix="/leaderboard", tags=["leaderboard"])
 compare_router = APIRouter(prefix="/compare", tags=["leaderboard"])

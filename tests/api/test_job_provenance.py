@@ -10,11 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import tiny_spec
 
+from core.config import Settings
+from core.protocol import current_protocol, current_revisions
+from core.provenance import current_code
 from db import jobs
-from db.config import Settings
 from db.session import session_scope
-from evaluation.protocol import current_protocol, current_revisions
-from evaluation.provenance import current_code
 from worker.executor import execute_job
 
 pytestmark = pytest.mark.services

@@ -13,11 +13,11 @@ import pytest
 from service_helpers import REPO, Stack, tiny_spec
 from sqlalchemy import update
 
+from core.protocol import parse_protocol_version, protocol_version
+from core.spec import JobSpec
 from db import jobs as job_store
 from db.models import Job
 from db.session import session_scope
-from evaluation.protocol import parse_protocol_version, protocol_version
-from evaluation.spec import JobSpec
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from evaluation import provenance
-from evaluation.provenance import code_identity, current_code, package_version
+from core import provenance
+from core.provenance import code_identity, current_code, package_version
 
 REPO = Path(__file__).resolve().parents[2]
 GIT = shutil.which("git")

@@ -37,7 +37,7 @@ except ModuleNotFoundError:  # Python 3.10: the installed metadata's version is 
 DISTRIBUTION = "robustlab"
 #: the directory holding the packages: the checkout's root, or site-packages for an installed wheel
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("api", "cli", "db", "evaluation", "models", "worker")
+PACKAGES = ("api", "cli", "core", "db", "evaluation", "models", "worker")
 UNKNOWN_VERSION = "0+unknown"
 GIT_TIMEOUT_S = 10.0
 

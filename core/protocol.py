@@ -62,7 +62,7 @@ def declared_revision(module: str) -> int:
             if isinstance(value, ast.Constant) and type(value.value) is int and value.value >= 1:
                 return value.value
             raise ProtocolDeclarationMissing(f"{module}.{REVISION_NAME} must be a literal integer ≥ 1")
-    raise ProtocolDeclarationMissing(f"{module} declares no {REVISION_NAME} (see evaluation/protocol.py)")
+    raise ProtocolDeclarationMissing(f"{module} declares no {REVISION_NAME} (see core/protocol.py)")
 
 
 def protocol_version(revisions: Mapping[str, int]) -> str:
