@@ -22,8 +22,8 @@ from rich.console import Console
 from cli.client import ApiError, RobustlabClient
 from core.config import get_settings
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # one line per job, whatever the terminal width
+err_console = Console(stderr=True, soft_wrap=True)
 PAGE = 500
 
 

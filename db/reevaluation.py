@@ -2,8 +2,8 @@
 
 The new job's spec is the old one with ``"checkpoint": "job:<old id>"`` (resolved by the worker to
 ``artifacts_dir/<old id>/model.safetensors``, :func:`db.artifacts.resolve_spec`): nothing is trained again. Its row
-links back (``reevaluation_of``). A job is re-evaluated under a protocol version at most once: asking again while a
-re-evaluation under the same protocol is queued, running or succeeded returns that one.
+links back (``reevaluation_of``). Asking again while a re-evaluation under the same protocol is queued, running or
+succeeded returns that one (unless forced).
 
 ::
 

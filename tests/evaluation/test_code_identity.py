@@ -135,9 +135,10 @@ def test_without_pyproject_the_installed_version_is_used(tmp_path: Path) -> None
 def test_this_process_reports_this_checkout() -> None:
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
-    code = current_code()
+    code = current_code()  # computed once, at the first call: files edited since do not change it
     assert code.origin == "git" and code.commit == _git(REPO, "rev-parse", "HEAD")
-    assert code.dirty == bool(_git(REPO, "status", "--porcelain"))
+    fresh = code_identity(REPO)
+    assert fresh.dirty == bool(_git(REPO, "status", "--porcelain")) and fresh.commit == code.commit
 
 
 def test_the_kept_weights_file_is_the_one_the_runner_writes() -> None:
