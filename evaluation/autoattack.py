@@ -28,6 +28,9 @@ from torch import nn
 from core.metrics import metric_key
 from evaluation.pgd import AttackBox, attack_box, correct_when_clean
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
+PROTOCOL_REVISION = 1
+
 ENSEMBLE = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 

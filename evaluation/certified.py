@@ -21,6 +21,9 @@ from core.metrics import metric_key
 from models import LipschitzBoundUnavailable
 from models.lipschitz import lipschitz_bounds
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
+PROTOCOL_REVISION = 1
+
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 # model → (plan, state fingerprint, Bounds, tensors kept alive): exact spectral norms cost far more than a forward

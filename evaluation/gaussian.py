@@ -8,6 +8,9 @@ from torch import nn
 
 from core.metrics import metric_key
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
+PROTOCOL_REVISION = 1
+
 # Rows per forward: bounded memory for large noise batches. On a CPU, activations of a few thousand rows stay in
 # cache (a 47 820-row digits batch runs ~1.7× faster in 4096-row chunks than in one); a GPU wants large batches.
 CHUNK_ROWS = 65_536

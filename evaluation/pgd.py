@@ -25,6 +25,9 @@ from torch import nn
 
 from core.metrics import metric_key
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
+PROTOCOL_REVISION = 1
+
 ATTACKS = {"Linf": torchattacks.PGD, "L2": torchattacks.PGDL2}
 
 

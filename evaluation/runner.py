@@ -19,6 +19,8 @@ from torch import nn
 
 import models
 from core.metrics import metric_key
+from core.protocol import current_protocol, current_revisions
+from core.provenance import current_code
 from core.spec import JobSpec
 from evaluation.autoattack import autoattack_accuracy
 from evaluation.certified import certified_accuracy, compute_bounds
@@ -35,7 +37,6 @@ from evaluation.regression import (
 )
 from evaluation.training import train_classifier
 
-CODE_VERSION = "0.1.0"
 RADIUS_KEY = "certified_radius"
 Progress = Callable[[dict], None]
 
@@ -73,13 +74,27 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def library_versions() -> dict[str, str]:
+    """``robustlab`` (the code identity, :mod:`core.provenance`) and the libraries the numbers depend on."""
+    import numpy
     import torchattacks
 
     return {
-        "robustlab": CODE_VERSION,
+        "robustlab": current_code().identity,
         "torch": torch.__version__,
         "torchattacks": torchattacks.__version__,
+        "numpy": numpy.__version__,
         "python": platform.python_version(),
+    }
+
+
+def provenance() -> dict:
+    """What produced a result: the code identity (version, commit, dirty flag), the library versions and the
+    evaluation protocol (its version and each evaluation's revision, :mod:`core.protocol`)."""
+    return {
+        "code": current_code().as_dict(),
+        "libraries": {k: v for k, v in library_versions().items() if k != "robustlab"},
+        "protocol_version": current_protocol(),
+        "protocol_revisions": current_revisions(),
     }
 
 
@@ -302,6 +317,7 @@ def run_job(
         "spec_hash": spec_hash,
         "device": str(device),
         "versions": library_versions(),
+        "provenance": provenance(),
         "seeds": {"train": spec.train.seed, "dataset": spec.dataset.seed},
         "warnings": [],
     }
