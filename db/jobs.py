@@ -50,6 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from core.families import hyper_parameters
 from core.spec import JobSpec
 from db.models import TERMINAL_STATUSES, IdempotencyKey, Job, JobStatus, Result, utcnow
 
@@ -592,48 +593,6 @@ class LeaderboardRow:
     weights_kept: bool = False
 
 
-def hyper_parameters(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The key hyper-parameters of a stored spec: architecture (width, depth, θ, h, …) and training."""
-    model = spec.get("model") or {}
-    train = spec.get("train") or {}
-    family = model.get("family")
-    theta = model.get("theta")
-    if family == "explicit":
-        theta = 0.0  # an explicit ResNet step is the θ-method with θ = 0
-    out: dict[str, Any] = {
-        "width": model.get("width"),
-        "depth": model.get("depth"),
-        "theta": theta,
-        "h": model.get("h"),
-        "hidden": model.get("hidden"),
-        "activation": model.get("activation"),
-        "epochs": train.get("epochs"),
-        "lr": train.get("lr"),
-        "optimizer": train.get("optimizer"),
-    }
-    if family == "ode":  # h = t_final / depth; the stored spec's h is the unused default
-        t_final, depth = model.get("t_final"), model.get("depth")
-        out["t_final"] = t_final
-        out["h"] = t_final / depth if isinstance(t_final, (int, float)) and depth else None
-    if family in ("implicit", "ode"):
-        solver = model.get("solver") or {}
-        out["solver"] = f"{solver.get('forward')}/{solver.get('backward')}"
-    regularizers = train.get("regularizers") or {}
-    named = sorted(name for name, value in regularizers.items() if value and name != "stochastic")
-    if named:
-        out["regularizers"] = named
-    if model.get("spectral"):
-        out["spectral"] = [model["spectral"].get("lower"), model["spectral"].get("upper")]
-    if model.get("conv"):
-        out.update(conv=True, channels=model.get("channels"), kernel_size=model.get("kernel_size"))
-    stochastic = ((train.get("regularizers") or {}).get("stochastic")) or None
-    if stochastic:
-        out["stochastic_sigma"] = stochastic.get("sigma")
-    if spec.get("checkpoint"):
-        out["checkpoint"] = spec["checkpoint"]
-    return out
-
-
 @functools.lru_cache(maxsize=64)
 def _leaderboard_statement(
     on_postgresql: bool, dataset: bool, family: bool, task: bool, descending: bool, paged: bool, protocol: bool = False
@@ -790,7 +749,6 @@ __all__: Sequence[str] = [
     "get_job",
     "get_jobs",
     "get_metrics",
-    "hyper_parameters",
     "is_terminal",
     "json_safe",
     "leaderboard",

@@ -31,6 +31,7 @@ from api import exports
 from api.deps import SessionDep, SettingsDep, run_db
 from api.schemas import CompareJob, Comparison, Leaderboard, Message, leaderboard_entry_data
 from api.security import ReadAccess
+from core.families import hyper_parameters
 from core.metrics import metric_key
 from core.protocol import current_protocol
 from db import jobs
@@ -269,7 +270,7 @@ def compare(session: Session, jobs_: str, min_jobs: int = 1, max_jobs: int = MAX
                 dataset=job.dataset,
                 family=job.family,
                 task=job.task,
-                hyper_parameters=jobs.hyper_parameters(job.spec),
+                hyper_parameters=hyper_parameters(job.spec),
                 created_at=job.created_at,
                 finished_at=job.finished_at,
             )

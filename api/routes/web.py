@@ -42,6 +42,7 @@ from api.schemas import Comparison, JobOut
 from api.security import Credentials, Principal, authenticate, require
 from api.web_plots import COLOURS_HEX, COMPARE_KINDS, compare_plot, has_data
 from core import metrics
+from core.families import hyper_parameters
 from core.protocol import changed_evaluations, current_protocol
 from db import jobs
 from db.models import Job, JobStatus, Result
@@ -314,7 +315,7 @@ def job_page(job_id: str, request: Request, session: SessionDep, settings: Setti
         "warnings": info.get("warnings") or [],
         "attacks": info.get("pgd") or {},
         "spec_json": _pretty(out.spec),
-        "hyper_parameters": jobs.hyper_parameters(out.spec),
+        "hyper_parameters": hyper_parameters(out.spec),
         "provenance": out.provenance or {},
         "changed": changed_evaluations(out.protocol_version) if out.stale else [],
         "reevaluation_blocker": reevaluation_blocker(job, settings.artifacts_dir) if out.stale else None,
