@@ -202,7 +202,7 @@ def _per_sample_mean(masks: list[np.ndarray]) -> np.ndarray:
 
 
 def _single_trained(side: Side) -> bool:
-    return len(side.runs) == 1 and side.runs[0].trained is not False
+    return len(side.runs) == 1 and side.runs[0].trained is True
 
 
 def drop_test(metric: str, baseline: Side, candidate: Side, drop: float, tol: float, sign: float, alpha: float):

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from cli.check import CheckError, Policy, Rule, Side, compare, metric_direction, parse_rule
 from cli.check import Run as CheckRun
 from cli.main import app
+from evaluation.outcomes import unpack_outcomes
 
 # Trains in < 1 s; 150 epochs fit the spirals to ~0.8 clean accuracy, so there is robustness to lose.
 SPEC: dict[str, Any] = {
@@ -369,10 +370,19 @@ def test_baseline_job_id_and_tag_on_the_server(pg_stack, baseline: Path, tmp_pat
     spec_file = write_json(tmp_path / "spec.json", spec)
     out_xml = tmp_path / "check.xml"
 
-    # the same spec on the server (a succeeded job with its hash answers at once): identical numbers
+    # the API's results carry the per-sample outcomes the paired tests need
+    with pg_stack.client() as c:
+        results = c.get(f"/api/v1/jobs/{job['id']}/results").json()
+    fingerprint, masks = unpack_outcomes(results["info"]["outcomes"])
+    assert fingerprint.startswith("sha256:") and masks["clean_acc"].mean() == pytest.approx(
+        results["metrics"]["clean_acc"]
+    )
+
+    # the same spec on the server (a succeeded job with its hash answers at once): identical numbers, paired
     same = gate(spec_file, "--baseline", job["id"], "--server", pg_stack.base_url, *EXACT, "--junit", out_xml)
     assert same.exit_code == 0, text(same)
     assert f"job {job['id']}" in text(same) and set(junit(out_xml).values()) == {"pass"}
+    assert "exact McNemar (0 lost, 0 gained of 100" in text(same)
 
     # a worse candidate, run by the worker under another name, against the newest job tagged "gate-main"
     short = write_json(tmp_path / "short.json", {**spec, "train": {"epochs": 3, "lr": 0.02}})
