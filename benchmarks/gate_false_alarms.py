@@ -158,6 +158,10 @@ def main() -> None:
     parser.add_argument("--candidate-runs", type=int, default=2, help="N (train mode)")
     parser.add_argument("--tol", type=float, default=0.01)
     parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument(
+        "--third-epochs", action="store_true", help="train mode: also candidates trained for a third of the epochs"
+    )
+    parser.add_argument("--seed", type=int, default=1_000, help="first seed (runs use seeds from here up, once)")
     parser.add_argument("--json", type=Path, help="write the per-trial verdicts here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -170,11 +174,15 @@ def main() -> None:
     alarms = {s: 0 for s in settings}
     hits = {(s, d): 0 for s in settings for d in DROPS}
     realised = {d: [] for d in DROPS}
+    short_spec = json.loads(json.dumps(spec))
+    short_spec["train"]["epochs"] = max(1, spec["train"]["epochs"] // 3)
+    short_hits = {s: 0 for s in settings}
+    short_drops: list[float] = []
     tests_used: dict = {}
     cand_seconds: list[float] = []
     rows = []
     start = time.perf_counter()
-    seed = 1_000 + (0 if args.mode == "train" else 500_000) + (0 if args.preset == "tiny" else 100_000)
+    seed = args.seed + (0 if args.mode == "train" else 500_000) + (0 if args.preset == "tiny" else 100_000)
     model0, data = train(spec, seed)  # checkpoint mode: the one model; train mode: the calibration model
     seed += 1
     scales = {d: calibrate(model0, data, d) for d in DROPS}
@@ -220,6 +228,18 @@ def main() -> None:
                     failed, _ = judge(base[:m], weak[:n], metrics, args.tol, args.alpha)
                     hits[((m, n), d)] += failed
                     row[f"detect {d} M={m} N={n}"] = failed
+            if args.third_epochs and args.mode == "train":
+                short = []
+                for _ in range(n_runs):
+                    model, data = train(short_spec, seed)
+                    short.append(evaluate_run(model, data, short_spec, seed, seed, None))
+                    seed += 1
+                short_drops.append(np.mean([r.metrics["clean_acc"] for r in base])
+                                   - np.mean([r.metrics["clean_acc"] for r in short]))  # fmt: skip
+                for m, n in settings:
+                    failed, _ = judge(base[:m], short[:n], metrics, args.tol, args.alpha)
+                    short_hits[(m, n)] += failed
+                    row[f"detect third-epochs M={m} N={n}"] = failed
         rows.append(row)
         head = alarms[settings[0]]
         print(f"trial {trial + 1}: false alarms {head}/{min(trial + 1, args.trials)} "
@@ -253,6 +273,15 @@ def main() -> None:
         print(f"{label:18s} {tests_used[(m, n)][:32]:32s} {cells:28s}{line} {mdd(powers):9s} {n * per_run:.1f} s")
         summary[label] = {"false_alarms": k, "trials": args.trials, "ci": [lo, hi], "power": powers,
                           "power_trials": power_trials, "mdd": mdd(powers), "ci_seconds": n * per_run}  # fmt: skip
+    if short_drops:
+        epochs = f"{short_spec['train']['epochs']} of {spec['train']['epochs']} epochs"
+        spread = f"{100 * np.mean(short_drops):.1f} ± {100 * np.std(short_drops):.1f} pts"
+        print(f"\ncandidate trained for {epochs}: clean-accuracy drop {spread} (baseline mean − candidate mean)")
+        for m, n in settings:
+            h = short_hits[(m, n)]
+            lo, hi = clopper_pearson(h, power_trials)
+            print(f"M={m} N={n}: detected {h}/{power_trials} [{lo:.0%}, {hi:.0%}]")
+            summary[f"M={m} N={n}"]["third_epochs"] = {"detected": h, "drop": float(np.mean(short_drops))}
     if args.json:
         payload = {"args": {**vars(args), "json": str(args.json)}, "scales": scales, "summary": summary, "trials": rows}
         args.json.write_text(json.dumps(payload, indent=1))
