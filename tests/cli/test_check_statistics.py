@@ -266,5 +266,10 @@ def test_make_baseline_records_runs_and_noise_and_the_gate_uses_them(tmp_path: P
     assert result.exit_code == 0, text(result)
     assert "t-test over runs" in text(result) and "3 runs, train seeds 0, 1, 2" in text(result)
     assert "one candidate run: assumed to vary" in (tmp_path / "s.md").read_text()
+    # the baseline's own weights evaluated again (the checkpoint step of the recipe): paired, nothing lost
+    again = gate(spec, "--checkpoint", tmp_path / "b" / "repeat-0", "--baseline", tmp_path / "b" / "repeat-0",
+                 "--max-drop", "clean_acc=0", "--max-drop", "pgd_*=0", "--max-drop", "gaussian_acc@0.1=0")  # fmt: skip
+    assert again.exit_code == 0, text(again)
+    assert "exact McNemar (0 lost, 0 gained of 100" in text(again) and "paired bootstrap" in text(again)
     bad = gate("--make-baseline", spec, "--repeats", 2)
     assert bad.exit_code == 2 and "--make-baseline needs --out" in text(bad)
