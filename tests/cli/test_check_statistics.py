@@ -273,3 +273,24 @@ def test_make_baseline_records_runs_and_noise_and_the_gate_uses_them(tmp_path: P
     assert "exact McNemar (0 lost, 0 gained of 100" in text(again) and "paired bootstrap" in text(again)
     bad = gate("--make-baseline", spec, "--repeats", 2)
     assert bad.exit_code == 2 and "--make-baseline needs --out" in text(bad)
+
+
+def test_legacy_options_keep_working_and_a_lone_baseline_spread_is_said_ignored(tmp_path: Path) -> None:
+    base = outcome_file(tmp_path / "b.json", {"clean_acc": np.ones(10, bool)})
+    result = gate(
+        "--candidate", base, "--baseline", base, "--max-drop", "clean_acc=0", "--baseline-spread", "candidate"
+    )
+    assert result.exit_code == 0 and "baseline_spread 'candidate' is ignored" in text(result)
+    legacy = gate("--candidate", base, "--baseline", base, "--max-drop", "clean_acc=0", "--k", "2")
+    assert legacy.exit_code == 0 and "legacy rule" in text(legacy)
+
+
+def test_floors_over_several_runs_are_one_sided_t_tests() -> None:
+    def side(*values: float) -> Side:
+        return Side("x", [Run({"clean_acc": v}, f"r{i}") for i, v in enumerate(values)])
+
+    floor = Policy([Rule("min", "clean_acc", 0.80)])
+    assert compare(None, side(0.79, 0.81, 0.78), floor).exit_code == 0  # below on average, not significantly
+    assert compare(None, side(0.70, 0.71, 0.69), floor).exit_code == 1
+    found = compare(None, side(0.70, 0.71, 0.69), floor).checks[0].bounds[0].finding
+    assert found.test == "one-sample t-test" and found.p == pytest.approx(stats.t.sf(0.10 / (0.01 / np.sqrt(3)), 2))
