@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import SettingsDep
-from db.config import Settings
+from core.config import Settings
 from db.models import API_KEY_SCOPES, ApiKey, utcnow
 from db.session import session_scope
 

@@ -25,9 +25,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from core.config import Settings
+from core.spec import DatasetSpec, JobSpec, ModelSpec
 from db.artifacts import get_artifact, parse_ref, spec_references
-from db.config import Settings
-from evaluation.spec import DatasetSpec, JobSpec, ModelSpec
 
 FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 

@@ -44,9 +44,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cli.check import Policy, Rule, Run, Side, compare  # noqa: E402
+from core.spec import JobSpec  # noqa: E402
 from evaluation.datasets import load_dataset  # noqa: E402
 from evaluation.runner import evaluate, prepare_model  # noqa: E402
-from evaluation.spec import JobSpec  # noqa: E402
 from evaluation.training import train_classifier  # noqa: E402
 
 TINY = {

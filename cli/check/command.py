@@ -53,7 +53,7 @@ from cli.check.server import Server, load_baseline
 
 
 def _server(url: str | None, api_key: str | None, timeout: float | None) -> Server:
-    from db.config import get_settings
+    from core.config import get_settings
 
     return Server(url or get_settings().server_url, api_key, timeout)
 

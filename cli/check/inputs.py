@@ -147,8 +147,8 @@ def looks_like_path(text: str) -> bool:
 
 
 def load_candidate_spec(path: Path, checkpoint: Path | None, name: str | None):
-    """The validated :class:`~evaluation.spec.JobSpec` in ``path`` (``checkpoint`` / ``name`` applied)."""
-    from evaluation.spec import JobSpec
+    """The validated :class:`~core.spec.JobSpec` in ``path`` (``checkpoint`` / ``name`` applied)."""
+    from core.spec import JobSpec
 
     data = read_structured(path, "spec file")
     if not isinstance(data, dict):
@@ -191,7 +191,7 @@ def run_in_process(specs: Sequence, out: Path | None, progress_console) -> list[
     import torch
 
     from cli.display import JobProgress
-    from db.config import get_settings
+    from core.config import get_settings
     from evaluation.runner import run_job
 
     threads = get_settings().torch_threads

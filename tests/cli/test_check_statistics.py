@@ -231,8 +231,8 @@ def test_runs_of_different_seeds_are_compared_over_runs_and_a_one_run_baseline_i
 def test_outcomes_round_trip_and_match_every_accuracy_of_a_real_run(tmp_path: Path) -> None:
     mask = np.random.default_rng(0).random((3, 37)) < 0.5
     assert (unpack_mask(pack_mask(mask)) == mask).all()
+    from core.spec import JobSpec
     from evaluation.runner import run_job
-    from evaluation.spec import JobSpec
 
     run_job(JobSpec.model_validate(TINY), out_dir=tmp_path)
     data = json.loads((tmp_path / "result.json").read_text())

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from evaluation.spec import JobSpec
+from core.spec import JobSpec
 
 GOOD = {
     "name": "spirals-implicit",
