@@ -86,7 +86,10 @@ class JobResults(BaseModel):
     name: str
     status: JobStatusName
     metrics: dict[str, float] = Field(description="flat metric names: clean_acc, gaussian_acc@0.3, pgd_linf_acc@0.1")
-    info: dict[str, Any] = Field(default_factory=dict, description="versions, attack settings, warnings, solvers")
+    info: dict[str, Any] = Field(
+        default_factory=dict,
+        description="versions, attack settings, warnings, solvers; outcomes: bit-packed per-sample outcomes",
+    )
     error: str | None = None
 
 

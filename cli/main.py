@@ -40,7 +40,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-app.command("check")(check_command)  # the CI regression gate (cli/check.py)
+app.command("check")(check_command)  # the CI regression gate (cli/check/)
 app.command("sweep")(sweep_command)  # grids of jobs and one comparison table (cli/sweep.py)
 app.command("reevaluate")(reevaluate_command)  # stored weights, current evaluation (cli/reevaluate.py)
 keys_app = typer.Typer(
