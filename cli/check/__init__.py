@@ -13,11 +13,10 @@ from cli.check.command import check
 from cli.check.compare import MetricCheck, Report, Stat, compare
 from cli.check.files import CheckError
 from cli.check.inputs import Run, Side, load_result_file, load_runs
-from cli.check.policy import DIRECTION_BY_PREFIX, Policy, Rule, build_policy, metric_direction, parse_rule
+from cli.check.policy import Policy, Rule, build_policy, metric_direction, parse_rule
 from cli.check.reports import junit_xml, markdown_summary
 
 __all__ = [
-    "DIRECTION_BY_PREFIX",
     "CheckError",
     "MetricCheck",
     "Policy",

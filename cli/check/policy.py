@@ -3,8 +3,9 @@
 ``--max-drop METRIC=TOL`` (``TOL`` absolute, or ``5%`` of the baseline value), ``--min METRIC=FLOOR``,
 ``--max METRIC=CEILING``, or ``--policy FILE`` (JSON / YAML: ``{"max_drop": {...}, "min": {...}, "max": {...},
 "direction": {...}, "alpha": 0.05}``). ``METRIC`` may be a glob (``pgd_*``). Whether a "drop" is a fall or a rise
-comes from :data:`DIRECTION_BY_PREFIX` (accuracies: higher is better; ``lipschitz_bound``, losses, ``*_seconds``:
-lower). ``k`` / ``baseline_spread`` select the older heuristic rule (tol + k·SE, no stated error rate).
+comes from the metric catalog, :mod:`core.metrics` (accuracies: higher is better; spreads, errors,
+``lipschitz_bound``, losses, ``*_seconds``: lower). ``k`` / ``baseline_spread`` select the older heuristic rule (tol +
+k·SE, no stated error rate).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cli.check.files import CheckError, read_structured
 from cli.client import format_validation_errors
+from core import metrics
 
 HIGHER, LOWER = "higher", "lower"
 Direction = Literal["higher", "lower"]
@@ -28,52 +30,15 @@ RuleKind = Literal["max_drop", "min", "max"]
 BaselineSpread = Literal["zero", "candidate"]
 DEFAULT_ALPHA = 0.05
 
-# Which way is better, by the metric's base name (the part before "@"). First match wins, so the more specific
-# prefixes come first; a base name ending in "_seconds" is lower-is-better, one ending in "_acc" higher-is-better.
-DIRECTION_BY_PREFIX: tuple[tuple[str, Direction], ...] = (
-    ("gaussian_acc_std", LOWER),  # the spread of the noisy accuracy, not an accuracy
-    ("clean_acc", HIGHER),
-    ("gaussian_acc", HIGHER),
-    ("pgd_", HIGHER),
-    ("certified_", HIGHER),  # certified_l2_acc@ε, certified_radius_q@q
-    ("train_acc", HIGHER),
-    ("psnr", HIGHER),
-    ("mse", LOWER),
-    ("lipschitz_bound", LOWER),
-    ("train_loss", LOWER),
-    ("solver_", LOWER),  # iterations, residual, failures
-    ("pnp_residual", LOWER),  # plug-and-play: last relative step
-    ("pnp_denoiser_lipschitz", LOWER),
-    ("pnp_", HIGHER),  # pnp_psnr@σ, pnp_monotone@σ, pnp_averaged
-)
-# Checked before the prefixes (pgd_linf_mse is an error, not an accuracy): spreads and errors are lower-is-better,
-# PSNRs higher-is-better.
-DIRECTION_BY_SUFFIX: tuple[tuple[str, Direction], ...] = (
-    ("_std", LOWER),  # gaussian_acc_std, gaussian_mse_std, gaussian_psnr_std: spreads over draws
-    ("_mse", LOWER),  # clean_mse, gaussian_mse, pgd_linf_mse, certified_l2_mse, rollout_mse, train_mse …
-    ("_psnr", HIGHER),  # clean_psnr, gaussian_psnr, pnp_psnr, input_psnr …
-)
-
-
 def metric_direction(name: str, overrides: Mapping[str, Direction] | None = None) -> Direction | None:
-    """``"higher"`` or ``"lower"`` (is better) for a flat metric name, or ``None`` when the table does not know it.
+    """``"higher"`` or ``"lower"`` (is better) for a flat metric name, from the metric catalog
+    (:mod:`core.metrics`, which the web leaderboard's order also reads), or ``None`` for a kind it does not know.
 
     ``overrides`` (a policy file's ``direction``) maps names or globs to a direction and wins over the table."""
     for pattern, direction in (overrides or {}).items():
         if fnmatch.fnmatchcase(name, pattern):
             return direction
-    base = name.partition("@")[0]
-    if base.endswith("_seconds"):
-        return LOWER
-    for suffix, direction in DIRECTION_BY_SUFFIX:
-        if base.endswith(suffix):
-            return direction
-    for prefix, direction in DIRECTION_BY_PREFIX:
-        if base.startswith(prefix):
-            return direction
-    if base.endswith("_acc"):
-        return HIGHER
-    return None
+    return metrics.direction(name)
 
 
 _METRIC_RE = re.compile(r"^[A-Za-z0-9_*?\[\]]+(@[A-Za-z0-9_.+*?-]+)?$")

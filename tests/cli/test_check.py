@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from cli.check import CheckError, Policy, Rule, Side, compare, metric_direction, parse_rule
 from cli.check import Run as CheckRun
 from cli.main import app
+from core.metrics import CATALOG
 from evaluation.outcomes import unpack_outcomes
 
 # Trains in < 1 s; 150 epochs fit the spirals to ~0.8 clean accuracy, so there is robustness to lose.
@@ -236,29 +237,13 @@ def test_baseline_spread_option_and_policy_key(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- directions
-@pytest.mark.parametrize(
-    ("metric", "direction"),
-    [
-        ("clean_acc", "higher"),
-        ("gaussian_acc@0.3", "higher"),
-        ("gaussian_acc_std@0.3", "lower"),
-        ("pgd_linf_acc@0.1", "higher"),
-        ("pgd_l2_acc@0.5", "higher"),
-        ("certified_l2_acc@0.1", "higher"),
-        ("certified_radius_q@0.5", "higher"),
-        ("lipschitz_bound", "lower"),
-        ("mse", "lower"),
-        ("psnr", "higher"),
-        ("train_seconds", "lower"),
-        ("eval_seconds", "lower"),
-        ("train_loss", "lower"),
-        ("solver_forward_iterations", "lower"),
-        ("some_new_acc", "higher"),
-        ("mystery", None),
-    ],
-)
-def test_direction_table(metric: str, direction: str | None) -> None:
-    assert metric_direction(metric) == direction
+def test_the_gate_reads_which_way_is_better_from_the_metric_catalog() -> None:
+    for kind in CATALOG.values():
+        name = f"{kind.name}@0.1" if kind.level else kind.name
+        assert metric_direction(name) == kind.better, name
+    assert metric_direction("mystery") is None and metric_direction("some_new_acc@0.1") is None
+    assert metric_direction("some_new_acc@0.1", {"some_new_*": "higher"}) == "higher"
+    assert metric_direction("clean_acc", {"clean_*": "lower"}) == "lower"  # a policy file's direction wins
 
 
 @pytest.mark.parametrize(("value", "code"), [(12.0, 1), (10.5, 0), (8.0, 0)])
