@@ -12,8 +12,10 @@ Errors are :class:`ApiError` with a readable message (422 validation errors beco
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -128,6 +130,17 @@ class RobustlabClient:
         if response.status_code >= 400:
             raise _error_from_response(response)
         return response.json(), response.headers.get("X-Robustlab-Reused") is not None
+
+    def upload_checkpoint(self, weights: Path, spec: Mapping[str, Any]) -> dict:
+        """``POST /api/v1/artifacts/checkpoints``: a ``.safetensors`` file and the job spec whose model it holds;
+        returns the artifact (``{"id", "ref": "artifact:<id>", …}``)."""
+        with Path(weights).open("rb") as f:
+            return self._request(
+                "POST",
+                "/api/v1/artifacts/checkpoints",
+                files={"file": (Path(weights).name, f, "application/octet-stream")},
+                data={"spec": json.dumps(dict(spec))},
+            )
 
     def leaderboard(self, **params: Any) -> dict:
         return self._request("GET", "/api/v1/leaderboard", params={k: v for k, v in params.items() if v is not None})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,7 @@ class Server:
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float | None = None, poll: float = 0.5):
         self.url = url
-        self.client = RobustlabClient(url)
-        if api_key:
-            self.client._http.headers["Authorization"] = f"Bearer {api_key}"
+        self.client = RobustlabClient(url, api_key=api_key)
         self.timeout, self.poll = timeout, poll
 
     def close(self) -> None:
@@ -69,13 +66,7 @@ class Server:
         if not weights.is_file():
             raise CheckError(f"checkpoint not found: {weights}")
         try:
-            with weights.open("rb") as f:
-                artifact = self.client._request(
-                    "POST",
-                    "/api/v1/artifacts/checkpoints",
-                    files={"file": (weights.name, f, "application/octet-stream")},
-                    data={"spec": json.dumps({**spec, "checkpoint": None})},
-                )
+            artifact = self.client.upload_checkpoint(weights, {**spec, "checkpoint": None})
         except ApiError as exc:
             raise CheckError(f"uploading checkpoint {weights}: {exc}") from None
         ref = artifact.get("ref") or f"artifact:{artifact['id']}"
