@@ -38,6 +38,10 @@ from core.metrics import metric_key
 from core.spec import SUITE_ATTACKS, SUITE_QUERIES, SUITE_STEPS
 from evaluation.pgd import AttackBox, attack_box, correct_when_clean
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py);
+#: 2: Croce & Hein's standard protocol with every torchattacks setting explicit, margin losses, the sanity ε
+PROTOCOL_REVISION = 2
+
 #: the standard suite's members, in the order they run
 STANDARD = SUITE_ATTACKS
 ENSEMBLE = STANDARD  # the name earlier versions exported
@@ -246,8 +250,10 @@ def autoattack_accuracy(
     valid_range: tuple[float, float] | None = None,
     clean_logits: torch.Tensor | None = None,
     restarts: int = 1,
+    per_sample: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Robust accuracy under the suite for each ε: ``autoattack_<norm>_acc@ε`` (:func:`suite_robust` per sample).
+    ``per_sample``, when given, receives each metric's per-sample robust mask (for :mod:`evaluation.outcomes`).
 
     Returns ``(metrics, settings)``.
     """
@@ -258,6 +264,8 @@ def autoattack_accuracy(
         metric_key(f"autoattack_{norm.lower()}_acc", eps): float(outcomes[eps].robust.float().mean())
         for eps in eps_list
     }
+    if per_sample is not None:
+        per_sample.update({metric_key(f"autoattack_{norm.lower()}_acc", eps): outcomes[eps].robust for eps in eps_list})
     return metrics, settings
 
 

@@ -37,6 +37,9 @@ from evaluation.autoattack import SuiteOutcome, suite_robust
 from evaluation.pgd import pgd_robust
 from evaluation.reliability import reliability_flags
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
+PROTOCOL_REVISION = 1
+
 ROBUST_KIND = "robust_{norm}_acc"
 
 

@@ -25,6 +25,9 @@ from torch import nn
 
 from core.metrics import metric_key
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
+PROTOCOL_REVISION = 1
+
 ATTACKS = {"Linf": torchattacks.PGD, "L2": torchattacks.PGDL2}
 
 
@@ -86,16 +89,20 @@ def pgd_accuracy(
     seed: int = 0,
     valid_range: tuple[float, float] | None = None,
     clean_logits: torch.Tensor | None = None,
+    per_sample: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Robust accuracy under PGD for each ε: a sample counts only if it is classified correctly clean *and* under
     every restart (worst case over restarts per sample). Step size defaults to 2.5·ε/steps (Madry et al., 2018).
     ``clean_logits``: the eval-mode model's logits on ``x`` when already computed (:func:`correct_when_clean`).
+    ``per_sample``, when given, receives each metric's per-sample robust mask (for :mod:`evaluation.outcomes`).
 
     Returns ``({pgd_<norm>_acc@ε: …}, settings)``; :func:`pgd_robust` gives the per-sample outcomes.
     """
     robust, settings = pgd_robust(model, x, y, norm, eps_list, steps, restarts, step_size, seed, valid_range,
                                   clean_logits)  # fmt: skip
     metrics = {metric_key(f"pgd_{norm.lower()}_acc", eps): float(robust[eps].float().mean()) for eps in eps_list}
+    if per_sample is not None:
+        per_sample.update({metric_key(f"pgd_{norm.lower()}_acc", eps): robust[eps] for eps in eps_list})
     return metrics, settings
 
 

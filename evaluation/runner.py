@@ -19,11 +19,14 @@ from torch import nn
 
 import models
 from core.metrics import metric_key
+from core.protocol import current_protocol, current_revisions
+from core.provenance import current_code
 from core.spec import JobSpec
 from evaluation.best_known import attack_classifier
 from evaluation.certified import certified_accuracy, compute_bounds
 from evaluation.datasets import Dataset, load_dataset
 from evaluation.gaussian import gaussian_noise_accuracy, outputs
+from evaluation.outcomes import OUTCOMES_KEY, fingerprint_test_set, pack_outcomes
 from evaluation.pgd import pgd_regression
 from evaluation.plots import radius_quantiles, write_plots
 from evaluation.pnp import plug_and_play
@@ -35,7 +38,6 @@ from evaluation.regression import (
 )
 from evaluation.training import train_classifier
 
-CODE_VERSION = "0.1.0"
 RADIUS_KEY = "certified_radius"
 MASKS_KEY = "robust_masks"
 MASK_PREFIX = "robust_mask:"
@@ -81,13 +83,27 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def library_versions() -> dict[str, str]:
+    """``robustlab`` (the code identity, :mod:`core.provenance`) and the libraries the numbers depend on."""
+    import numpy
     import torchattacks
 
     return {
-        "robustlab": CODE_VERSION,
+        "robustlab": current_code().identity,
         "torch": torch.__version__,
         "torchattacks": torchattacks.__version__,
+        "numpy": numpy.__version__,
         "python": platform.python_version(),
+    }
+
+
+def provenance() -> dict:
+    """What produced a result: the code identity (version, commit, dirty flag), the library versions and the
+    evaluation protocol (its version and each evaluation's revision, :mod:`core.protocol`)."""
+    return {
+        "code": current_code().as_dict(),
+        "libraries": {k: v for k, v in library_versions().items() if k != "robustlab"},
+        "protocol_version": current_protocol(),
+        "protocol_revisions": current_revisions(),
     }
 
 
@@ -132,20 +148,22 @@ def _run_pgd(attack: Callable, model: nn.Module, x, y, pgd, valid_range, progres
 def evaluate(
     model: nn.Module, spec: JobSpec, data: Dataset, device: torch.device, progress: Progress
 ) -> tuple[dict, dict]:
-    """Clean, Gaussian, PGD and certified accuracy; sanity relations asserted. Regression and denoising tasks are
-    evaluated by :func:`evaluate_regression`."""
+    """Clean, Gaussian, PGD and certified accuracy; sanity relations asserted; every accuracy's per-sample outcomes
+    in ``info["outcomes"]`` (:mod:`evaluation.outcomes`). Regression and denoising tasks are evaluated by
+    :func:`evaluate_regression`."""
     if data.task != "classification":
         return evaluate_regression(model, spec, data, device, progress)
     x, y = data.x_test.to(device), data.y_test.to(device)
     ev = spec.evaluate
     model.eval()
     clean_logits = outputs(model, x)  # one clean pass: clean accuracy, the attacks' clean-correct sets, the margins
-    metrics: dict[str, float] = {"clean_acc": float((clean_logits.argmax(1) == y).float().mean())}
+    per_sample = {"clean_acc": clean_logits.argmax(1) == y}  # metric → per-sample boolean outcomes
+    metrics: dict[str, float] = {"clean_acc": float(per_sample["clean_acc"].float().mean())}
     info: dict = {}
     if ev.gaussian is not None:
         progress({"phase": "evaluate", "step": "gaussian"})
         g = ev.gaussian
-        metrics.update(gaussian_noise_accuracy(model, x, y, g.sigmas, g.repeats, g.seed, data.valid_range))
+        metrics.update(gaussian_noise_accuracy(model, x, y, g.sigmas, g.repeats, g.seed, data.valid_range, per_sample))
     if ev.pgd is not None or ev.autoattack is not None:
         # the suite, PGD and the best-known figure per sample (evaluation.best_known); the clean pass's logits:
         # robust ≤ clean then holds sample by sample, and no attack repeats that forward
@@ -155,13 +173,16 @@ def evaluate(
         metrics.update(found)
         info.update(attack_info)
         metrics["reliability_flags"] = float(len(attack_info["reliability"]["flags"]))
+        per_sample.update({name: mask for name, mask in masks.items() if name in found})  # the metrics' outcomes
         info[MASKS_KEY] = masks  # per-sample; run_job moves them to RunResult.arrays (not into the JSON)
     if ev.certified is not None:
         progress({"phase": "evaluate", "step": "certified"})
         try:
             # a job certifies its model once: its bounds straight from the weights, no cache to check or fill
             bounds = compute_bounds(model)
-            cert_metrics, cert_info = certified_accuracy(model, x, y, ev.certified.eps, clean_logits, bounds)
+            cert_metrics, cert_info = certified_accuracy(
+                model, x, y, ev.certified.eps, clean_logits, bounds, per_sample
+            )
             metrics.update(cert_metrics)
             radius = cert_info["radius"]
             info["certified"] = {
@@ -173,6 +194,7 @@ def evaluate(
         except models.LipschitzBoundUnavailable as exc:
             info.setdefault("warnings", []).append(f"no certified accuracy: {exc}")
     info["sanity"] = check_sanity(metrics)
+    info[OUTCOMES_KEY] = pack_outcomes(per_sample, fingerprint_test_set(x, y))
     return metrics, info
 
 
@@ -305,6 +327,7 @@ def run_job(
         "spec_hash": spec_hash,
         "device": str(device),
         "versions": library_versions(),
+        "provenance": provenance(),
         "seeds": {"train": spec.train.seed, "dataset": spec.dataset.seed},
         "warnings": [],
     }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -11,14 +10,11 @@ from sqlalchemy import text
 
 from api.deps import DispatcherDep, SettingsDep
 from api.schemas import ComponentHealth, Health
+from core.protocol import current_protocol
+from core.provenance import current_code
 from db.session import get_engine
 
 router = APIRouter(tags=["health"])
-
-try:
-    VERSION = version("robustlab")
-except PackageNotFoundError:  # running from a checkout that is not installed
-    VERSION = "0.1.0"
 
 
 def _database_error(url: str) -> str | None:
@@ -40,7 +36,9 @@ def healthz(settings: SettingsDep, dispatcher: DispatcherDep) -> Health | JSONRe
         status="ok" if db_error is None and broker_error is None else "unavailable",
         database=ComponentHealth(ok=db_error is None, detail=db_error),
         broker=ComponentHealth(ok=broker_error is None, detail=broker_error),
-        version=VERSION,
+        version=current_code().version,
+        code_version=current_code().identity,
+        protocol_version=current_protocol(),
     )
     if health.status != "ok":
         return JSONResponse(status_code=503, content=health.model_dump(mode="json"))
