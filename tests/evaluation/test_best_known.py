@@ -18,6 +18,7 @@ from evaluation.autoattack import (
     suite_robust,
 )
 from evaluation.best_known import AttackRecord, per_sample_robust, robust_metrics
+from evaluation.outcomes import unpack_outcomes
 from evaluation.runner import run_job
 from tests.evaluation.test_robustness import LinearClassifier
 
@@ -151,6 +152,10 @@ def test_a_job_with_the_suite_takes_the_per_sample_minimum():
     assert "cheap_attack_only" not in {f["flag"] for f in info["reliability"]["flags"]}
     assert {"cheap_attack_overstates", "no_chance_at_large_eps"} <= set(info["reliability"]["checked"])
     assert info["sanity"]["robust_l2_acc@0.1<=pgd_l2_acc@0.1"] is True
+    _, stored = unpack_outcomes(info["outcomes"])  # what the CI gate pairs: every attack figure and the best known
+    for name in ("robust_linf_acc@0.1", "pgd_l2_acc@0.1", "autoattack_l2_acc@0.1"):
+        assert stored[name].tolist() == result.robust_masks()[name].tolist()
+    assert not any(name.startswith("pgd_doubled") for name in stored)
 
 
 def test_the_suite_with_fewer_than_10_steps_is_rejected():
