@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from api.dispatch import Dispatcher, RecoveryLoop
-from api.errors import DATABASE_UNAVAILABLE_RESPONSE, install_error_handlers, reject_nul_characters
+from api.errors import DATABASE_UNAVAILABLE_RESPONSE, install_error_handlers, reject_unstorable_input
 from api.limits import BodySizeLimit
 from api.routes import api_router, health, web
 from api.security import RateLimiter
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, recovery: bool = True) -> FastA
         api_router,
         prefix=API_PREFIX,
         responses=DATABASE_UNAVAILABLE_RESPONSE,
-        dependencies=[Depends(reject_nul_characters)],  # 422, not a 500 from PostgreSQL
+        dependencies=[Depends(reject_unstorable_input)],  # 422, not a 500 from PostgreSQL
     )
     install_error_handlers(app)  # database unreachable: 503 JSON, not 500
     web.install(app)  # HTML pages at /, /jobs/{id}, /compare (not in the OpenAPI schema) and /static

@@ -1,0 +1,88 @@
+"""Input that Python's JSON parser accepts but JSON cannot carry back, and cursors no page ever handed out: each is
+a 4xx naming the field, never a 500 (issue 18, item 5). On the real PostgreSQL, through the in-process app."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from service_helpers import tiny_spec
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _with(spec_text: str, field: str, token: str) -> str:
+    """The spec's JSON text with the value of ``"field": …`` (its first occurrence) replaced by a raw token."""
+    marker = f'"{field}": '
+    start = spec_text.index(marker) + len(marker)
+    end = min(i for i in (spec_text.find(",", start), spec_text.find("}", start)) if i >= 0)
+    return spec_text[:start] + token + spec_text[end:]
+
+
+@pytest.mark.parametrize(
+    ("field", "token", "loc"),
+    [
+        ("lr", "NaN", ["body", "train", "lr"]),
+        ("lr", "Infinity", ["body", "train", "lr"]),
+        ("h", "-Infinity", ["body", "model", "h"]),
+        ("h", "1e999", ["body", "model", "h"]),  # overflows a double: Python parses it as inf
+        ("name", '"\\ud800"', ["body", "name"]),  # a lone surrogate: not encodable as UTF-8
+        ("name", '"ok\\udfff"', ["body", "name"]),
+    ],
+)
+def test_unencodable_json_body_is_422_naming_the_field(pg_client: TestClient, field, token, loc) -> None:
+    body = _with(json.dumps(tiny_spec("hostile")), field, token)
+    r = pg_client.post("/api/v1/jobs", content=body, headers=JSON_HEADERS)
+    assert r.status_code == 422, (token, r.status_code, r.text)
+    assert loc in [error["loc"] for error in r.json()["detail"]], r.text
+    assert pg_client.get("/api/v1/jobs").json()["total"] == 0
+
+
+def test_a_lone_surrogate_in_a_free_text_field_is_not_stored(pg_client: TestClient) -> None:
+    """``checkpoint`` takes any string: without the check it reaches PostgreSQL, which cannot encode it."""
+    body = json.dumps(tiny_spec("surrogate", checkpoint="PLACEHOLDER")).replace("PLACEHOLDER", "a\\ud800b")
+    r = pg_client.post("/api/v1/jobs", content=body, headers=JSON_HEADERS)
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "checkpoint"] and error["type"] == "string_unicode"
+    assert error["input"] == "a\\ud800b"  # echoed escaped, so the 422 itself is valid JSON
+
+
+def test_a_non_finite_number_in_a_nested_list_is_422(pg_client: TestClient) -> None:
+    spec = tiny_spec("nested")
+    body = json.dumps(spec).replace('"sigmas": [0, 0.1]', '"sigmas": [0, NaN, Infinity]')
+    r = pg_client.post("/api/v1/jobs", content=body, headers=JSON_HEADERS)
+    assert r.status_code == 422, r.text
+    locations = [error["loc"] for error in r.json()["detail"]]
+    assert ["body", "evaluate", "gaussian", "sigmas", 1] in locations
+    assert ["body", "evaluate", "gaussian", "sigmas", 2] in locations
+
+
+def _cursor(payload: str) -> str:
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+HOSTILE_CURSORS = [
+    '{"v":1,"id":"z","r":1e999,"q":"a"}',  # int(inf): OverflowError
+    '{"v":1e999,"id":"z","r":1,"q":"a"}',
+    '{"v":NaN,"id":"z","r":1,"q":"a"}',
+    '{"v":1,"id":"z","r":-5,"q":"a"}',
+    '{"v":1,"id":"z","r":99999999999999999999999,"q":"a"}',
+    '{"v":1,"id":"\\ud800","r":1,"q":"a"}',
+    '{"v":1,"id":"z","r":1,"q":["a"]}',
+    "[1, 2]",
+    "null",
+]
+
+
+@pytest.mark.parametrize("payload", HOSTILE_CURSORS)
+def test_hostile_leaderboard_cursor_is_422_on_the_api_and_the_page(pg_client: TestClient, payload: str) -> None:
+    cursor = _cursor(payload)
+    r = pg_client.get("/api/v1/leaderboard", params={"cursor": cursor})
+    assert r.status_code == 422, (payload, r.status_code, r.text)
+    assert r.json()["detail"][0]["loc"] == ["query", "cursor"]
+    page = pg_client.get("/", params={"cursor": cursor})
+    assert page.status_code == 422, (payload, page.status_code)
+    assert "cursor" in page.text
