@@ -2,8 +2,8 @@
 
 Registered by :func:`api.main.create_app`:
 
-* an unreachable database is ``503`` with a JSON ``detail`` and ``Retry-After`` (documented on every ``/api/v1``
-  operation), not a ``500``::
+* an unreachable database, or no pooled connection free within the pool timeout, is ``503`` with a JSON
+  ``detail`` and ``Retry-After`` (documented on every ``/api/v1`` operation), not a ``500``::
 
       HTTP/1.1 503 Service Unavailable
       Retry-After: 5
@@ -39,6 +39,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.responses import Response
@@ -192,7 +193,7 @@ async def validation_error(_request: Request, exc: RequestValidationError) -> JS
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    for exc_type in (OperationalError, InterfaceError):
+    for exc_type in (OperationalError, InterfaceError, PoolTimeoutError):
         app.add_exception_handler(exc_type, database_unavailable)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -13,7 +13,8 @@ A spec says what to train (or load), on which data, and how to evaluate it::
     }
 
 Every model rejects unknown fields (``extra="forbid"``), so a typo is a 422 naming the field, never a silently
-ignored option, and takes no loose types (``strict``: ``"width": true`` or ``"epochs": "10"`` is an error). Bounds on sizes keep one job from exhausting a worker.
+ignored option, and takes no loose types (``strict``: ``"width": true`` or ``"epochs": "10"`` is an error).
+Bounds on sizes keep one job from exhausting a worker.
 """
 
 from __future__ import annotations

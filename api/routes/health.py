@@ -1,7 +1,11 @@
-"""``/healthz``: 200 when the database and the broker both answer, 503 naming the one that does not."""
+"""``/healthz``: 200 when the database and the broker both answer, 503 naming the one that does not.
+
+The route needs no key, so its body says only which service is down ("database unreachable"); the driver's error
+(host, port, database name) goes to the log."""
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 
@@ -14,6 +18,7 @@ from api.schemas import ComponentHealth, Health
 from db.session import get_engine
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
 
 try:
     VERSION = version("robustlab")
@@ -36,10 +41,13 @@ def healthz(settings: SettingsDep, dispatcher: DispatcherDep) -> Health | JSONRe
         db_future = pool.submit(_database_error, settings.database_url)
         broker_future = pool.submit(dispatcher.broker_error)
         db_error, broker_error = db_future.result(), broker_future.result()
+    for name, error in (("database", db_error), ("broker", broker_error)):
+        if error is not None:
+            log.warning("healthz: %s unreachable: %s", name, error)
     health = Health(
         status="ok" if db_error is None and broker_error is None else "unavailable",
-        database=ComponentHealth(ok=db_error is None, detail=db_error),
-        broker=ComponentHealth(ok=broker_error is None, detail=broker_error),
+        database=ComponentHealth(ok=db_error is None, detail=None if db_error is None else "database unreachable"),
+        broker=ComponentHealth(ok=broker_error is None, detail=None if broker_error is None else "broker unreachable"),
         version=VERSION,
     )
     if health.status != "ok":
