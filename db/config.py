@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0, description="a running job's DB lease; renewed by a heartbeat")
     worker_concurrency: int = Field(1, ge=1, description="jobs one worker process runs at once")
     progress_interval: float = Field(0.5, ge=0, description="minimum seconds between progress writes")
+    stop_check_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="how often a worker renews a running job's lease, and so sees that it was cancelled (or taken "
+        "over): the job then stops at the model's next forward pass, in any phase",
+    )
     max_attempts: int = Field(3, ge=1, description="a job whose worker was lost this many times is failed, not re-run")
     recovery_interval: float = Field(
         30.0,
