@@ -27,9 +27,13 @@ from sqlalchemy.orm import Session
 
 from db.artifacts import get_artifact, parse_ref, spec_references
 from db.config import Settings
-from evaluation.spec import DatasetSpec, JobSpec, ModelSpec
+from evaluation.spec import MAX_DEPTH, DatasetSpec, JobSpec, ModelSpec
 
 FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+#: the most tensors a checkpoint of a valid spec can hold: ≤ 6 per layer at depth MAX_DEPTH (hamiltonian), with room
+MAX_CHECKPOINT_TENSORS = 16 * MAX_DEPTH
+#: a header entry of a valid checkpoint is ≤ ~120 bytes (name, dtype, shape, offsets), the model spec ≤ a few KiB
+MAX_HEADER_BYTES = 4 * 1024 * 1024
 
 
 class UploadInvalid(Exception):
@@ -129,6 +133,32 @@ def _dtype_name(dtype) -> str:
     )
 
 
+def check_safetensors_header(path: Path) -> None:
+    """Bound a safetensors header before a parser builds it: its declared length (the file's first 8 bytes, a
+    little-endian u64) at most :data:`MAX_HEADER_BYTES`, and its entries at most :data:`MAX_CHECKPOINT_TENSORS`.
+    A forged header of 500 000 entries otherwise costs seconds and hundreds of MB in the API before its ``422``."""
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise UploadInvalid("not a valid safetensors file: shorter than its 8-byte header length")
+        length = int.from_bytes(head, "little")
+        if length > MAX_HEADER_BYTES:
+            raise UploadInvalid(
+                f"safetensors header of {length} bytes is over the limit of {MAX_HEADER_BYTES} bytes "
+                f"(a checkpoint has at most {MAX_CHECKPOINT_TENSORS} tensors)"
+            )
+        header = f.read(length)
+    try:
+        entries = json.loads(header)
+    except (ValueError, RecursionError):
+        raise UploadInvalid("not a valid safetensors file: its header is not JSON") from None
+    if not isinstance(entries, dict):
+        raise UploadInvalid("not a valid safetensors file: its header is not a JSON object")
+    tensors = len(entries) - ("__metadata__" in entries)
+    if tensors > MAX_CHECKPOINT_TENSORS:
+        raise UploadInvalid(f"checkpoint has {tensors} tensors, over the limit of {MAX_CHECKPOINT_TENSORS}")
+
+
 def validate_checkpoint(session: Session, path: Path, form: dict[str, str | None], out: Path) -> dict[str, Any]:
     """Check the safetensors file at ``path`` against its model spec and write the stored checkpoint to ``out``.
 
@@ -144,6 +174,7 @@ def validate_checkpoint(session: Session, path: Path, form: dict[str, str | None
 
     import models
 
+    check_safetensors_header(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             file_metadata = f.metadata() or {}

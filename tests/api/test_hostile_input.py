@@ -86,3 +86,29 @@ def test_hostile_leaderboard_cursor_is_422_on_the_api_and_the_page(pg_client: Te
     page = pg_client.get("/", params={"cursor": cursor})
     assert page.status_code == 422, (payload, page.status_code)
     assert "cursor" in page.text
+
+
+def forged_checkpoint(entries: int) -> bytes:
+    """A safetensors file whose header lists ``entries`` empty tensors (valid to a parser, just huge)."""
+    header = ",".join(f'"t{i}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}' for i in range(entries))
+    data = ("{" + header + "}").encode()
+    return len(data).to_bytes(8, "little") + data
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (500_000, "header of"),  # ~28 MB of header: refused from its 8-byte length, before any parsing
+        (20_000, "20000 tensors, over the limit"),  # ~1.1 MB: within the byte bound, over the entry bound
+    ],
+)
+def test_a_forged_checkpoint_header_is_refused_before_parsing(pg_client: TestClient, entries: int, message: str):
+    from api.uploads import MAX_CHECKPOINT_TENSORS, MAX_HEADER_BYTES
+
+    content = forged_checkpoint(entries)
+    files = {"file": ("w.safetensors", content, "application/octet-stream")}
+    model = json.dumps({"family": "explicit", "width": 8, "depth": 4, "h": 0.2})
+    r = pg_client.post("/api/v1/artifacts/checkpoints", files=files, data={"model": model, "dataset": "spirals"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert message in detail and (str(MAX_HEADER_BYTES) in detail or str(MAX_CHECKPOINT_TENSORS) in detail)
