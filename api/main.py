@@ -15,8 +15,8 @@ from fastapi import Depends, FastAPI
 from api.dispatch import Dispatcher, RecoveryLoop
 from api.errors import DATABASE_UNAVAILABLE_RESPONSE, install_error_handlers, reject_unstorable_input
 from api.limits import BodySizeLimit
+from api.ratelimit import RateLimiter
 from api.routes import api_router, health, web
-from api.security import RateLimiter
 from db.config import Settings, get_settings
 
 API_PREFIX = "/api/v1"
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, recovery: bool = True) -> FastA
     )
     app.state.settings = settings
     app.state.dispatcher = dispatcher
-    app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_burst)
+    app.state.rate_limiter = RateLimiter(settings)
     app.add_middleware(BodySizeLimit, settings=settings)  # 413 for specs / uploads over the limits
     app.include_router(health.router)  # /healthz for load balancers and `robustlab up`
     app.include_router(

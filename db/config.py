@@ -73,9 +73,17 @@ class Settings(BaseSettings):
     rate_limit: float = Field(
         20.0,
         ge=0,
-        description="with auth=keys: sustained requests per second per API key (or per client IP without one); 0 = off",
+        description="with auth=keys: sustained requests per second per API key (per client IP without one, and per "
+        "client IP for invalid keys); 0 = off",
     )
-    rate_limit_burst: int = Field(100, ge=1, description="token-bucket size of the per-key rate limit")
+    rate_limit_burst: int = Field(
+        100, ge=1, description="the per-key rate limit allows this many requests in any burst/rate seconds"
+    )
+    rate_limit_storage: str | None = Field(
+        None,
+        description="where the rate-limit counters live, shared by all API processes (a `limits` storage URL such "
+        "as redis://host:6379/0); default: the broker's Redis, else this process's memory",
+    )
     max_spec_bytes: int = Field(64 * 1024, ge=1024, description="largest JSON request body (a job spec), in bytes")
     max_upload_bytes: int = Field(
         100 * 1024 * 1024, ge=1024, description="largest uploaded checkpoint or dataset file, in bytes"
