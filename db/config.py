@@ -84,6 +84,23 @@ class Settings(BaseSettings):
         description="where the rate-limit counters live, shared by all API processes (a `limits` storage URL such "
         "as redis://host:6379/0); default: the broker's Redis, else this process's memory",
     )
+    max_parameters: float = Field(
+        1e8, ge=0, description="largest estimated parameter count of a submitted job's model (0 = no limit)"
+    )
+    max_activation_bytes: float = Field(
+        8 * 2**30,
+        ge=0,
+        description="largest estimated activation memory of a job (training batch or attacked test set, float32)",
+    )
+    max_eval_passes: float = Field(
+        1e6,
+        ge=0,
+        description="most passes over the test set a job's evaluation may make (Gaussian draws, attack steps × "
+        "restarts × ε × norms, AutoAttack steps and queries, plug-and-play iterations)",
+    )
+    max_eval_work: float = Field(
+        5e15, ge=0, description="largest estimated evaluation work: passes × n_test × width² × depth (0 = no limit)"
+    )
     max_spec_bytes: int = Field(64 * 1024, ge=1024, description="largest JSON request body (a job spec), in bytes")
     max_upload_bytes: int = Field(
         100 * 1024 * 1024, ge=1024, description="largest uploaded checkpoint or dataset file, in bytes"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,7 @@ from api.security import ReadAccess, WriteAccess
 from api.uploads import check_spec_references
 from db import jobs
 from db.models import Job
+from evaluation.budget import over_limits
 from evaluation.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -67,8 +69,16 @@ def submit_job(
     ``?force=true`` — a succeeded job with the same spec hash and code version (``X-Robustlab-Reused:
     succeeded-job``): the runs are seeded, so running it again would give the same numbers.
 
+    A spec whose estimated cost (:mod:`evaluation.budget`: parameters, activation memory, evaluation passes and
+    work) is over a ``ROBUSTLAB_MAX_*`` limit is ``422`` naming the estimate and the limit.
+
     ``checkpoint`` / ``dataset.artifact`` may name uploads as ``artifact:<id>``; an unknown one is ``422`` (with
     ``ROBUSTLAB_AUTH=keys`` they must: a path on the worker's machine is refused)."""
+    too_large = over_limits(spec, settings)  # estimated parameters, memory, evaluation passes and work
+    if too_large:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", field), "msg": msg, "input": None} for field, msg in too_large]
+        )
     spec = check_spec_references(session, spec, allow_paths=settings.auth == "open")
     try:
         job, reused = jobs.submit_job(

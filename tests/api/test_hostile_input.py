@@ -112,3 +112,48 @@ def test_a_forged_checkpoint_header_is_refused_before_parsing(pg_client: TestCli
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     assert message in detail and (str(MAX_HEADER_BYTES) in detail or str(MAX_CHECKPOINT_TENSORS) in detail)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "estimate"),
+    [
+        (  # issue 18: 10 000 steps × 100 restarts × 64 ε × 2 norms passed the old training-only budget
+            {
+                "train": {"epochs": 5},
+                "evaluate": {
+                    "pgd": {"norm": ["Linf", "L2"], "eps": [0.01 * i for i in range(1, 65)], "steps": 10_000,
+                            "restarts": 100},
+                },
+            },
+            "evaluate",
+            "evaluation passes over the test set 1.28e+08 exceeds the limit 1e+06 (ROBUSTLAB_MAX_EVAL_PASSES)",
+        ),
+        (  # width 4096 × depth 1000: ≈ 34 · 10⁹ parameters, 125 GiB of weights
+            {"model": {"family": "explicit", "width": 4096, "depth": 1000}, "train": {"epochs": 1},
+             "dataset": {"name": "spirals", "n_train": 2, "n_test": 1}},
+            "model",
+            "parameters 3.36e+10 exceeds the limit 1e+08 (ROBUSTLAB_MAX_PARAMETERS)",
+        ),
+        (  # full-batch training of 1000 samples through 1000 steps of width 256 (limit lowered to 8e9 below)
+            {"model": {"family": "explicit", "width": 256, "depth": 1000}, "train": {"epochs": 1},
+             "dataset": {"name": "digits", "n_train": 1000, "n_test": 797}},
+            "model",
+            "activation memory (bytes) 8.19e+09 exceeds the limit 8e+09 (ROBUSTLAB_MAX_ACTIVATION_BYTES)",
+        ),
+    ],
+)  # fmt: skip
+def test_a_job_over_an_estimated_limit_is_422_naming_estimate_and_limit(
+    make_pg_client, overrides, field: str, estimate: str
+) -> None:
+    client = make_pg_client(max_activation_bytes=8e9) if "activation" in estimate else make_pg_client()
+    r = client.post("/api/v1/jobs", json=tiny_spec("too-large", **overrides))
+    assert r.status_code == 422, r.text
+    messages = {tuple(e["loc"]): e["msg"] for e in r.json()["detail"]}
+    assert messages.get(("body", field)) == f"job too large: estimated {estimate}", messages
+    assert client.get("/api/v1/jobs").json()["total"] == 0
+
+
+def test_limits_are_settings(make_pg_client) -> None:
+    spec = tiny_spec("limited", evaluate={"pgd": {"norm": ["Linf"], "eps": [0.05], "steps": 100, "restarts": 2}})
+    assert make_pg_client(max_eval_passes=100).post("/api/v1/jobs", json=spec).status_code == 422
+    assert make_pg_client(max_eval_passes=1000).post("/api/v1/jobs", json=spec).status_code == 201
