@@ -24,7 +24,7 @@ def test_the_estimates_grow_with_what_they_count() -> None:
         "name": "b",
         "dataset": {"name": "spirals"},
         "model": {"family": "explicit", "width": 8, "depth": 4},
-        "evaluate": {"pgd": {"norm": ["Linf"], "eps": [0.1], "steps": 10, "restarts": 1}},
+        "evaluate": {"gaussian": None, "pgd": {"norm": ["Linf"], "eps": [0.1], "steps": 10, "restarts": 1}},
     }
     small = estimate(JobSpec.model_validate(base))
     base["evaluate"]["pgd"]["restarts"] = 3
