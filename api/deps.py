@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from api.dispatch import Dispatcher
-from db.config import Settings
+from core.config import Settings
 from db.session import POOL_SIZE, session_scope
 
 T = TypeVar("T")

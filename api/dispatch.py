@@ -28,8 +28,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from core.config import Settings
 from db import jobs
-from db.config import Settings
 from db.session import session_scope
 from worker.celery_app import TASK_RUN_JOB, create_celery_app
 

@@ -13,7 +13,7 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from db.config import Settings
+from core.config import Settings
 
 UPLOAD_PATHS = ("/artifacts/checkpoints", "/artifacts/datasets")
 MULTIPART_ALLOWANCE = 1024 * 1024  # framing, the model / spec / dataset form fields

@@ -1,7 +1,7 @@
 """The FastAPI application.
 
 ``uvicorn api.main:app`` serves the module-level ``app`` (settings from ``ROBUSTLAB_*``); tests and embedders call
-:func:`create_app` with their own :class:`~db.config.Settings`. OpenAPI docs at ``/docs``.
+:func:`create_app` with their own :class:`~core.config.Settings`. OpenAPI docs at ``/docs``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from api.errors import DATABASE_UNAVAILABLE_RESPONSE, install_error_handlers, re
 from api.limits import BodySizeLimit
 from api.ratelimit import RateLimiter
 from api.routes import api_router, health, web
-from db.config import Settings, get_settings
+from core.config import Settings, get_settings
 
 API_PREFIX = "/api/v1"
 

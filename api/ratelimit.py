@@ -20,7 +20,7 @@ import time
 from limits import RateLimitItemPerSecond, storage, strategies
 from limits.errors import StorageError
 
-from db.config import Settings
+from core.config import Settings
 
 log = logging.getLogger(__name__)
 NAMESPACE = "robustlab-rate"

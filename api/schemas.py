@@ -1,4 +1,4 @@
-"""Response schemas. The request body of ``POST /jobs`` is :class:`evaluation.spec.JobSpec` itself (the one
+"""Response schemas. The request body of ``POST /jobs`` is :class:`core.spec.JobSpec` itself (the one
 schema shared with the worker and the CLI); it is not duplicated here."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evaluation.summary_metrics import LEVEL_KINDS, SCALAR_KINDS, group_levels
+from core.metrics import LEVEL_KINDS, SCALAR_KINDS, group_levels
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -115,7 +115,7 @@ class LeaderboardEntry(BaseModel):
     def _group_robustness(self) -> LeaderboardEntry:
         """``gaussian_acc@0.1`` → ``gaussian_acc["0.1"]``, and so on for PGD and certified accuracy and the
         regression metrics (``gaussian_psnr@0.1``, ``pgd_l2_mse@0.1`` …; the kinds of
-        :data:`evaluation.summary_metrics.LEVEL_KINDS`); ``clean_mse`` and ``clean_psnr`` from the metrics."""
+        :data:`core.metrics.LEVEL_KINDS`); ``clean_mse`` and ``clean_psnr`` from the metrics."""
         for kind, levels in group_levels(self.metrics, LEVEL_KINDS).items():
             getattr(self, kind).update(levels)
         for kind in SCALAR_KINDS:

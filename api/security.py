@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import SettingsDep
 from api.ratelimit import RateLimiter, retry_after
-from db.config import Settings
+from core.config import Settings
 from db.models import API_KEY_SCOPES, ApiKey, utcnow
 from db.session import session_scope
 

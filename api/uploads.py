@@ -25,9 +25,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from core.config import Settings
+from core.spec import MAX_DEPTH, DatasetSpec, JobSpec, ModelSpec
 from db.artifacts import get_artifact, parse_ref, spec_references
-from db.config import Settings
-from evaluation.spec import MAX_DEPTH, DatasetSpec, JobSpec, ModelSpec
 
 FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 #: the most tensors a checkpoint of a valid spec can hold: ≤ 6 per layer at depth MAX_DEPTH (hamiltonian), with room

@@ -8,7 +8,7 @@ Kinds (:data:`COMPARE_KINDS`): ``gaussian`` (accuracy vs noise σ), ``pgd_linf``
 vs ε, each curve starting at the job's clean accuracy at ε = 0) and ``certified_l2`` (certified L2 accuracy vs ε);
 for regression and denoising jobs ``gaussian_mse`` and ``pgd_linf_mse`` (MSE, log scale).
 One colour per job in every figure. Built on :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot
-state: safe in the API's worker threads); the metric series are read with :func:`evaluation.plots.series`, the same
+state: safe in the API's worker threads); the metric series are read with :func:`core.metrics.series`, the same
 reader the per-job plots use.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 
-from evaluation.plots import series
+from core.metrics import series
 
 #: kind → (metric prefix, figure title, x label, y label, start at the clean value for ε = 0, y axis: "unit" for
 #: accuracies in [0, 1], "log" for errors, "linear")

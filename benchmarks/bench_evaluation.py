@@ -43,12 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torchattacks  # noqa: E402
 
+from core.spec import JobSpec, ModelSpec  # noqa: E402
 from evaluation.certified import certified_accuracy, compute_bounds  # noqa: E402
 from evaluation.datasets import digits, load_dataset, two_spirals  # noqa: E402
 from evaluation.gaussian import gaussian_noise_accuracy, predict  # noqa: E402
 from evaluation.pgd import pgd_accuracy  # noqa: E402
 from evaluation.runner import prepare_model  # noqa: E402
-from evaluation.spec import JobSpec, ModelSpec  # noqa: E402
 from models import LipschitzBoundUnavailable, build_model, lipschitz_bound  # noqa: E402
 
 GOALS = {"pgd": 0.95, "gaussian": 1.2, "certified": 1.2}

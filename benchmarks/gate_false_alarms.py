@@ -68,8 +68,8 @@ def seeded(spec: dict, seed: int, train: bool = True) -> dict:
 
 
 def run(spec: dict, out: Path) -> Path:
+    from core.spec import JobSpec
     from evaluation.runner import run_job
-    from evaluation.spec import JobSpec
 
     run_job(JobSpec.model_validate(spec), out_dir=out)
     return out / "result.json"

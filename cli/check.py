@@ -429,8 +429,8 @@ def load_baseline(refs: Sequence[str], tag: str | None, server: Server | None) -
 
 
 def load_candidate_spec(path: Path, checkpoint: Path | None, name: str | None):
-    """The validated :class:`~evaluation.spec.JobSpec` in ``path`` (``checkpoint`` / ``name`` applied)."""
-    from evaluation.spec import JobSpec
+    """The validated :class:`~core.spec.JobSpec` in ``path`` (``checkpoint`` / ``name`` applied)."""
+    from core.spec import JobSpec
 
     data = _read_structured(path, "spec file")
     if not isinstance(data, dict):
@@ -465,7 +465,7 @@ def run_in_process(specs: Sequence, out: Path | None) -> list[Run]:
     import torch
 
     from cli.display import JobProgress
-    from db.config import get_settings
+    from core.config import get_settings
     from evaluation.runner import run_job
 
     threads = get_settings().torch_threads
@@ -909,7 +909,7 @@ def check(
         needs_server = baseline_tag is not None or any(not _looks_like_path(b) for b in baseline or ())
         runs_on_server = server is not None and spec_file is not None and not local
         if needs_server or runs_on_server:
-            from db.config import get_settings
+            from core.config import get_settings
 
             server_client = Server(server or get_settings().server_url, api_key, timeout)
         base_side = load_baseline(baseline or (), baseline_tag, server_client)

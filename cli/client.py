@@ -68,7 +68,7 @@ class RobustlabClient:
 
     def __init__(self, base_url: str, timeout: float = 30.0, api_key: str | None = None) -> None:
         if api_key is None:
-            from db.config import get_settings
+            from core.config import get_settings
 
             api_key = get_settings().api_key
         self.base_url = base_url.rstrip("/")

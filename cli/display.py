@@ -9,27 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-METRIC_ORDER = (
-    "clean_acc",
-    "clean_mse",
-    "clean_psnr",
-    "input_psnr",
-    "rollout_mse",
-    "gaussian_acc",
-    "gaussian_mse",
-    "gaussian_psnr",
-    "pgd_linf_acc",
-    "pgd_linf_mse",
-    "pgd_l2_acc",
-    "pgd_l2_mse",
-    "autoattack_linf_acc",
-    "autoattack_l2_acc",
-    "certified_l2_acc",
-    "certified_l2_mse",
-    "certified_linf_mse",
-    "pnp_psnr",
-    "lipschitz_bound",
-)
+from core.metrics import sort_key as metric_sort_key
 
 
 class JobProgress:
@@ -78,17 +58,6 @@ class JobProgress:
         elif phase in ("evaluate", "done") or status == "succeeded":
             task = self.progress.tasks[0]
             self.progress.update(self._task, total=task.total or 1, completed=task.total or 1)
-
-
-def metric_sort_key(name: str) -> tuple[int, str, float]:
-    """Orders metric names as tables show them: by kind (clean, Gaussian, PGD, certified…), then level."""
-    base, _, at = name.partition("@")
-    rank = METRIC_ORDER.index(base) if base in METRIC_ORDER else len(METRIC_ORDER)
-    try:
-        level = float(at) if at else 0.0
-    except ValueError:
-        level = 0.0
-    return rank, base, level
 
 
 def metrics_table(metrics: Mapping[str, float], title: str = "metrics") -> Table:

@@ -28,7 +28,7 @@ from cli.check import check as check_command
 from cli.client import ApiError, RobustlabClient, format_validation_errors
 from cli.display import JobProgress, leaderboard_table, metrics_table
 from cli.sweep import sweep as sweep_command
-from db.config import Settings, get_settings
+from core.config import Settings, get_settings
 
 app = typer.Typer(
     help="robustlab: robustness benchmarking of explicit and implicit residual networks.",
@@ -333,7 +333,7 @@ def run(
     out: Annotated[Path | None, typer.Option("--out", help="output directory (default: runs/<name>)")] = None,
 ) -> None:
     """Run a job in this process, without a server; writes result.json, model.safetensors and spec.json."""
-    from evaluation.spec import JobSpec
+    from core.spec import JobSpec
 
     data = _read_spec_file(spec_file)
     if "sweep" in data:  # a sweep preset: run its base point (`robustlab sweep` runs the grid)

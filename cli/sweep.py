@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from evaluation.summary_metrics import gaussian_kind
+from core.metrics import gaussian_kind
 from evaluation.sweep import (
     SEED001_GAUSSIAN,
     PointOutcome,
@@ -278,7 +278,7 @@ def sweep(
         outcomes = run_points_server(points, server, poll, timeout)
         out_dir = out
     else:
-        from db.config import get_settings
+        from core.config import get_settings
 
         out_dir = out or Path("runs") / f"{base.get('name', spec_file.stem)}-sweep"
         threads = get_settings().torch_threads

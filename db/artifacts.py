@@ -19,14 +19,12 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.spec import JobSpec
 from db.models import Artifact, utcnow
-
-if TYPE_CHECKING:
-    from evaluation.spec import JobSpec
 
 REF_PREFIX = "artifact:"
 UPLOADS_DIR = "uploads"

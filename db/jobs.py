@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -49,10 +49,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.spec import JobSpec
 from db.models import TERMINAL_STATUSES, IdempotencyKey, Job, JobStatus, Result, utcnow
-
-if TYPE_CHECKING:  # the spec module is pydantic only; importing it here for types keeps db free of evaluation
-    from evaluation.spec import JobSpec
 
 MAX_METRIC_NAME = 100
 
@@ -593,11 +591,6 @@ def hyper_parameters(spec: Mapping[str, Any]) -> dict[str, Any]:
     if spec.get("checkpoint"):
         out["checkpoint"] = spec["checkpoint"]
     return out
-
-
-def _hyper_parameters(spec: Mapping[str, Any]) -> dict[str, Any]:
-    hp = hyper_parameters(spec)
-    return {k: hp[k] for k in ("width", "depth", "theta", "h")}
 
 
 @functools.lru_cache(maxsize=64)

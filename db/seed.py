@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import insert, text
 
+from core.spec import JobSpec
 from db.models import Job, Result
 from db.session import get_engine, session_scope
 
@@ -43,8 +44,6 @@ class SeededJob:
 
 def _spec(dataset: str, family: str, width: int, index: int) -> dict:
     """A full, validated spec (defaults filled in), as the API stores it."""
-    from evaluation.spec import JobSpec  # the spec schema; only this dev tool needs it in db
-
     model: dict = {"family": family, "width": width, "depth": 4}
     if family == "implicit":
         model["theta"] = 0.5

@@ -25,8 +25,8 @@ import torch
 import torchattacks
 from torch import nn
 
+from core.metrics import metric_key
 from evaluation.pgd import AttackBox, attack_box, correct_when_clean
-from evaluation.spec import metric_key
 
 ENSEMBLE = ("apgd-ce", "apgd-t", "fab-t", "square")
 

@@ -1,6 +1,6 @@
 """What a job will cost, estimated from its spec alone (no torch), and the refusal of jobs over the limits.
 
-The API checks every submitted spec against the limits in :class:`~db.config.Settings` (``ROBUSTLAB_MAX_*``) and
+The API checks every submitted spec against the limits in :class:`~core.config.Settings` (``ROBUSTLAB_MAX_*``) and
 answers ``422`` naming the estimate and the limit (:func:`over_limits`). The estimates are coarse on purpose: they
 are upper-bound-ish orders of magnitude, cheap enough to compute on every submission:
 
@@ -14,14 +14,14 @@ are upper-bound-ish orders of magnitude, cheap enough to compute on every submis
   queries), plug-and-play σ × iterations. Each pass costs at least one round of Python and kernel launches however
   small the model, so their number is bounded by itself;
 * **evaluation work**: passes × test samples × work per sample and step (``ModelSpec.work_width()``² · depth), the
-  same unit as the training budget of :mod:`evaluation.spec`.
+  same unit as the training budget of :mod:`core.spec`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evaluation.spec import JobSpec, ModelSpec
+from core.spec import JobSpec, ModelSpec
 
 #: (input_dim, output_dim) of the built-in datasets (an upload's come from its file: the spec's, or 1)
 DATASET_DIMS = {

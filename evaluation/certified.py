@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from evaluation.spec import metric_key
+from core.metrics import metric_key
 from models import LipschitzBoundUnavailable
 from models.lipschitz import lipschitz_bounds
 

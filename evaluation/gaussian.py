@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from evaluation.spec import metric_key
+from core.metrics import metric_key
 
 # Rows per forward: bounded memory for large noise batches. On a CPU, activations of a few thousand rows stay in
 # cache (a 47 820-row digits batch runs ~1.7× faster in 4096-row chunks than in one); a GPU wants large batches.

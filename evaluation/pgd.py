@@ -23,7 +23,7 @@ import torch
 import torchattacks
 from torch import nn
 
-from evaluation.spec import metric_key
+from core.metrics import metric_key
 
 ATTACKS = {"Linf": torchattacks.PGD, "L2": torchattacks.PGDL2}
 

@@ -27,11 +27,10 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-GAUSSIAN_FILE = "plot_gaussian.png"
-EPS_FILE = "plot_eps.png"
-RADIUS_FILE = "plot_radius.png"
+from core.metrics import CATALOG, PLOT_FILE, plot_kinds, series
+
+GAUSSIAN_FILE, EPS_FILE, RADIUS_FILE, PNP_FILE = (PLOT_FILE[p] for p in ("gaussian", "eps", "radius", "pnp"))
 SWEEP_FILE = "sweep_gaussian.png"
-PNP_FILE = "plot_pnp.png"
 PLOT_FILES = (GAUSSIAN_FILE, EPS_FILE, RADIUS_FILE)
 #: Gaussian kind of a sweep plot → (title word, y label)
 SWEEP_QUANTITY = {
@@ -40,27 +39,20 @@ SWEEP_QUANTITY = {
     "gaussian_mse": ("MSE", "mean squared error (mean over draws)"),
 }
 
-# metric prefix → (legend label, colour, marker)
-EPS_SERIES = {
-    "pgd_linf_acc": ("PGD L∞ (attack: upper bound on robust acc.)", "tab:red", "o"),
-    "pgd_l2_acc": ("PGD L2 (attack: upper bound on robust acc.)", "tab:blue", "s"),
-    "autoattack_linf_acc": ("AutoAttack L∞ (attack ensemble: upper bound)", "tab:orange", "D"),
-    "autoattack_l2_acc": ("AutoAttack L2 (attack ensemble: upper bound)", "tab:purple", "v"),
-    "certified_l2_acc": ("certified L2 (sound: lower bound)", "tab:green", "^"),
+#: colour, marker and line style of each curve (the catalog, :mod:`core.metrics`, says which kinds a plot draws and
+#: gives their legends)
+STYLES = {
+    "pgd_linf_acc": ("tab:red", "o", "-"),
+    "pgd_l2_acc": ("tab:blue", "s", "-"),
+    "autoattack_linf_acc": ("tab:orange", "D", "-"),
+    "autoattack_l2_acc": ("tab:purple", "v", "-"),
+    "certified_l2_acc": ("tab:green", "^", "-"),
+    "pgd_linf_mse": ("tab:red", "o", "-"),
+    "pgd_l2_mse": ("tab:blue", "s", "-"),
+    "certified_linf_mse": ("tab:red", "v", "--"),
+    "certified_l2_mse": ("tab:blue", "^", "--"),
 }
-
-
-def series(metrics: Mapping[str, float], prefix: str) -> list[tuple[float, float]]:
-    """``[(level, value), …]`` of the metrics named ``<prefix>@<level>``, sorted by level."""
-    points = []
-    for name, value in metrics.items():
-        base, sep, level = name.partition("@")
-        if sep and base == prefix:
-            try:
-                points.append((float(level), float(value)))
-            except ValueError:
-                continue
-    return sorted(points)
+OTHER_STYLE = ("tab:gray", "x", ":")
 
 
 def _figure(title: str, subtitle: str | None = None):
@@ -95,7 +87,7 @@ def plot_gaussian(metrics: Mapping[str, float], path: str | Path, title: str) ->
     low = [a - e for a, e in zip(acc, err, strict=True)]
     high = [a + e for a, e in zip(acc, err, strict=True)]
     ax.fill_between(sigmas, low, high, alpha=0.2, color="tab:blue")
-    ax.errorbar(sigmas, acc, yerr=err, marker="o", capsize=3, color="tab:blue", label="accuracy (mean ± std)")
+    ax.errorbar(sigmas, acc, yerr=err, marker="o", capsize=3, color="tab:blue", label=CATALOG["gaussian_acc"].legend)
     if "clean_acc" in metrics:
         ax.axhline(metrics["clean_acc"], ls="--", color="grey", lw=1, label=f"clean {metrics['clean_acc']:.3f}")
     ax.set_xlabel("noise standard deviation σ (input units)")
@@ -125,7 +117,14 @@ def plot_gaussian_regression(metrics: Mapping[str, float], path: str | Path, tit
     left, right = fig.subplots(1, 2)
     sigmas = [s for s, _ in mse]
     mse_std = dict(series(metrics, "gaussian_mse_std"))
-    _band(left, sigmas, [v for _, v in mse], [mse_std.get(s, 0.0) for s in sigmas], "tab:red", "MSE (mean ± std)")
+    _band(
+        left,
+        sigmas,
+        [v for _, v in mse],
+        [mse_std.get(s, 0.0) for s in sigmas],
+        "tab:red",
+        CATALOG["gaussian_mse"].legend,
+    )
     if "clean_mse" in metrics:
         left.axhline(metrics["clean_mse"], ls="--", color="grey", lw=1, label=f"clean {metrics['clean_mse']:.3g}")
     if all(v > 0 for _, v in mse):
@@ -135,7 +134,14 @@ def plot_gaussian_regression(metrics: Mapping[str, float], path: str | Path, tit
     psnr_std = dict(series(metrics, "gaussian_psnr_std"))
     if psnr:
         xs = [s for s, _ in psnr]
-        _band(right, xs, [v for _, v in psnr], [psnr_std.get(s, 0.0) for s in xs], "tab:blue", "PSNR (mean ± std)")
+        _band(
+            right,
+            xs,
+            [v for _, v in psnr],
+            [psnr_std.get(s, 0.0) for s in xs],
+            "tab:blue",
+            CATALOG["gaussian_psnr"].legend,
+        )
     baseline = series(metrics, "gaussian_input_psnr")
     if baseline:
         right.plot(
@@ -144,7 +150,7 @@ def plot_gaussian_regression(metrics: Mapping[str, float], path: str | Path, tit
             ls=":",
             marker="x",
             color="black",
-            label="noisy input (no model)",
+            label=CATALOG["gaussian_input_psnr"].legend,
         )
     if "clean_psnr" in metrics:
         right.axhline(metrics["clean_psnr"], ls="--", color="grey", lw=1, label=f"clean {metrics['clean_psnr']:.2f} dB")
@@ -156,30 +162,22 @@ def plot_gaussian_regression(metrics: Mapping[str, float], path: str | Path, tit
     return _save(fig, Path(path))
 
 
-def _present(metrics: Mapping[str, float], styles: Mapping[str, tuple]) -> dict[str, list[tuple[float, float]]]:
-    """The (level, value) points of each prefix of ``styles`` that was measured, in ``styles``' order."""
-    found = {prefix: series(metrics, prefix) for prefix in styles}
-    return {prefix: points for prefix, points in found.items() if points}
+def _present(metrics: Mapping[str, float], plot: str, task: str) -> dict[str, list[tuple[float, float]]]:
+    """The (level, value) points of each kind the catalog draws on ``plot`` for ``task`` that was measured, in
+    catalog order."""
+    found = {kind.name: series(metrics, kind.name) for kind in plot_kinds(plot, task)}
+    return {kind: points for kind, points in found.items() if points}
 
 
-def _curves_from_clean(ax, present: Mapping[str, list], styles: Mapping[str, tuple], clean: float | None) -> None:
-    """One curve per prefix against ε, styled (label, colour, marker[, line style]) from ``styles``; every curve
-    starts at the clean value (ε = 0) when there is one."""
-    for prefix, points in present.items():
-        label, colour, marker, *line = styles[prefix]
+def _curves_from_clean(ax, present: Mapping[str, list], clean: float | None) -> None:
+    """One curve per kind against ε, styled from :data:`STYLES` with the catalog's legend; every curve starts at
+    the clean value (ε = 0) when there is one."""
+    for kind, points in present.items():
+        colour, marker, line = STYLES.get(kind, OTHER_STYLE)
         xs, ys = [e for e, _ in points], [v for _, v in points]
         if clean is not None:
             xs, ys = [0.0, *xs], [clean, *ys]
-        ax.plot(xs, ys, marker=marker, color=colour, ls=line[0] if line else "-", label=label)
-
-
-# metric prefix → (legend label, colour, marker, line style) of the regression ε plot
-EPS_MSE_SERIES = {
-    "pgd_linf_mse": ("PGD L∞ (attack: lower bound on worst case)", "tab:red", "o", "-"),
-    "pgd_l2_mse": ("PGD L2 (attack: lower bound on worst case)", "tab:blue", "s", "-"),
-    "certified_linf_mse": ("certified L∞ (sound upper bound)", "tab:red", "v", "--"),
-    "certified_l2_mse": ("certified L2 (sound upper bound)", "tab:blue", "^", "--"),
-}
+        ax.plot(xs, ys, marker=marker, color=colour, ls=line, label=CATALOG[kind].legend)
 
 
 def plot_eps_regression(
@@ -187,12 +185,12 @@ def plot_eps_regression(
 ) -> Path | None:
     """Worst-case MSE vs ε: PGD (found by the attack, from below) and the certified bounds (from above), log scale,
     clean MSE at ε = 0; ``None`` when none of them was measured."""
-    present = _present(metrics, EPS_MSE_SERIES)
+    present = _present(metrics, "eps", "regression")
     if not present:
         return None
     fig, ax = _figure(f"Worst-case MSE vs ε — {title}", settings)
     clean = metrics.get("clean_mse")
-    _curves_from_clean(ax, present, EPS_MSE_SERIES, clean)
+    _curves_from_clean(ax, present, clean)
     if clean is not None:
         ax.axhline(clean, ls=":", color="grey", lw=1, label=f"clean {clean:.3g}")
     values = [v for points in present.values() for _, v in points] + ([clean] if clean else [])
@@ -222,10 +220,17 @@ def plot_pnp(metrics: Mapping[str, float], path: str | Path, title: str) -> Path
     if notes:
         subtitle += "\n" + "; ".join(notes)
     fig, ax = _figure(f"Plug-and-play reconstruction — {title}", subtitle)
-    ax.plot([s for s, _ in recon], [v for _, v in recon], marker="o", color="tab:green", label="PnP reconstruction")
+    ax.plot(
+        [s for s, _ in recon], [v for _, v in recon], marker="o", color="tab:green", label=CATALOG["pnp_psnr"].legend
+    )
     if observed:
         ax.plot(
-            [s for s, _ in observed], [v for _, v in observed], marker="x", ls=":", color="black", label="observation y"
+            [s for s, _ in observed],
+            [v for _, v in observed],
+            marker="x",
+            ls=":",
+            color="black",
+            label=CATALOG["pnp_input_psnr"].legend,
         )
     ax.set_xlabel("measurement noise σ")
     ax.set_ylabel("PSNR (dB)")
@@ -234,14 +239,14 @@ def plot_pnp(metrics: Mapping[str, float], path: str | Path, title: str) -> Path
 
 
 def plot_eps(metrics: Mapping[str, float], path: str | Path, title: str, settings: str | None = None) -> Path | None:
-    """PGD, AutoAttack and certified L2 accuracy vs ε on one axis (those of :data:`EPS_SERIES` measured); ``None``
-    when none of them was measured."""
-    present = _present(metrics, EPS_SERIES)
+    """PGD, AutoAttack and certified L2 accuracy vs ε on one axis (the kinds the catalog draws on the ε plot, those
+    measured); ``None`` when none of them was measured."""
+    present = _present(metrics, "eps", "classification")
     if not present:
         return None
     fig, ax = _figure(f"Robust accuracy vs ε — {title}", settings)
     clean = metrics.get("clean_acc")
-    _curves_from_clean(ax, present, EPS_SERIES, clean)
+    _curves_from_clean(ax, present, clean)
     if clean is not None:
         ax.axhline(clean, ls="--", color="grey", lw=1, label=f"clean {clean:.3f}")
     ax.set_xlabel("perturbation budget ε (input units; L∞ and L2 share the axis)")

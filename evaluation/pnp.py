@@ -24,8 +24,8 @@ import math
 import torch
 from torch import nn
 
+from core.metrics import metric_key
 from evaluation.regression import mse, psnr
-from evaluation.spec import metric_key
 from models import LipschitzBoundUnavailable, lipschitz_bound
 from models.spectral_norms import exact_spectral_norm
 

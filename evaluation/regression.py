@@ -29,9 +29,9 @@ import math
 import torch
 from torch import nn
 
+from core.metrics import metric_key
 from evaluation.certified import cached_bounds
 from evaluation.gaussian import noisy_copies, outputs
-from evaluation.spec import metric_key
 
 MAX_PSNR = 200.0  # dB: the PSNR of an exact reconstruction (MSE = 0) is reported as this cap, never as infinity
 

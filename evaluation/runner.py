@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 import models
+from core.metrics import metric_key
+from core.spec import JobSpec
 from evaluation.autoattack import autoattack_accuracy
 from evaluation.certified import certified_accuracy, compute_bounds
 from evaluation.datasets import Dataset, load_dataset
@@ -31,7 +33,6 @@ from evaluation.regression import (
     gaussian_noise_regression,
     rollout_mse,
 )
-from evaluation.spec import JobSpec, metric_key
 from evaluation.training import train_classifier
 
 CODE_VERSION = "0.1.0"

@@ -29,8 +29,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from evaluation.spec import JobSpec
-from evaluation.summary_metrics import level_of, summary_columns
+from core.families import FAMILIES
+from core.metrics import level_of, summary_columns
+from core.spec import JobSpec
 
 SWEEP_KEY = "sweep"
 MAX_POINTS = 256
@@ -315,7 +316,7 @@ def _level(name: str) -> float:
 
 
 def main_metric_columns(metrics_list: Iterable[Mapping[str, float]]) -> list[str]:
-    """The main metrics present in any point, in a fixed order (:func:`evaluation.summary_metrics.summary_columns`):
+    """The main metrics present in any point, in a fixed order (:func:`core.metrics.summary_columns`):
     classification: clean, Gaussian per σ, PGD L∞, PGD L2, certified L2 accuracy (each by level); regression and
     denoising: clean MSE and PSNR, Gaussian PSNR (or MSE) per σ, PGD L∞ / L2 worst MSE and certified L∞ / L2 MSE
     bounds per ε."""
@@ -324,15 +325,14 @@ def main_metric_columns(metrics_list: Iterable[Mapping[str, float]]) -> list[str
 
 def gaussian_curve(metrics: Mapping[str, float], kind: str = "gaussian_acc") -> dict[float, float]:
     """{σ: value} of one run (``kind``: ``gaussian_acc``, or ``gaussian_psnr`` / ``gaussian_mse`` for regression;
-    see :func:`evaluation.summary_metrics.gaussian_kind`)."""
+    see :func:`core.metrics.gaussian_kind`)."""
     return {_level(n): v for n, v in metrics.items() if n.partition("@")[0] == kind}
 
 
 def theta_of(point: SweepPoint) -> float | None:
-    theta = point.spec.model.theta
-    if theta is None and point.spec.model.family == "explicit":
-        return 0.0  # explicit Euler is the θ = 0 method
-    return theta
+    """The θ of the point's integrator (explicit Euler: 0; ``None`` for a family that is no θ-method)."""
+    model = point.spec.model
+    return FAMILIES[model.family].theta(model.model_dump())
 
 
 def seed001_reference(theta: float | None) -> dict[float, float] | None:

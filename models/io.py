@@ -12,6 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from core.spec import ModelSpec
 from models.build import build_model
 
 WEIGHTS_FILE = "model.safetensors"
@@ -29,10 +30,8 @@ def save(model: nn.Module, model_spec, path: str | Path) -> Path:
     return path
 
 
-def read_model_spec(path: str | Path):
+def read_model_spec(path: str | Path) -> ModelSpec:
     """The ``ModelSpec`` stored in a checkpoint's metadata."""
-    from evaluation.spec import ModelSpec  # the one spec schema; imported lazily so models stays torch-only at import
-
     path = _weights_path(path)
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}

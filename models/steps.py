@@ -36,11 +36,6 @@ def explicit_euler_step(x: torch.Tensor, fx: torch.Tensor, h: float) -> torch.Te
     return x + h * fx
 
 
-def theta_method_map(x: torch.Tensor, fx: torch.Tensor, fz: torch.Tensor, h: float, theta: float) -> torch.Tensor:
-    """Φ(x, z) = x + h[(1−θ)F(x) + θF(z)]; its fixed point y = Φ(x, y) is the θ-step (seed 002, eq. 7)."""
-    return x + h * ((1 - theta) * fx + theta * fz)
-
-
 def theta_step_lipschitz(lip_f: float, h: float, theta: float) -> float:
     """Lipschitz constant of x ↦ y for the θ-step when θhℓ < 1: (1 + (1−θ)hℓ)/(1 − θhℓ), ℓ = Lip(F).
 

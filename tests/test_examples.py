@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.spec import JobSpec
+from core.spec import JobSpec
 from evaluation.sweep import split_sweep
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.json"))

@@ -1,4 +1,4 @@
-"""The Celery application, configured from :class:`db.config.Settings`.
+"""The Celery application, configured from :class:`core.config.Settings`.
 
 The worker process uses the module-level ``app`` (``celery -A worker.celery_app worker -Q cpu``), which includes
 :mod:`worker.tasks`. The API builds a *client* with :func:`create_celery_app` and ``include_tasks=False`` and
@@ -14,7 +14,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from db.config import Settings, get_settings
+from core.config import Settings, get_settings
 
 TASK_RUN_JOB = "robustlab.run_job"
 QUEUES = ("cpu", "gpu")

@@ -38,11 +38,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from core.config import Settings, get_settings
+from core.spec import JobSpec
 from db import jobs
 from db.artifacts import resolve_spec
-from db.config import Settings, get_settings
 from db.session import session_scope
-from evaluation.spec import JobSpec
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from tenacity import before_sleep_log, retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from db.config import get_settings
+from core.config import get_settings
 from db.models import Job
 from db.session import dispose_engines, session_scope
 from worker.celery_app import TASK_RUN_JOB, app

@@ -14,10 +14,10 @@ from api.routes.health import VERSION
 from api.schemas import AUTH_ERRORS, JobFile, JobFiles, JobList, JobOut, JobResults, JobStatusName, Message
 from api.security import ReadAccess, WriteAccess
 from api.uploads import check_spec_references
+from core.spec import JobSpec
 from db import jobs
 from db.models import Job
 from evaluation.budget import over_limits
-from evaluation.spec import JobSpec
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

@@ -32,9 +32,9 @@ from api import exports
 from api.deps import SessionDep, SettingsDep, run_db
 from api.schemas import CompareJob, Comparison, Leaderboard, Message, leaderboard_entry_data
 from api.security import ReadAccess
+from core.metrics import metric_key
 from db import jobs
 from db.session import read_connection, session_scope
-from evaluation.spec import metric_key
 
 router = APIRouter(prefix="/leaderboard", tags=["leaderboard"])
 compare_router = APIRouter(prefix="/compare", tags=["leaderboard"])

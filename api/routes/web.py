@@ -41,9 +41,9 @@ from api.routes.leaderboard import METRIC_PATTERN, compare, full_metric, leaderb
 from api.schemas import Comparison, JobOut
 from api.security import Credentials, Principal, authenticate, require
 from api.web_plots import COLOURS_HEX, COMPARE_KINDS, compare_plot, has_data
+from core import metrics
 from db import jobs
 from db.models import Job, JobStatus, Result
-from evaluation.plots import PLOT_FILES
 
 HERE = Path(__file__).resolve().parents[1]
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
@@ -54,41 +54,6 @@ PAGE_SIZE = 25
 MAX_PAGE_SIZE = 200
 MIN_COMPARE, MAX_COMPARE = 2, 4
 MAX_COLUMNS = 16  # metric columns on the leaderboard page
-#: the metric kinds of the leaderboard's columns, in this order (and every other kind after them in the selects)
-KIND_ORDER = (
-    "clean_acc", "gaussian_acc", "gaussian_acc_std", "pgd_linf_acc", "pgd_l2_acc", "autoattack_linf_acc",
-    "autoattack_l2_acc", "certified_l2_acc", "certified_radius_q", "clean_mse", "clean_psnr", "gaussian_mse",
-    "gaussian_psnr", "pgd_linf_mse", "pgd_l2_mse",
-    "certified_l2_mse", "certified_linf_mse", "lipschitz_bound", "train_acc", "train_loss", "train_seconds",
-    "eval_seconds",
-)  # fmt: skip
-COLUMN_KINDS = {
-    "clean_acc", "gaussian_acc", "pgd_linf_acc", "pgd_l2_acc", "certified_l2_acc",  # classification
-    "clean_mse", "gaussian_mse", "pgd_linf_mse", "certified_l2_mse",  # regression, denoising
-    "lipschitz_bound",
-}  # fmt: skip
-LABELS = {
-    "clean_acc": "clean",
-    "gaussian_acc": "Gauss σ",
-    "gaussian_acc_std": "Gauss std σ",
-    "pgd_linf_acc": "PGD L∞ ε",
-    "pgd_l2_acc": "PGD L2 ε",
-    "autoattack_linf_acc": "AutoAttack L∞ ε",
-    "autoattack_l2_acc": "AutoAttack L2 ε",
-    "certified_l2_acc": "cert. L2 ε",
-    "certified_radius_q": "cert. radius q",
-    "clean_mse": "clean MSE",
-    "clean_psnr": "clean PSNR",
-    "gaussian_mse": "Gauss MSE σ",
-    "gaussian_psnr": "Gauss PSNR σ",
-    "pgd_linf_mse": "PGD L∞ MSE ε",
-    "pgd_l2_mse": "PGD L2 MSE ε",
-    "certified_l2_mse": "cert. L2 MSE ε",
-    "certified_linf_mse": "cert. L∞ MSE ε",
-    "lipschitz_bound": "Lipschitz bound",
-}
-#: metrics where lower is better: sorted ascending first, and the best of a comparison is the smallest
-LOWER_IS_BETTER = re.compile(r"^(lipschitz_bound|.*_loss|.*_seconds|solver_.*|.*_mse(_std)?|.*_residual)$")
 TITLES = {401: "Key needed", 403: "Not allowed", 404: "Not found", 422: "Bad request", 429: "Too many requests"}
 
 router = APIRouter(tags=["web"])
@@ -158,8 +123,8 @@ def _render(request: Request, name: str, context: dict[str, Any], status_code: i
         "root": root,
         "auth": settings.auth,
         "logged_in": bool(request.cookies.get(COOKIE)),
-        "fmt": fmt_metric,
-        "label": metric_label,
+        "fmt": metrics.format_value,
+        "label": metrics.label,
     }
     return TEMPLATES.TemplateResponse(request, name, base | context, status_code=status_code, headers=headers)
 
@@ -183,45 +148,6 @@ def _link(request: Request, path: str, **params: Any) -> str:
     """A root-relative link (works behind a proxy that does not forward its host): ``/?metric=…&order=…``."""
     query = urlencode({k: v for k, v in params.items() if v is not None and v != ""})
     return request.scope.get("root_path", "") + path + (f"?{query}" if query else "")
-
-
-def metric_sort_key(name: str) -> tuple[int, str, float, str]:
-    kind, _, level = name.partition("@")
-    try:
-        number = float(level) if level else -1.0
-    except ValueError:
-        number = float("inf")
-    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
-    return rank, kind if rank == len(KIND_ORDER) else "", number, name
-
-
-def metric_label(name: str) -> str:
-    """``pgd_linf_acc@0.1`` → ``PGD L∞ ε=0.1``; names without a label stay as they are."""
-    kind, at, level = name.partition("@")
-    if kind in LABELS:
-        return f"{LABELS[kind]}={level}" if at else LABELS[kind]
-    return name
-
-
-def is_accuracy(name: str) -> bool:
-    kind = name.partition("@")[0]
-    return kind.endswith("_acc") or kind.endswith("_acc_std")
-
-
-def fmt_metric(name: str, value: float | None, unit: bool = True) -> str:
-    """Accuracies in percent (``93.0 %``; ``93.0`` without ``unit``), seconds with a unit, anything else to 4
-    significant digits."""
-    if value is None:
-        return "—"
-    if is_accuracy(name):
-        return f"{100.0 * value:.1f}" + (" %" if unit else "")
-    if name.endswith("_seconds"):
-        return f"{value:.2f} s"
-    return f"{value:.4g}"
-
-
-def default_order(metric: str) -> str:
-    return "asc" if LOWER_IS_BETTER.match(metric.partition("@")[0]) else "desc"
 
 
 def _metric_names(session: Session, dataset=None, family=None, task=None) -> set[str]:
@@ -285,7 +211,7 @@ def leaderboard(request: Request, session: SessionDep, _reader: WebReader) -> Re
     dataset, family, task = _text(query, "dataset"), _text(query, "family"), _text(query, "task")
     metric = _text(query, "metric", 100) or "clean_acc"
     cursor = _text(query, "cursor", 1000)
-    order = query.get("order") or default_order(metric)
+    order = query.get("order") or metrics.default_order(metric)
     if order not in ("asc", "desc"):
         raise bad_request(f"order: 'asc' or 'desc', not {order!r}")
     try:
@@ -302,7 +228,7 @@ def leaderboard(request: Request, session: SessionDep, _reader: WebReader) -> Re
         raise bad_request(_validation_message(exc)) from None
     known = _metric_names(session)
     if metric not in known and metric != "clean_acc":
-        examples = ", ".join(sorted(known, key=metric_sort_key)[:12]) or "none yet"
+        examples = ", ".join(sorted(known, key=metrics.sort_key)[:12]) or "none yet"
         raise bad_request(f"Unknown metric {metric!r}. Metrics of finished jobs: {examples}.")
     try:
         board = leaderboard_page(session, dataset, family, task, metric, None, None, order, limit, cursor)
@@ -310,18 +236,18 @@ def leaderboard(request: Request, session: SessionDep, _reader: WebReader) -> Re
         raise bad_request(_validation_message(exc)) from None
 
     in_slice = _metric_names(session, dataset, family, task) if (dataset or family or task) else known
-    options = sorted(in_slice | {metric}, key=metric_sort_key)
-    columns = [m for m in options if m.partition("@")[0] in COLUMN_KINDS or m == metric]
+    options = sorted(in_slice | {metric}, key=metrics.sort_key)
+    columns = [m for m in options if metrics.is_column(m) or m == metric]
     if len(columns) > MAX_COLUMNS:
         columns = [m for m in columns if m == metric or m == "clean_acc"] + [
             m for m in columns if m not in (metric, "clean_acc")
         ][: MAX_COLUMNS - 2]
-        columns.sort(key=metric_sort_key)
+        columns.sort(key=metrics.sort_key)
     columns = [metric] + [m for m in columns if m != metric]  # the ranking column first, then the others in order
     keep = {"dataset": dataset, "family": family, "task": task, "limit": limit if limit != PAGE_SIZE else None}
     sort_links = {
         m: _link(request, "/", **keep, metric=m, order=(("asc" if order == "desc" else "desc") if m == metric
-                                                       else default_order(m)))
+                                                       else metrics.default_order(m)))
         for m in columns
     }  # fmt: skip
     choices = _choices(session)
@@ -354,19 +280,20 @@ def job_page(job_id: str, request: Request, session: SessionDep, settings: Setti
     metrics, plots and the spec."""
     job = _job_or_404(session, job_id)
     out = JobOut.model_validate(job)
-    metrics = jobs.get_metrics(session, job.id)
+    job_metrics = jobs.get_metrics(session, job.id)
     base = (Path(settings.artifacts_dir) / job.id).resolve()
     plots = []
     if base.is_dir():
         found = sorted(p.name for p in base.glob("*.png") if _safe_file(base, p.name) is not None)
-        plots = [p for p in PLOT_FILES if p in found] + [p for p in found if p not in PLOT_FILES]
+        known = list(metrics.PLOT_FILE.values())
+        plots = [p for p in known if p in found] + [p for p in found if p not in known]
     info = job.info or {}
     context = {
         "job": out,
         "refresh": job.status in (JobStatus.queued.value, JobStatus.running.value),
         "progress": out.progress or {},
         "eta": _duration(out.eta_seconds),
-        "metrics": sorted(metrics.items(), key=lambda item: metric_sort_key(item[0])),
+        "metrics": sorted(job_metrics.items(), key=lambda item: metrics.sort_key(item[0])),
         "plots": [(name, _link(request, f"/jobs/{job.id}/plots/{name}")) for name in plots],
         "warnings": info.get("warnings") or [],
         "attacks": info.get("pgd") or {},
@@ -392,14 +319,14 @@ def compare_page(request: Request, session: SessionDep, _reader: WebReader) -> R
     _query(request)
     ids = _compare_ids(request.query_params.getlist("jobs"))
     comparison = _comparison(session, ids)
-    names = sorted(comparison.metrics, key=metric_sort_key)
+    names = sorted(comparison.metrics, key=metrics.sort_key)
     rows = []
     for name in names:
         values = comparison.metrics[name]
         present = [v for v in values if v is not None]
         best = None
         if len(present) > 1 and len(set(present)) > 1 and not name.partition("@")[0].endswith("_std"):
-            best = min(present) if LOWER_IS_BETTER.match(name.partition("@")[0]) else max(present)
+            best = metrics.best(name, present)
         rows.append({"name": name, "cells": values, "best": best})
     hp_keys = list(dict.fromkeys(k for job in comparison.jobs for k in job.hyper_parameters))
     per_job = [{n: vals[i] for n, vals in comparison.metrics.items() if vals[i] is not None} for i in range(len(ids))]
@@ -502,4 +429,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(WebError, web_error)
 
 
-__all__ = ["WebError", "fmt_metric", "install", "metric_label", "router"]
+__all__ = ["WebError", "install", "router"]

@@ -1,7 +1,7 @@
 """Alembic environment for robustlab.
 
 The database URL comes from the Alembic config (``sqlalchemy.url``, set by :func:`db.migrate.upgrade` or
-``alembic -x url=…``) and falls back to ``ROBUSTLAB_DATABASE_URL`` (``db.config.Settings``).
+``alembic -x url=…``) and falls back to ``ROBUSTLAB_DATABASE_URL`` (``core.config.Settings``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
-from db.config import get_settings
+from core.config import get_settings
 from db.models import Base
 from db.session import get_engine
 

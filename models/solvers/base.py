@@ -16,10 +16,6 @@ class SolverInfo:
     converged: bool
 
 
-def relative_residual(fz: torch.Tensor, z: torch.Tensor) -> float:
-    return float((fz - z).norm() / (fz.norm() + 1e-12))
-
-
 def check_interval(like: torch.Tensor, every: int | None = None) -> int:
     """How many iterations pass between two reads of the residual on the host.
 

@@ -14,12 +14,12 @@ from fastapi.testclient import TestClient
 from service_helpers import in_process_apps
 from sqlalchemy import text
 
+from core.config import Settings
+from core.spec import JobSpec
 from db import jobs
-from db.config import Settings
 from db.migrate import upgrade
 from db.models import Base
 from db.session import session_scope
-from evaluation.spec import JobSpec
 
 
 @pytest.fixture(scope="session")

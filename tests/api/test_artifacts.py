@@ -18,8 +18,8 @@ from safetensors.torch import save
 from service_helpers import tiny_spec
 
 import models
-from db.config import Settings
-from evaluation.spec import DatasetSpec, ModelSpec
+from core.config import Settings
+from core.spec import DatasetSpec, ModelSpec
 from worker.executor import execute_job
 
 pytestmark = pytest.mark.services

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from api.security import create_api_key
 from cli.main import app as cli_app
-from db.config import get_settings
+from core.config import get_settings
 from db.models import ApiKey
 from db.session import session_scope
 
@@ -171,7 +171,7 @@ def test_work_budget_is_422(pg_client: TestClient) -> None:
 
 def test_up_warns_when_the_api_is_open(capsys: pytest.CaptureFixture[str]) -> None:
     from cli.main import _warn_if_open
-    from db.config import Settings
+    from core.config import Settings
 
     _warn_if_open(Settings(auth="open"), "0.0.0.0")
     warning = " ".join(capsys.readouterr().err.split())

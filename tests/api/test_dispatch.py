@@ -10,10 +10,10 @@ from pathlib import Path
 from service_helpers import free_port, tiny_spec
 
 from api.dispatch import Dispatcher
+from core.config import Settings
+from core.spec import JobSpec
 from db import jobs
-from db.config import Settings
 from db.session import session_scope
-from evaluation.spec import JobSpec
 
 
 def queued_messages(broker_db: Path) -> list[str]:

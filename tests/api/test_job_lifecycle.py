@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from service_helpers import diverging_spec, tiny_spec
 
 from api.security import create_api_key
+from core.config import Settings
+from core.spec import JobSpec
 from db import jobs
-from db.config import Settings
 from db.session import session_scope
-from evaluation.spec import JobSpec
 from worker.executor import execute_job
 
 pytestmark = pytest.mark.services

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from service_helpers import free_port, tiny_spec
 
 from api.main import create_app
+from core.config import Settings
 from db import jobs
-from db.config import Settings
 from db.session import session_scope
 
 

@@ -84,8 +84,8 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> Path:
     """A `robustlab run --out` directory of the tiny spec (result.json, model.safetensors, spec.json)."""
+    from core.spec import JobSpec
     from evaluation.runner import run_job
-    from evaluation.spec import JobSpec
 
     out = tmp_path_factory.mktemp("baseline")
     run_job(JobSpec.model_validate(SPEC), out_dir=out)

@@ -10,12 +10,12 @@ import pytest
 from service_helpers import tiny_spec
 from sqlalchemy import text
 
+from core.spec import JobSpec
 from db import artifacts, jobs
 from db.migrate import upgrade
 from db.models import Base
 from db.seed import seed_leaderboard
 from db.session import session_scope
-from evaluation.spec import JobSpec
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)]
 

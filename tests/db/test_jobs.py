@@ -13,11 +13,11 @@ from service_helpers import tiny_spec
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from core.spec import JobSpec
 from db import jobs
 from db.migrate import downgrade, upgrade
 from db.models import Base, Job, Result, utcnow
 from db.session import get_engine, session_scope
-from evaluation.spec import JobSpec
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)]
 

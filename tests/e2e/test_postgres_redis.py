@@ -9,9 +9,9 @@ import pytest
 from service_helpers import Stack, diverging_spec, record_timing, tiny_spec
 from sqlalchemy import func, select
 
+from core.spec import JobSpec
 from db.models import Result
 from db.session import session_scope
-from evaluation.spec import JobSpec
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
@@ -66,7 +66,7 @@ def test_diverging_job_fails_with_its_message_and_no_results(pg_stack: Stack) ->
 def test_duplicate_delivery_runs_the_job_once(pg_stack: Stack) -> None:
     """The broker may deliver a job twice (redelivery, API re-dispatch): the database claim drops the second."""
     from api.dispatch import Dispatcher
-    from db.config import Settings
+    from core.config import Settings
 
     job = pg_stack.submit(tiny_spec("e2e-pg-duplicate"))
     dispatcher = Dispatcher(Settings(database_url=pg_stack.database_url, broker_url=pg_stack.broker_url))

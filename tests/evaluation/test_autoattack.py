@@ -4,9 +4,9 @@ torchattacks supports the problem and says which ran, never beats clean accuracy
 import pytest
 import torch
 
+from core.spec import JobSpec
 from evaluation.autoattack import ENSEMBLE, autoattack_accuracy, grid_shape, skip_reason
 from evaluation.runner import run_job
-from evaluation.spec import JobSpec
 from tests.evaluation.test_robustness import LinearClassifier, exact_linear_radius
 
 FAST = {"steps": 30, "queries": 200}

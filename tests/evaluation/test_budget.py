@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from db.config import Settings
+from core.config import Settings
+from core.spec import JobSpec
 from evaluation.budget import estimate, over_limits
-from evaluation.spec import JobSpec
 from evaluation.sweep import split_sweep
 
 EXAMPLES = sorted((Path(__file__).parent.parent.parent / "examples").glob("*.json"))

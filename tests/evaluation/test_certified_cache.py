@@ -10,8 +10,8 @@ import weakref
 import pytest
 import torch
 
+from core.spec import ModelSpec
 from evaluation.certified import _BOUNDS, cached_bounds, certified_accuracy
-from evaluation.spec import ModelSpec
 from models import build_model, lipschitz_bound
 
 

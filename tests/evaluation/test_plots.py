@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.spec import JobSpec
 from evaluation import plots
 from evaluation.runner import RADIUS_KEY, run_job
-from evaluation.spec import JobSpec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from core.spec import JobSpec
 from evaluation.runner import run_job
-from evaluation.spec import JobSpec
 from evaluation.sweep import expand_grid, split_sweep
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

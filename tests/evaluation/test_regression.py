@@ -12,6 +12,8 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from core import metrics
+from core.spec import JobSpec, ModelSpec
 from evaluation import datasets
 from evaluation.pgd import SquaredErrorLogits, attack_box, pgd_regression
 from evaluation.pnp import blur_operator, convergence_guarantee, plug_and_play
@@ -25,7 +27,6 @@ from evaluation.regression import (
     rollout_mse,
 )
 from evaluation.runner import SanityCheckFailed, check_sanity, run_job
-from evaluation.spec import JobSpec, ModelSpec
 from evaluation.training import train_classifier
 from models import build_model, lipschitz_bound
 
@@ -418,6 +419,7 @@ def test_each_new_task_runs_end_to_end_reproducibly(name, tmp_path):
     assert timeless(first.metrics) == timeless(second.metrics)
     m = first.metrics
     assert all(math.isfinite(v) for v in m.values()), m
+    assert not [n for n in m if metrics.kind_info(n) is None], "metrics missing from the catalog"
     assert "clean_acc" not in m and "train_mse" in m and m["clean_psnr"] == pytest.approx(psnr(m["clean_mse"],
                                                                                           first.info["psnr_peak"]))
     assert all(first.info["sanity"].values())

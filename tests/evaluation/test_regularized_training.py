@@ -6,8 +6,8 @@ import copy
 import pytest
 import torch
 
+from core.spec import ModelSpec, TrainSpec
 from evaluation.datasets import two_spirals
-from evaluation.spec import ModelSpec, TrainSpec
 from evaluation.training import train_classifier
 from models import build_model
 from models.regularizers import REGULARIZERS, field_norm_penalty, total_variation_penalty

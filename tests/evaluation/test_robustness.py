@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from core.spec import JobSpec, ModelSpec
 from evaluation.certified import QUANTILES, certified_accuracy, linear_quantiles, margin_radius, pairwise_radius
 from evaluation.gaussian import gaussian_noise_accuracy
 from evaluation.pgd import pgd_accuracy
 from evaluation.runner import run_job
-from evaluation.spec import JobSpec, ModelSpec
 from models import build_model, lipschitz_bound
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from evaluation.spec import JobSpec
+from core.spec import JobSpec
 
 GOOD = {
     "name": "spirals-implicit",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.spec import JobSpec
 from evaluation.runner import JobStopped, run_job
-from evaluation.spec import JobSpec
 
 CLASSIFICATION = {
     "name": "stop-classification",

@@ -177,9 +177,9 @@ def test_tables_show_percentages_per_point_and_the_seed_beside_ours() -> None:
 
 
 def test_the_spirals_noise_ceiling_is_the_nearest_arm_rule_on_the_evaluations_own_draws() -> None:
+    from core.spec import JobSpec
     from evaluation.datasets import nearest_arm_labels, two_spirals
     from evaluation.gaussian import noisy_copies
-    from evaluation.spec import JobSpec
 
     data = two_spirals(scale=4.0)
     assert torch.equal(nearest_arm_labels(data.x_test, 4.0), data.y_test)  # clean points sit on their own arm

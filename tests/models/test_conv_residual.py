@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from test_lipschitz import largest_local_ratio
 from torch.autograd.functional import jacobian
 
-from evaluation.spec import JobSpec, ModelSpec
+from core.spec import JobSpec, ModelSpec
 from models import build_model, lipschitz_bound
 from models.conv import ConvEmbedding, ConvResidualFunction, conv_operator_matrix, conv_operator_norm
 from models.lipschitz_layers import conv_operator_norm_bound

@@ -7,7 +7,7 @@ from model_checks import assert_every_parameter_gets_a_gradient, assert_save_loa
 from pydantic import ValidationError
 from torch.autograd.functional import jacobian
 
-from evaluation.spec import ModelSpec
+from core.spec import ModelSpec
 from models import build_model
 from models.hamiltonian import GradientPotential, SymplecticEulerStep, symplectic_step_lipschitz
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from model_checks import assert_every_parameter_gets_a_gradient, assert_save_load_identical, parameter_gradcheck
 
-from evaluation.spec import BackwardSolverName, ForwardSolverName, ModelSpec
+from core.spec import BackwardSolverName, ForwardSolverName, ModelSpec
 from models import build_model
 from models.residual import ResidualFunction
 from models.solvers import BACKWARD_SOLVERS, FORWARD_SOLVERS

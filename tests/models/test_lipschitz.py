@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from evaluation.spec import ModelSpec
+from core.spec import ModelSpec
 from models import LipschitzBoundUnavailable, build_model, lipschitz_bound
 
 CASES = [

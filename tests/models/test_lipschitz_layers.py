@@ -7,8 +7,8 @@ from model_checks import assert_every_parameter_gets_a_gradient, assert_save_loa
 from pydantic import ValidationError
 from torch.autograd.functional import jacobian
 
+from core.spec import ModelSpec
 from evaluation.certified import certified_accuracy
-from evaluation.spec import ModelSpec
 from models import build_model, lipschitz_bound
 from models.lipschitz_layers import ConvGradientFlowLayer, GradientFlowLayer, conv_operator_norm_bound
 

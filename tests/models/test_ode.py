@@ -11,7 +11,7 @@ from model_checks import assert_every_parameter_gets_a_gradient, assert_save_loa
 from pydantic import ValidationError
 from test_lipschitz import largest_local_ratio
 
-from evaluation.spec import JobSpec, ModelSpec
+from core.spec import JobSpec, ModelSpec
 from models import LipschitzBoundUnavailable, build_model, lipschitz_bound
 from models.ode import AugmentedInput, ODEVectorField
 from models.solvers import BACKWARD_SOLVERS, FORWARD_SOLVERS

@@ -9,7 +9,7 @@ import torch
 from torch.autograd.functional import jacobian
 from torch.func import functional_call
 
-from evaluation.spec import ModelSpec
+from core.spec import ModelSpec
 from models import build_model
 from models.regularizers import (
     REGULARIZERS,

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from service_helpers import in_process_apps
 from web_helpers import SCREENSHOTS, Site, populate, start_uvicorn, stop
 
-from db.config import Settings
+from core.config import Settings
 from db.migrate import upgrade
 
 

@@ -14,6 +14,7 @@ import pytest
 from web_helpers import N_SEEDED, PLOTTED, Site, add_regression_jobs, regression_metrics
 
 from api.security import create_api_key
+from cli.check import metric_direction
 from db.migrate import upgrade
 from db.session import session_scope
 
@@ -221,3 +222,42 @@ def test_regression_job_and_compare_pages_show_mse_and_psnr(tmp_path: Path, make
     for src in sources:
         r = client.get(src)
         assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content.startswith(PNG), src
+
+
+def _metric_options(text: str) -> list[str]:
+    select = re.search(r'<select name="metric".*?</select>', text, re.S)
+    assert select, "no metric select on the leaderboard page"
+    return [html.unescape(v) for v in re.findall(r'<option value="([^"]+)"', select.group(0))]
+
+
+def _web_ranks_as_the_gate_reads(get, metric_names: list[str]) -> None:
+    """For every metric, the web leaderboard's default order is the API's order in the gate's direction of
+    "better" (``lower`` → ascending), so a spread, an error or a bound is never ranked highest-first."""
+    assert metric_names
+    for metric in metric_names:
+        direction = metric_direction(metric)
+        assert direction in ("higher", "lower"), metric
+        r = get("/", params={"metric": metric, "limit": 100})
+        assert r.status_code == 200, (metric, r.text[:500])
+        r_api = get(
+            "/api/v1/leaderboard",
+            params={"metric": metric, "limit": 100, "order": "asc" if direction == "lower" else "desc"},
+        )
+        assert r_api.status_code == 200, r_api.text
+        assert ROW.findall(r.text) == [e["job_id"] for e in r_api.json()["entries"]], metric
+
+
+def test_web_and_gate_agree_on_which_way_is_better_for_every_classification_metric(http: httpx.Client) -> None:
+    names = _metric_options(page(http, "/"))
+    assert {"gaussian_acc_std@0.3", "lipschitz_bound", "train_seconds", "clean_acc"} <= set(names)
+    _web_ranks_as_the_gate_reads(http.get, names)
+
+
+def test_web_and_gate_agree_on_which_way_is_better_for_every_regression_metric(tmp_path: Path, make_web_client):
+    url, artifacts = f"sqlite:///{tmp_path / 'robustlab.db'}", tmp_path / "artifacts"
+    upgrade(url)
+    add_regression_jobs(url, artifacts, {"sine-a": 0.02, "sine-b": 0.05, "sine-c": 0.03})
+    client = make_web_client(url, artifacts)
+    names = _metric_options(client.get("/").text)
+    assert {"gaussian_psnr_std@0.1", "gaussian_mse_std@0.1", "clean_psnr", "certified_l2_mse@0.1"} <= set(names)
+    _web_ranks_as_the_gate_reads(client.get, names)

@@ -22,12 +22,12 @@ import httpx
 import numpy as np
 from service_helpers import REPO, free_port, service_env, tiny_spec
 
+from core.config import Settings
+from core.spec import JobSpec
 from db import jobs
-from db.config import Settings
 from db.seed import seed_leaderboard
 from db.session import session_scope
 from evaluation.plots import write_plots
-from evaluation.spec import JobSpec
 
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 N_SEEDED = 24

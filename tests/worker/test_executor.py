@@ -10,10 +10,10 @@ import pytest
 from service_helpers import diverging_spec, tiny_spec
 from sqlalchemy.exc import OperationalError
 
+from core.config import Settings
+from core.spec import JobSpec
 from db import jobs
-from db.config import Settings
 from db.session import session_scope
-from evaluation.spec import JobSpec
 from worker.executor import execute_job, load_spec
 
 

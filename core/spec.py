@@ -552,8 +552,3 @@ class JobSpec(StrictModel):
     def queue(self) -> str:
         """Celery queue for this job: ``gpu`` when it asks for CUDA, ``cpu`` otherwise."""
         return "gpu" if self.device == "cuda" else "cpu"
-
-
-def metric_key(kind: str, value: float | None = None) -> str:
-    """Flat, parseable metric names: ``gaussian_acc@0.3``, ``pgd_linf_acc@0.1``, ``certified_l2_acc@0.05``."""
-    return kind if value is None else f"{kind}@{value:g}"

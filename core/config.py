@@ -1,6 +1,7 @@
 """Service settings (pydantic-settings), read from ``ROBUSTLAB_*`` environment variables or a ``.env`` file.
 
-The ``db`` package is the common base of the API, the worker and the CLI, so the one ``Settings`` class lives here.
+The one ``Settings`` class of the API, the worker and the CLI; it lives in the bottom layer (``core``) so that every
+package reads it without importing upward.
 Defaults are the *embedded* set-up: SQLite for the database and Celery's SQLAlchemy transport on SQLite as the
 broker, so ``robustlab up`` needs no service. Point ``ROBUSTLAB_DATABASE_URL`` at PostgreSQL and
 ``ROBUSTLAB_BROKER_URL`` at Redis to scale out.

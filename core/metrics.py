@@ -1,0 +1,341 @@
+"""The metric catalog: one record per metric kind, and the one place that parses and formats ``kind@level``.
+
+Metric names are flat: a *kind* (``pgd_linf_acc``), optionally ``@`` and a *level* (``pgd_linf_acc@0.1``: ε = 0.1).
+Everything that shows, sorts, plots, gates or exports a metric reads its facts here::
+
+    from core import metrics
+    metrics.direction("gaussian_acc_std@0.3")     # "lower": a spread, not an accuracy
+    metrics.label("pgd_linf_acc@0.1")             # "PGD L∞ ε=0.1"
+    metrics.format_value("clean_acc", 0.93)       # "93.0 %"
+    sorted(names, key=metrics.sort_key)           # clean, Gaussian, attacks, certificates, … by level
+    metrics.summary_columns(runs, task)           # the columns a sweep table or leaderboard entry shows
+
+Classification is summarised by accuracies (clean, Gaussian per σ, the attacks per ε, certified L2 per ε);
+regression and denoising by clean MSE and PSNR, Gaussian PSNR per σ (MSE where no PSNR was measured), the worst MSE
+PGD finds per ε (a lower bound on the worst case) and the certified MSE bound per ε (an upper bound).
+Torch-free: every layer imports it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["higher", "lower"]
+Unit = Literal["fraction", "dB", "seconds", "count", "number"]
+CLASSIFICATION: tuple[str, ...] = ("classification",)
+REGRESSION: tuple[str, ...] = ("regression", "denoising")
+EVERY_TASK: tuple[str, ...] = CLASSIFICATION + REGRESSION
+LEVEL_SYMBOLS = {"sigma": "σ", "eps": "ε", "q": "q"}
+#: the per-job plots (a kind's ``plot``) and the files a job writes them to, in the order the job page shows them
+PLOT_FILE = {"gaussian": "plot_gaussian.png", "eps": "plot_eps.png", "radius": "plot_radius.png", "pnp": "plot_pnp.png"}
+
+
+@dataclass(frozen=True)
+class MetricKind:
+    """What one kind of metric means and how it is shown.
+
+    Attributes:
+        name: the kind, the part of a metric name before ``@``.
+        tasks: the tasks whose jobs report it.
+        level: what the ``@`` level is (``"sigma"``: Gaussian noise σ, ``"eps"``: perturbation budget ε, ``"q"``: a
+            quantile), or ``None`` for a metric without a level.
+        better: ``"higher"`` or ``"lower"`` is better: the leaderboard's default order, the compare page's bold
+            value and the CI gate's meaning of a "drop" all follow it.
+        label: long label (the web page's column header, before ``σ=…`` / ``ε=…``).
+        short: short label for narrow tables.
+        unit: ``fraction`` (shown in percent), ``dB``, ``seconds``, ``count`` or ``number``.
+        plot: the per-job plot the kind is drawn on (``gaussian``, ``eps``, ``radius``, ``pnp``), if any.
+        legend: the plot's legend entry; says whether the number is an attack's (a bound from one side) or a
+            certificate's (a sound bound from the other).
+        summary: whether it is one of the task's summary columns (sweep tables, leaderboard entries).
+        column: whether the web leaderboard shows it as a column by default (the ranking metric always is).
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    level: Literal["sigma", "eps", "q"] | None
+    better: Direction
+    label: str
+    short: str
+    unit: Unit = "number"
+    plot: str | None = None
+    legend: str = ""
+    summary: bool = False
+    column: bool = False
+
+
+def _kinds(*kinds: MetricKind) -> dict[str, MetricKind]:
+    return {k.name: k for k in kinds}
+
+
+#: every metric kind robustlab reports, in table order (clean, noise, attacks, certificates, bounds, training, cost)
+CATALOG: dict[str, MetricKind] = _kinds(
+    # ------------------------------------------------------------------------------------------- classification
+    MetricKind("clean_acc", CLASSIFICATION, None, "higher", "clean", "clean", "fraction", summary=True, column=True),
+    MetricKind("gaussian_acc", CLASSIFICATION, "sigma", "higher", "Gauss", "gauss", "fraction", "gaussian",
+               "accuracy (mean ± std)", summary=True, column=True),
+    MetricKind("gaussian_acc_std", CLASSIFICATION, "sigma", "lower", "Gauss std", "gauss sd", "fraction"),
+    MetricKind("pgd_linf_acc", CLASSIFICATION, "eps", "higher", "PGD L∞", "pgd∞", "fraction", "eps",
+               "PGD L∞ (attack: upper bound on robust acc.)", summary=True, column=True),
+    MetricKind("pgd_l2_acc", CLASSIFICATION, "eps", "higher", "PGD L2", "pgd2", "fraction", "eps",
+               "PGD L2 (attack: upper bound on robust acc.)", summary=True, column=True),
+    MetricKind("autoattack_linf_acc", CLASSIFICATION, "eps", "higher", "AutoAttack L∞", "aa∞", "fraction", "eps",
+               "AutoAttack L∞ (attack ensemble: upper bound)", summary=True),
+    MetricKind("autoattack_l2_acc", CLASSIFICATION, "eps", "higher", "AutoAttack L2", "aa2", "fraction", "eps",
+               "AutoAttack L2 (attack ensemble: upper bound)", summary=True),
+    MetricKind("certified_l2_acc", CLASSIFICATION, "eps", "higher", "cert. L2", "cert2", "fraction", "eps",
+               "certified L2 (sound: lower bound)", summary=True, column=True),
+    MetricKind("certified_radius_q", CLASSIFICATION, "q", "higher", "cert. radius", "radius", "number", "radius"),
+    MetricKind("train_acc", CLASSIFICATION, None, "higher", "train acc.", "train acc", "fraction"),
+    # ------------------------------------------------------------------------------------- regression, denoising
+    MetricKind("clean_mse", REGRESSION, None, "lower", "clean MSE", "mse", summary=True, column=True),
+    MetricKind("clean_psnr", REGRESSION, None, "higher", "clean PSNR", "psnr", "dB", summary=True),
+    MetricKind("input_psnr", REGRESSION, None, "higher", "input PSNR", "in psnr", "dB"),
+    MetricKind("rollout_mse", REGRESSION, None, "lower", "rollout MSE", "rollout"),
+    MetricKind("train_mse", REGRESSION, None, "lower", "train MSE", "train mse"),
+    MetricKind("gaussian_psnr", REGRESSION, "sigma", "higher", "Gauss PSNR", "g psnr", "dB", "gaussian",
+               "PSNR (mean ± std)", summary=True),
+    MetricKind("gaussian_psnr_std", REGRESSION, "sigma", "lower", "Gauss PSNR std", "g psnr sd", "dB"),
+    MetricKind("gaussian_mse", REGRESSION, "sigma", "lower", "Gauss MSE", "g mse", "number", "gaussian",
+               "MSE (mean ± std)", summary=True, column=True),
+    MetricKind("gaussian_mse_std", REGRESSION, "sigma", "lower", "Gauss MSE std", "g mse sd"),
+    MetricKind("gaussian_input_psnr", REGRESSION, "sigma", "higher", "noisy input PSNR", "in psnr", "dB", "gaussian",
+               "noisy input (no model)"),
+    MetricKind("pgd_linf_mse", REGRESSION, "eps", "lower", "PGD L∞ MSE", "pgd∞ mse", "number", "eps",
+               "PGD L∞ (attack: lower bound on worst case)", summary=True, column=True),
+    MetricKind("pgd_l2_mse", REGRESSION, "eps", "lower", "PGD L2 MSE", "pgd2 mse", "number", "eps",
+               "PGD L2 (attack: lower bound on worst case)", summary=True),
+    MetricKind("certified_linf_mse", REGRESSION, "eps", "lower", "cert. L∞ MSE", "cert∞ mse", "number", "eps",
+               "certified L∞ (sound upper bound)", summary=True),
+    MetricKind("certified_l2_mse", REGRESSION, "eps", "lower", "cert. L2 MSE", "cert2 mse", "number", "eps",
+               "certified L2 (sound upper bound)", summary=True, column=True),
+    MetricKind("certified_l2_deviation_mse", REGRESSION, "eps", "lower", "cert. L2 deviation MSE", "cert2 dev"),
+    MetricKind("pnp_psnr", REGRESSION, "sigma", "higher", "PnP PSNR", "pnp psnr", "dB", "pnp", "PnP reconstruction"),
+    MetricKind("pnp_input_psnr", REGRESSION, "sigma", "higher", "PnP observation PSNR", "pnp in", "dB", "pnp",
+               "observation y"),
+    MetricKind("pnp_residual", REGRESSION, "sigma", "lower", "PnP last step", "pnp step"),
+    MetricKind("pnp_monotone", REGRESSION, "sigma", "higher", "PnP monotone", "pnp mono", "count"),
+    MetricKind("pnp_averaged", REGRESSION, None, "higher", "PnP averaged", "pnp avg", "count"),
+    MetricKind("pnp_denoiser_lipschitz", REGRESSION, None, "lower", "PnP denoiser Lipschitz", "pnp lip"),
+    # ------------------------------------------------------------------------------------------ every task
+    MetricKind("lipschitz_bound", EVERY_TASK, None, "lower", "Lipschitz bound", "lip", column=True),
+    MetricKind("train_loss", EVERY_TASK, None, "lower", "train loss", "loss"),
+    MetricKind("train_seconds", EVERY_TASK, None, "lower", "train time", "train s", "seconds"),
+    MetricKind("eval_seconds", EVERY_TASK, None, "lower", "evaluation time", "eval s", "seconds"),
+    MetricKind("solver_forward_iterations", EVERY_TASK, None, "lower", "forward iterations", "fwd it", "count"),
+    MetricKind("solver_forward_residual", EVERY_TASK, None, "lower", "forward residual", "fwd res"),
+    MetricKind("solver_backward_iterations", EVERY_TASK, None, "lower", "backward iterations", "bwd it", "count"),
+    MetricKind("solver_failures", EVERY_TASK, None, "lower", "solver failures", "fails", "count"),
+    MetricKind("solver_train_forward_iterations", EVERY_TASK, None, "lower", "training: forward iterations",
+               "train fwd it", "count"),
+    MetricKind("solver_train_forward_residual", EVERY_TASK, None, "lower", "training: forward residual",
+               "train fwd res"),
+    MetricKind("solver_train_backward_iterations", EVERY_TASK, None, "lower", "training: backward iterations",
+               "train bwd it", "count"),
+    MetricKind("solver_train_backward_residual", EVERY_TASK, None, "lower", "training: backward residual",
+               "train bwd res"),
+    MetricKind("solver_train_failures", EVERY_TASK, None, "lower", "training: solver failures", "train fails",
+               "count"),
+)  # fmt: skip
+ORDER = {name: i for i, name in enumerate(CATALOG)}
+
+#: the Gaussian-noise kind a summary shows, first present wins (accuracy; else PSNR; else MSE)
+GAUSSIAN_KINDS = ("gaussian_acc", "gaussian_psnr", "gaussian_mse")
+#: every kind that is measured per level, for grouping ``kind@level`` into ``{level: value}``
+LEVEL_KINDS = tuple(k.name for k in CATALOG.values() if k.level is not None and k.summary)
+SCALAR_KINDS = tuple(k.name for k in CATALOG.values() if k.level is None and k.summary)
+SUMMARY_KINDS: dict[str, tuple[str, ...]] = {
+    task: tuple(k.name for k in CATALOG.values() if k.summary and task in k.tasks) for task in EVERY_TASK
+}
+
+
+# ---------------------------------------------------------------------------------------------------- names
+def metric_key(kind: str, level: float | None = None) -> str:
+    """Flat, parseable metric names: ``gaussian_acc@0.3``, ``pgd_linf_acc@0.1``, ``certified_l2_acc@0.05``."""
+    return kind if level is None else f"{kind}@{level:g}"
+
+
+def split(name: str) -> tuple[str, str]:
+    """``"pgd_linf_acc@0.1"`` → ``("pgd_linf_acc", "0.1")``; ``"clean_acc"`` → ``("clean_acc", "")``."""
+    kind, _, level = name.partition("@")
+    return kind, level
+
+
+def kind_of(name: str) -> str:
+    return split(name)[0]
+
+
+def level_of(name: str) -> float:
+    """The level of ``kind@level`` (``inf`` when there is none or it is not a number)."""
+    try:
+        return float(split(name)[1])
+    except ValueError:
+        return math.inf
+
+
+def kind_info(name: str) -> MetricKind | None:
+    """The catalog's record of a metric name's kind (``None``: not a kind robustlab reports)."""
+    return CATALOG.get(kind_of(name))
+
+
+# ---------------------------------------------------------------------------------------------------- facts
+def direction(name: str) -> Direction | None:
+    """``"higher"`` or ``"lower"`` (is better) for a metric name; ``None`` for a kind the catalog does not know."""
+    kind = kind_info(name)
+    return kind.better if kind else None
+
+
+def default_order(name: str) -> Literal["asc", "desc"]:
+    """How a ranking by this metric sorts by default: best first (unknown kinds: highest first)."""
+    return "asc" if direction(name) == "lower" else "desc"
+
+
+def best(name: str, values: Iterable[float]) -> float:
+    """The best of ``values`` for this metric (the highest, or the lowest where lower is better)."""
+    return min(values) if direction(name) == "lower" else max(values)
+
+
+def is_fraction(name: str) -> bool:
+    """Whether the metric is a fraction in [0, 1] (an accuracy or its spread), shown in percent."""
+    kind = kind_info(name)
+    return kind is not None and kind.unit == "fraction"
+
+
+def label(name: str, short: bool = False) -> str:
+    """``pgd_linf_acc@0.1`` → ``PGD L∞ ε=0.1``, ``gaussian_acc@0.3`` → ``Gauss σ=0.3``; unknown kinds as written."""
+    kind_name, level = split(name)
+    kind = CATALOG.get(kind_name)
+    if kind is None:
+        return name
+    text = kind.short if short else kind.label
+    if level and kind.level is not None:
+        return f"{text} {LEVEL_SYMBOLS[kind.level]}={level}"
+    return f"{text}@{level}" if level else text
+
+
+def format_value(name: str, value: float | None, unit: bool = True) -> str:
+    """Fractions in percent (``93.0 %``; ``93.0`` without ``unit``), decibels and seconds with their unit,
+    counts as integers, anything else to 4 significant digits; ``—`` for a missing value."""
+    if value is None:
+        return "—"
+    kind = kind_info(name)
+    kind_unit = kind.unit if kind else "number"
+    if kind_unit == "fraction":
+        return f"{100.0 * value:.1f}" + (" %" if unit else "")
+    if kind_unit == "seconds":
+        return f"{value:.2f}" + (" s" if unit else "")
+    if kind_unit == "dB":
+        return f"{value:.2f}" + (" dB" if unit else "")
+    if kind_unit == "count" and float(value).is_integer():
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def sort_key(name: str) -> tuple[int, str, float, str]:
+    """Orders metric names as tables show them: by the catalog's kind order, then level; unknown kinds last, by
+    name."""
+    kind, level = split(name)
+    rank = ORDER.get(kind, len(ORDER))
+    try:
+        number = float(level) if level else -1.0
+    except ValueError:
+        number = math.inf
+    return rank, kind if rank == len(ORDER) else "", number, name
+
+
+def is_column(name: str) -> bool:
+    """Whether the web leaderboard shows this metric as a column by default."""
+    kind = kind_info(name)
+    return kind is not None and kind.column
+
+
+def plot_kinds(plot: str, task: str = "classification") -> list[MetricKind]:
+    """The kinds a per-job plot draws for a task, in catalog order."""
+    return [k for k in CATALOG.values() if k.plot == plot and task in k.tasks]
+
+
+# ---------------------------------------------------------------------------------------------------- summaries
+def summary_kinds(task: str | None = None) -> tuple[str, ...]:
+    """The kinds that summarise ``task`` (``None``: every task's, classification first)."""
+    if task is None:
+        return tuple(dict.fromkeys(k for kinds in SUMMARY_KINDS.values() for k in kinds))
+    return SUMMARY_KINDS.get(task, SUMMARY_KINDS["classification"])
+
+
+def gaussian_kind(metrics_list: Iterable[Mapping[str, float]]) -> str | None:
+    """The Gaussian-noise kind to show for these runs: ``gaussian_acc``, else ``gaussian_psnr``, else
+    ``gaussian_mse`` (``None``: none measured)."""
+    kinds = {kind_of(n) for m in metrics_list for n in m if "@" in n}
+    return next((k for k in GAUSSIAN_KINDS if k in kinds), None)
+
+
+def summary_columns(metrics_list: Iterable[Mapping[str, float]], task: str | None = None) -> list[str]:
+    """The summary metrics present in any run, in a fixed order: the clean values, then each kind of
+    :func:`summary_kinds` by level. Of the Gaussian kinds only :func:`gaussian_kind`'s is kept, so a regression
+    table shows PSNR per σ (MSE where no PSNR was measured) and a classification table stays accuracy only."""
+    metrics_list = list(metrics_list)
+    names = set().union(*[set(m) for m in metrics_list])
+    kinds = summary_kinds(task)
+    gaussian = {k for k in GAUSSIAN_KINDS if k != gaussian_kind(metrics_list)}
+    columns = [k for k in kinds if k in SCALAR_KINDS and k in names]
+    for kind in kinds:
+        if kind in SCALAR_KINDS or kind in gaussian:
+            continue
+        columns += sorted((n for n in names if "@" in n and kind_of(n) == kind), key=level_of)
+    return columns
+
+
+def group_levels(metrics: Mapping[str, float], kinds: Iterable[str] = LEVEL_KINDS) -> dict[str, dict[str, float]]:
+    """``{"gaussian_psnr": {"0.1": 21.3, …}, …}`` for the given per-level kinds (each present, levels as written)."""
+    wanted = set(kinds)
+    grouped: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        kind, level = split(name)
+        if level and kind in wanted:
+            grouped.setdefault(kind, {})[level] = value
+    return grouped
+
+
+def series(metrics: Mapping[str, float], kind: str) -> list[tuple[float, float]]:
+    """``[(level, value), …]`` of the metrics named ``<kind>@<level>``, sorted by level."""
+    points = []
+    for name, value in metrics.items():
+        found, level = split(name)
+        if level and found == kind:
+            try:
+                points.append((float(level), float(value)))
+            except ValueError:
+                continue
+    return sorted(points)
+
+
+__all__ = [
+    "CATALOG",
+    "LEVEL_KINDS",
+    "SCALAR_KINDS",
+    "SUMMARY_KINDS",
+    "PLOT_FILE",
+    "MetricKind",
+    "best",
+    "default_order",
+    "direction",
+    "format_value",
+    "gaussian_kind",
+    "group_levels",
+    "is_column",
+    "is_fraction",
+    "kind_info",
+    "kind_of",
+    "label",
+    "level_of",
+    "metric_key",
+    "plot_kinds",
+    "series",
+    "sort_key",
+    "split",
+    "summary_columns",
+    "summary_kinds",
+]

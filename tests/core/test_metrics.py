@@ -1,0 +1,89 @@
+"""The metric catalog (core.metrics): every metric a real job reports is in it, and names are parsed, labelled,
+formatted and ordered by it alone."""
+
+from __future__ import annotations
+
+import pytest
+from service_helpers import tiny_spec
+
+from core import metrics
+from core.spec import JobSpec
+from evaluation.runner import run_job
+
+
+def test_every_metric_a_classification_job_reports_has_a_catalog_record() -> None:
+    spec = tiny_spec(
+        "catalog",
+        model={"family": "implicit", "width": 8, "depth": 3, "h": 0.2, "theta": 0.5},
+        train={"epochs": 3, "lr": 0.02},
+    )
+    spec["evaluate"]["autoattack"] = {"norm": ["Linf"], "eps": [0.05], "steps": 10, "queries": 50}
+    result = run_job(JobSpec.model_validate(spec))
+    unknown = sorted(n for n in result.metrics if metrics.kind_info(n) is None)
+    assert not unknown, f"metrics the catalog does not describe: {unknown}"
+    kinds = {metrics.kind_of(n) for n in result.metrics}
+    assert {"solver_forward_iterations", "autoattack_linf_acc", "certified_radius_q", "gaussian_acc_std"} <= kinds
+    assert all("classification" in metrics.kind_info(n).tasks for n in result.metrics)
+
+
+@pytest.mark.parametrize(
+    ("name", "direction"),
+    [
+        ("clean_acc", "higher"),
+        ("gaussian_acc_std@0.3", "lower"),  # a spread over draws, not an accuracy
+        ("gaussian_psnr_std@0.1", "lower"),
+        ("gaussian_psnr@0.1", "higher"),
+        ("pnp_denoiser_lipschitz", "lower"),
+        ("pgd_linf_mse@0.05", "lower"),
+        ("certified_radius_q@0.5", "higher"),
+        ("eval_seconds", "lower"),
+        ("no_such_metric@0.1", None),
+    ],
+)
+def test_direction(name: str, direction: str | None) -> None:
+    assert metrics.direction(name) == direction
+    assert metrics.default_order(name) == ("asc" if direction == "lower" else "desc")
+
+
+def test_labels_formats_and_order() -> None:
+    assert metrics.label("pgd_linf_acc@0.1") == "PGD L∞ ε=0.1"
+    assert metrics.label("gaussian_acc@0.3") == "Gauss σ=0.3"
+    assert metrics.label("certified_radius_q@0.5") == "cert. radius q=0.5"
+    assert metrics.label("mystery@1") == "mystery@1"
+    assert (
+        metrics.format_value("clean_acc", 0.9312) == "93.1 %"
+        and metrics.format_value("clean_acc", 0.5, False) == "50.0"
+    )
+    assert metrics.format_value("clean_psnr", 21.456) == "21.46 dB"
+    assert metrics.format_value("train_seconds", 3.14159) == "3.14 s"
+    assert metrics.format_value("solver_failures", 3.0) == "3"
+    assert metrics.format_value("lipschitz_bound", 12345.678) == "1.235e+04"
+    assert metrics.format_value("clean_acc", None) == "—"
+    names = [
+        "mystery",
+        "certified_l2_acc@0.1",
+        "pgd_linf_acc@0.1",
+        "pgd_linf_acc@0.05",
+        "gaussian_acc@0.3",
+        "clean_acc",
+    ]
+    assert sorted(names, key=metrics.sort_key) == [
+        "clean_acc", "gaussian_acc@0.3", "pgd_linf_acc@0.05", "pgd_linf_acc@0.1", "certified_l2_acc@0.1", "mystery",
+    ]  # fmt: skip
+    assert metrics.best("lipschitz_bound", [3.0, 1.0, 2.0]) == 1.0 and metrics.best("clean_acc", [0.1, 0.9]) == 0.9
+
+
+def test_names_round_trip() -> None:
+    assert metrics.metric_key("pgd_l2_acc", 0.5) == "pgd_l2_acc@0.5" and metrics.metric_key("clean_acc") == "clean_acc"
+    assert metrics.split("pgd_l2_acc@0.5") == ("pgd_l2_acc", "0.5") and metrics.level_of("clean_acc") == float("inf")
+    measured = {"gaussian_acc@0.2": 0.5, "gaussian_acc@x": 1.0, "gaussian_acc@0.1": 0.7}
+    assert metrics.series(measured, "gaussian_acc") == [(0.1, 0.7), (0.2, 0.5)]
+
+
+def test_plots_draw_the_catalog_kinds() -> None:
+    eps = [k.name for k in metrics.plot_kinds("eps")]
+    assert eps == ["pgd_linf_acc", "pgd_l2_acc", "autoattack_linf_acc", "autoattack_l2_acc", "certified_l2_acc"]
+    assert all(metrics.CATALOG[k].legend for k in eps)
+    assert [k.name for k in metrics.plot_kinds("eps", "regression")] == [
+        "pgd_linf_mse", "pgd_l2_mse", "certified_linf_mse", "certified_l2_mse",
+    ]  # fmt: skip
