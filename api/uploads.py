@@ -144,7 +144,7 @@ def check_safetensors_header(path: Path) -> None:
         length = int.from_bytes(head, "little")
         if length > MAX_HEADER_BYTES:
             raise UploadInvalid(
-                f"safetensors header of {length} bytes is over the limit of {MAX_HEADER_BYTES} bytes "
+                f"not a valid safetensors file: header of {length} bytes, over the limit of {MAX_HEADER_BYTES} bytes "
                 f"(a checkpoint has at most {MAX_CHECKPOINT_TENSORS} tensors)"
             )
         header = f.read(length)
