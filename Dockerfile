@@ -22,6 +22,11 @@ RUN pip install . \
     # torchattacks' metadata would pull a CUDA torch, torchvision and requests==2.25.1: install it alone.
     && pip install --no-deps torchattacks==3.5.1
 
+# No .git in the image: the code identity is the digest of these sources (evaluation/provenance.py). The commit the
+# image was built from is recorded beside it: docker build --build-arg ROBUSTLAB_GIT_COMMIT=$(git rev-parse HEAD)
+ARG ROBUSTLAB_GIT_COMMIT=
+ENV ROBUSTLAB_GIT_COMMIT=${ROBUSTLAB_GIT_COMMIT}
+
 RUN useradd --create-home --uid 1000 robustlab && mkdir -p /data/artifacts && chown -R robustlab /data
 USER robustlab
 

@@ -18,6 +18,8 @@ from api.limits import BodySizeLimit
 from api.ratelimit import RateLimiter
 from api.routes import api_router, health, web
 from core.config import Settings, get_settings
+from core.protocol import current_protocol
+from core.provenance import current_code
 
 API_PREFIX = "/api/v1"
 
@@ -26,6 +28,7 @@ def create_app(settings: Settings | None = None, recovery: bool = True) -> FastA
     """Build the app. With ``recovery`` a background thread re-sends queued jobs at start-up and re-queues jobs
     whose worker was lost (see :mod:`api.dispatch`)."""
     settings = settings or get_settings()
+    current_code(), current_protocol()  # once, at start-up (git, the sources): a missing declaration fails here
     dispatcher = Dispatcher(settings)
 
     @asynccontextmanager
@@ -42,7 +45,7 @@ def create_app(settings: Settings | None = None, recovery: bool = True) -> FastA
 
     app = FastAPI(
         title="robustlab",
-        version=health.VERSION,
+        version=current_code().version,
         description="Robustness benchmarking service: submit a job spec, follow the job, read results and the "
         "leaderboard.",
         lifespan=lifespan,

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.metrics import LEVEL_KINDS, SCALAR_KINDS, group_levels
+from core.protocol import current_protocol
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -31,10 +32,31 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    code_version: str | None = Field(None, description="robustlab version that ran (or will run) the job")
+    code_version: str | None = Field(
+        None,
+        description="code identity that ran the job (the API's until a worker stores the result): version, commit "
+        "and dirty flag: <version>+g<commit>[.dirty.<digest>] (core/provenance.py)",
+    )
+    protocol_version: str | None = Field(
+        None, description="evaluation protocol the numbers come from, e.g. gaussian.1+pgd.1 (core/protocol.py)"
+    )
+    stale: bool = Field(
+        False, description="succeeded under another evaluation protocol than the server's current one (re-evaluate)"
+    )
+    reevaluation_of: str | None = Field(None, description="a re-evaluation: the job whose stored weights it evaluated")
+    weights_kept: bool = Field(False, description="the worker kept the weights (model.safetensors): re-evaluable")
+    provenance: dict[str, Any] | None = Field(
+        None, description="the worker's record: code identity, library versions (torch, torchattacks, numpy), "
+        "protocol version and each evaluation's revision",
+    )  # fmt: skip
     eta_seconds: float | None = Field(
         None, description="estimated seconds of training left, from the epoch timing the worker reports (running)"
     )
+
+    @model_validator(mode="after")
+    def _stale(self) -> JobOut:
+        self.stale = self.status == "succeeded" and self.protocol_version != current_protocol()
+        return self
 
     @model_validator(mode="after")
     def _eta_now(self) -> JobOut:
@@ -64,7 +86,10 @@ class JobResults(BaseModel):
     name: str
     status: JobStatusName
     metrics: dict[str, float] = Field(description="flat metric names: clean_acc, gaussian_acc@0.3, pgd_linf_acc@0.1")
-    info: dict[str, Any] = Field(default_factory=dict, description="versions, attack settings, warnings, solvers")
+    info: dict[str, Any] = Field(
+        default_factory=dict,
+        description="versions, attack settings, warnings, solvers; outcomes: bit-packed per-sample outcomes",
+    )
     error: str | None = None
 
 
@@ -110,6 +135,16 @@ class LeaderboardEntry(BaseModel):
     metrics: dict[str, float]
     created_at: datetime
     finished_at: datetime | None = None
+    code_version: str | None = Field(None, description="code identity that produced the numbers")
+    protocol_version: str | None = Field(None, description="evaluation protocol the numbers come from")
+    stale: bool = Field(False, description="evaluated under another protocol than the current one")
+    reevaluation_of: str | None = Field(None, description="a re-evaluation: the job whose weights it evaluated")
+    weights_kept: bool = Field(False, description="weights kept: the entry can be re-evaluated")
+
+    @model_validator(mode="after")
+    def _stale(self) -> LeaderboardEntry:
+        self.stale = self.protocol_version != current_protocol()
+        return self
 
     @model_validator(mode="after")
     def _group_robustness(self) -> LeaderboardEntry:
@@ -156,6 +191,13 @@ def leaderboard_entry_data(row: Any) -> dict[str, Any]:
         else:
             entry[kind] = grouped.get(kind, {})
     entry.update(metrics=metrics, created_at=row.created_at, finished_at=row.finished_at)
+    entry.update(
+        code_version=row.code_version,
+        protocol_version=row.protocol_version,
+        stale=row.protocol_version != current_protocol(),
+        reevaluation_of=row.reevaluation_of,
+        weights_kept=bool(row.weights_kept),
+    )
     return entry
 
 
@@ -168,6 +210,10 @@ class Leaderboard(BaseModel):
     dataset: str | None = None
     family: str | None = None
     task: str | None = None
+    current: bool = Field(False, description="only entries evaluated under the current protocol")
+    protocol_version: str = Field(
+        default_factory=current_protocol, description="the server's current evaluation protocol version"
+    )
     limit: int = 20
     entries: list[LeaderboardEntry]
     next_cursor: str | None = Field(
@@ -231,7 +277,9 @@ class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     database: ComponentHealth
     broker: ComponentHealth
-    version: str
+    version: str = Field(description="the package version (pyproject.toml)")
+    code_version: str = Field(description="this server's code identity: version, commit, dirty flag")
+    protocol_version: str = Field(description="the evaluation protocol version new jobs are evaluated under")
 
 
 class Message(BaseModel):

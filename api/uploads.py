@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.spec import MAX_DEPTH, DatasetSpec, JobSpec, ModelSpec
-from db.artifacts import get_artifact, parse_ref, spec_references
+from db.artifacts import get_artifact, parse_job_ref, parse_ref, spec_references
 
 FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 #: the most tensors a checkpoint of a valid spec can hold: ≤ 6 per layer at depth MAX_DEPTH (hamiltonian), with room
@@ -255,7 +255,7 @@ def check_spec_references(session: Session, spec: JobSpec, allow_paths: bool = T
     updates: dict[str, Any] = {}
     if not allow_paths:
         for field, value in (("checkpoint", spec.checkpoint), ("dataset.artifact", spec.dataset.artifact)):
-            if value is not None and field not in refs:
+            if value is not None and field not in refs and parse_job_ref(value) is None:  # job:<id>: checked
                 errors.append(_error(field, "must be 'artifact:<id>' of an upload (paths are for `robustlab run`)"))
     for field, (kind, artifact_id) in refs.items():
         artifact = get_artifact(session, artifact_id)

@@ -1,50 +1,55 @@
-"""False-alarm rate of ``robustlab check --repeats`` on a model that did not change (a script, not a test).
+"""False alarms and power of ``robustlab check``'s statistical rule, measured (a script, not a test).
 
-    python benchmarks/gate_false_alarms.py                       # 50 trials, fresh training seeds, 1 torch thread
-    python benchmarks/gate_false_alarms.py --mode checkpoint     # one trained model, fresh evaluation seeds only
-    python benchmarks/gate_false_alarms.py --trials 100 --tol 0.05 --k 3 --json fa.json
+    nice -n 10 python benchmarks/gate_false_alarms.py --preset tiny --mode train --trials 100
+    nice -n 10 python benchmarks/gate_false_alarms.py --preset tiny --mode checkpoint --trials 100
+    nice -n 10 python benchmarks/gate_false_alarms.py --preset digits --mode checkpoint --trials 100
+    nice -n 10 python benchmarks/gate_false_alarms.py --preset digits --mode train --trials 40 --json fa.json
 
-Each trial compares the tiny spirals spec of ``tests/cli/test_check.py`` against itself, so every exit 1 is a
-false alarm. ``--mode train`` (default):
+``--preset tiny`` is the tiny spirals spec of ``tests/cli/test_check.py`` (100 test points); ``digits`` is the
+shipped ``examples/digits-explicit.json`` (797 test images). Every trial judges, with :func:`cli.check.compare` (the
+code the command runs), a candidate against a baseline under ``--max-drop METRIC=TOL`` on the gated metrics at
+``--alpha``:
 
-* baseline: ``run_job`` with train and evaluation seed ``b`` → ``base/result.json`` (and seeds b+1 … b+N−1 for the
-  pooled variant below);
-* candidate: the gate itself, ``robustlab check SPEC --repeats N --baseline base/result.json --max-drop …`` with the
-  spec's seeds at ``c = b + N``, so its runs use seeds c … c+N−1 (no seed is used twice in the whole benchmark).
+* ``--mode train`` (fresh training seeds): per trial a baseline of M runs (``--make-baseline --repeats M``: seeds
+  never used before) and N candidate runs of the same spec with other fresh seeds. The unchanged candidate measures
+  false alarms; the same N candidate models with Gaussian noise added to their weights, at a scale calibrated once
+  to cost 2, 5 or 10 points of clean accuracy, measure power. Rows also judge the first M' ≤ M baseline runs against
+  the first N' ≤ N candidate runs (other settings, from the same runs).
+* ``--mode checkpoint`` (one trained model, fresh evaluation seeds): per trial the model is evaluated twice with
+  new Gaussian / PGD seeds (baseline, candidate): paired per-sample tests. Power: the candidate is the model with a
+  fresh draw of calibrated weight noise.
 
-``--mode checkpoint``: the model is trained once; baseline and candidate evaluate its weights (``--checkpoint``)
-with different Gaussian-noise and PGD seeds, so only the evaluation's own randomness is left.
-
-The gate's exit codes are counted (every gated metric at ``--max-drop TOL``). The same runs are then judged again
-offline with :func:`cli.check.compare` under other rules (the "gate" row must agree with the exit codes):
-
-* ``1 run, no allowance``: the first candidate run alone against the baseline (a naive gate);
-* ``mean of N, k = 0``: the mean without the spread term;
-* ``mean of N, k (the gate)``: ``baseline − mean > tol + k·s/√N`` (``--baseline-spread zero``, the default);
-* ``… --baseline-spread candidate``: the one baseline run taken as noisy as a candidate run: ``k·s·√(1/N + 1)``;
-* ``mean of N vs N baseline runs``: ``--baseline`` given N times: ``k·√(s²/N + s_b²/N)``.
-
-A trial "alarms" if any gated metric regresses. A sweep over tolerances and k follows.
+The drop of a power trial is measured, not assumed: the clean-accuracy drop of each noisy model against the same
+model without noise, averaged over the trials. Rates come with Clopper–Pearson 95 % intervals; the minimum
+detectable drop (90 % power) is interpolated linearly between the measured drops. The CI time of a setting is the
+median wall time of the candidate's runs (training + evaluation, one torch thread) times N.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from cli.check import Policy, Rule, Side, compare, load_result_file  # noqa: E402
+from cli.check import Policy, Rule, Run, Side, compare  # noqa: E402
+from core.spec import JobSpec  # noqa: E402
+from evaluation.datasets import load_dataset  # noqa: E402
+from evaluation.runner import evaluate, prepare_model  # noqa: E402
+from evaluation.training import train_classifier  # noqa: E402
 
-SPEC = {
+TINY = {
     "name": "gate-false-alarms",
     "dataset": {"name": "spirals", "n_train": 100, "n_test": 100},
     "model": {"family": "explicit", "width": 8, "depth": 4, "h": 0.3},
@@ -55,141 +60,230 @@ SPEC = {
         "certified": {"eps": [0.05]},
     },
 }
-METRICS = ["clean_acc", "gaussian_acc@0.1", "pgd_linf_acc@0.05", "pgd_l2_acc@0.05", "pgd_linf_acc@0.1"]
+PRESETS = {
+    "tiny": (TINY, ["clean_acc", "gaussian_acc@0.1", "pgd_linf_acc@0.05", "pgd_l2_acc@0.05", "pgd_linf_acc@0.1"]),
+    "digits": (
+        json.loads((ROOT / "examples" / "digits-explicit.json").read_text()),
+        ["clean_acc", "gaussian_acc@0.1", "pgd_linf_acc@0.05", "pgd_l2_acc@0.25"],
+    ),
+}
+DROPS = (0.02, 0.05, 0.10)
+CPU = torch.device("cpu")
 
 
-def seeded(spec: dict, seed: int, train: bool = True) -> dict:
+def with_seeds(spec: dict, train: int | None, evaluation: int) -> JobSpec:
     out = json.loads(json.dumps(spec))
-    if train:
-        out["train"]["seed"] = seed
-    out["evaluate"]["gaussian"]["seed"] = seed
-    out["evaluate"]["pgd"]["seed"] = seed
-    return out
+    if train is not None:
+        out["train"]["seed"] = train
+    for part in ("gaussian", "pgd"):
+        out["evaluate"][part]["seed"] = evaluation
+    return JobSpec.model_validate(out)
 
 
-def run(spec: dict, out: Path) -> Path:
-    from core.spec import JobSpec
-    from evaluation.runner import run_job
+def train(spec: dict, seed: int):
+    s = with_seeds(spec, seed, seed)
+    data = load_dataset(s.dataset)
+    s, model = prepare_model(s, data, CPU)
+    train_classifier(model, data, s.train, CPU, task=data.task)
+    return model.eval(), data
 
-    run_job(JobSpec.model_validate(spec), out_dir=out)
-    return out / "result.json"
+
+def evaluate_run(model, data, spec: dict, train_seed: int, eval_seed: int, checkpoint: str | None) -> Run:
+    s = with_seeds(spec, train_seed, eval_seed)
+    s = s.model_copy(update={"model": s.model.model_copy(update={"input_dim": data.input_dim,
+                                                                 "output_dim": data.output_dim})})  # fmt: skip
+    metrics, info = evaluate(model, s, data, CPU, lambda _event: None)
+    return Run(metrics, f"seed {train_seed}/{eval_seed}", {**s.model_dump(mode="json"), "checkpoint": checkpoint},
+               None, info["outcomes"])  # fmt: skip
 
 
-def judge(base: list, cand: list, tol: float, k: float, spread: str = "zero") -> list[str]:
-    """The metrics that regress under this rule."""
-    rules = [Rule("max_drop", m, tol) for m in METRICS]
-    report = compare(Side("baseline", base), Side("candidate", cand), Policy(rules, k=k, baseline_spread=spread))
-    return [c.metric for c in report.regressions]
+def noisy(model, scale: float, seed: int):
+    """The model with N(0, (scale·mean|w|)²) noise added to every tensor of its state."""
+    g = torch.Generator().manual_seed(seed)
+    out = copy.deepcopy(model)
+    state = {k: v + scale * v.abs().mean() * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+             for k, v in model.state_dict().items()}  # fmt: skip
+    out.load_state_dict(state)
+    return out.eval()
+
+
+@torch.no_grad()
+def clean_acc(model, data) -> float:
+    return float((model(data.x_test).argmax(1) == data.y_test).float().mean())
+
+
+def calibrate(model, data, drop: float, draws: int = 8) -> float:
+    """The noise scale whose mean clean-accuracy drop over ``draws`` noise draws is ``drop`` (bisection)."""
+    base = clean_acc(model, data)
+    lo, hi = 0.0, 4.0
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        mean_drop = base - np.mean([clean_acc(noisy(model, mid, 10_000 + i), data) for i in range(draws)])
+        lo, hi = (mid, hi) if mean_drop < drop else (lo, mid)
+    return (lo + hi) / 2
+
+
+def clopper_pearson(k: int, n: int) -> tuple[float, float]:
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return ci.low, ci.high
+
+
+def judge(base: list[Run], cand: list[Run], metrics: list[str], tol: float, alpha: float) -> tuple[bool, str]:
+    policy = Policy([Rule("max_drop", m, tol) for m in metrics], alpha=alpha)
+    report = compare(Side("baseline", base), Side("candidate", cand), policy)
+    if report.exit_code == 2:
+        raise SystemExit(f"the gate could not compare: {report.headline}")
+    tests = {b.finding.test for c in report.checks for b in c.bounds if b.finding is not None}
+    return report.exit_code == 1, ", ".join(sorted(tests))
+
+
+def mdd(points: list[tuple[float, float]], target: float = 0.9) -> str:
+    """The drop at which power reaches ``target``, interpolated between (drop, power) points."""
+    points = sorted(points)
+    if points[0][1] >= target:
+        return f"≤ {points[0][0] * 100:.1f} points"
+    for (d0, p0), (d1, p1) in zip(points, points[1:], strict=False):
+        if p0 < target <= p1:
+            return f"≈ {100 * (d0 + (target - p0) * (d1 - d0) / (p1 - p0)):.1f} points"
+    return f"> {points[-1][0] * 100:.1f} points"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--mode", choices=["train", "checkpoint"], default="train")
-    parser.add_argument("--trials", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tol", type=float, default=0.02, help="--max-drop tolerance of every gated metric")
-    parser.add_argument("--k", type=float, default=2.0)
-    parser.add_argument("--epochs", type=int, default=SPEC["train"]["epochs"])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", type=Path, help="write the per-trial numbers here")
+    parser.add_argument("--trials", type=int, default=100, help="false-alarm trials")
+    parser.add_argument("--power-trials", type=int, default=None, help="trials per drop (default: --trials)")
+    parser.add_argument("--baseline-runs", type=int, default=5, help="M (train mode)")
+    parser.add_argument("--candidate-runs", type=int, default=2, help="N (train mode)")
+    parser.add_argument("--tol", type=float, default=0.01)
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument(
+        "--third-epochs", action="store_true", help="train mode: also candidates trained for a third of the epochs"
+    )
+    parser.add_argument("--seed", type=int, default=1_000, help="first seed (runs use seeds from here up, once)")
+    parser.add_argument("--json", type=Path, help="write the per-trial verdicts here")
     args = parser.parse_args()
-
-    from typer.testing import CliRunner
-
-    from cli.main import app
-
-    torch.set_num_threads(args.threads)
-    spec = json.loads(json.dumps(SPEC))
-    spec["train"]["epochs"] = args.epochs
-    n, k, tol = args.repeats, args.k, args.tol
-    max_drop = [a for m in METRICS for a in ("--max-drop", f"{m}={tol}")]
-    variants = {
-        "1 run, no allowance": lambda b, c: judge(b[:1], c[:1], tol, 0.0),
-        f"mean of {n}, k = 0": lambda b, c: judge(b[:1], c, tol, 0.0),
-        f"mean of {n}, k = {k:g} (the gate)": lambda b, c: judge(b[:1], c, tol, k),
-        f"mean of {n}, k = {k:g}, --baseline-spread candidate": lambda b, c: judge(b[:1], c, tol, k, "candidate"),
-        f"mean of {n} vs {n} baseline runs, k = {k:g}": lambda b, c: judge(b, c, tol, k),
-    }
-    gate_row = list(variants)[2]
-    alarms = dict.fromkeys(variants, 0)
-    per_metric = {name: dict.fromkeys(METRICS, 0) for name in variants}
-    rows, gate_seconds, disagreements, pairs = [], [], 0, []
+    torch.set_num_threads(1)
+    spec, metrics = PRESETS[args.preset]
+    power_trials = args.trials if args.power_trials is None else args.power_trials
+    m_runs, n_runs = (args.baseline_runs, args.candidate_runs) if args.mode == "train" else (1, 1)
+    settings = [(m_runs, n_runs)]
+    if args.mode == "train":
+        settings += sorted({(m, n) for m in (1, 3, m_runs) for n in (1, n_runs) if m <= m_runs} - {(m_runs, n_runs)})
+    alarms = {s: 0 for s in settings}
+    hits = {(s, d): 0 for s in settings for d in DROPS}
+    realised = {d: [] for d in DROPS}
+    short_spec = json.loads(json.dumps(spec))
+    short_spec["train"]["epochs"] = max(1, spec["train"]["epochs"] // 3)
+    short_hits = {s: 0 for s in settings}
+    short_drops: list[float] = []
+    tests_used: dict = {}
+    cand_seconds: list[float] = []
+    rows = []
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        spec_file = work / "spec.json"
-        train = args.mode == "train"
-        checkpoint, ckpt = [], {}
-        if not train:  # one model for every trial
-            run(seeded(spec, 0), work / "model")
-            checkpoint, ckpt = ["--checkpoint", str(work / "model")], {"checkpoint": str(work / "model")}
-        for trial in range(args.trials):
-            b = 10_000 + trial * 2 * n
-            c = b + n
-            bases = [run({**seeded(spec, b + i, train), **ckpt}, work / f"t{trial}-base{i}") for i in range(n)]
-            spec_file.write_text(json.dumps(seeded(spec, c, train)))
-            out = work / f"t{trial}-cand"
+    seed = args.seed + (0 if args.mode == "train" else 500_000) + (0 if args.preset == "tiny" else 100_000)
+    model0, data = train(spec, seed)  # checkpoint mode: the one model; train mode: the calibration model
+    seed += 1
+    scales = {d: calibrate(model0, data, d) for d in DROPS}
+    print(f"noise scales: {', '.join(f'{d * 100:g} pts → {s:.3g}' for d, s in scales.items())}", file=sys.stderr)
+    for trial in range(max(args.trials, power_trials)):
+        if args.mode == "train":
+            base = []
+            for _ in range(m_runs):
+                model, data = train(spec, seed)
+                base.append(evaluate_run(model, data, spec, seed, seed, None))
+                seed += 1
+            cand, cand_models = [], []
+            for _ in range(n_runs):
+                t0 = time.perf_counter()
+                model, data = train(spec, seed)
+                cand.append(evaluate_run(model, data, spec, seed, seed, None))
+                cand_seconds.append(time.perf_counter() - t0)
+                cand_models.append((model, seed))
+                seed += 1
+        else:
+            base = [evaluate_run(model0, data, spec, 0, seed, "ckpt")]
             t0 = time.perf_counter()
-            argv = ["check", str(spec_file), *checkpoint, "--repeats", str(n), "--k", str(k),
-                    "--baseline", str(bases[0]), "--out", str(out), *max_drop]  # fmt: skip
-            result = CliRunner().invoke(app, argv)
-            gate_seconds.append(time.perf_counter() - t0)
-            if result.exit_code not in (0, 1):
-                raise SystemExit(f"trial {trial}: the gate exited {result.exit_code}:\n{result.output}")
-            base_runs = [load_result_file(p) for p in bases]
-            cand_runs = [load_result_file(out / f"repeat-{i}" / "result.json") for i in range(n)]
-            pairs.append((base_runs, cand_runs))
-            row = {"trial": trial, "exit": result.exit_code, "baseline_seed": b, "candidate_seed": c}
-            for name, rule in variants.items():
-                failed = rule(base_runs, cand_runs)
-                alarms[name] += bool(failed)
-                for metric in failed:
-                    per_metric[name][metric] += 1
-                row[name] = failed
-            disagreements += bool(row[gate_row]) != (result.exit_code == 1)
-            row["metrics"] = {"baseline": [r.metrics for r in base_runs], "candidate": [r.metrics for r in cand_runs]}
-            rows.append(row)
-            print(
-                f"trial {trial + 1}/{args.trials}: gate exit {result.exit_code} ({gate_seconds[-1]:.1f} s); "
-                f"false alarms so far: {alarms[gate_row]}/{trial + 1}",
-                file=sys.stderr,
-                flush=True,
-            )
+            cand = [evaluate_run(model0, data, spec, 0, seed + 1, "ckpt")]
+            cand_seconds.append(time.perf_counter() - t0)
+            cand_models = [(model0, seed + 1)]
+            seed += 2
+        row: dict = {"trial": trial}
+        if trial < args.trials:
+            for m, n in settings:
+                failed, used = judge(base[:m], cand[:n], metrics, args.tol, args.alpha)
+                alarms[(m, n)] += failed
+                tests_used.setdefault((m, n), used)
+                row[f"alarm M={m} N={n}"] = failed
+        if trial < power_trials:
+            for d in DROPS:
+                weak = []
+                for i, (model, s) in enumerate(cand_models):
+                    bad = noisy(model, scales[d], 50_000 + 7 * trial + i)
+                    realised[d].append(clean_acc(model, data) - clean_acc(bad, data))
+                    ckpt = "ckpt+noise" if args.mode == "checkpoint" else None
+                    weak.append(evaluate_run(bad, data, spec, s, s, ckpt))
+                for m, n in settings:
+                    failed, _ = judge(base[:m], weak[:n], metrics, args.tol, args.alpha)
+                    hits[((m, n), d)] += failed
+                    row[f"detect {d} M={m} N={n}"] = failed
+            if args.third_epochs and args.mode == "train":
+                short = []
+                for _ in range(n_runs):
+                    model, data = train(short_spec, seed)
+                    short.append(evaluate_run(model, data, short_spec, seed, seed, None))
+                    seed += 1
+                short_drops.append(np.mean([r.metrics["clean_acc"] for r in base])
+                                   - np.mean([r.metrics["clean_acc"] for r in short]))  # fmt: skip
+                for m, n in settings:
+                    failed, _ = judge(base[:m], short[:n], metrics, args.tol, args.alpha)
+                    short_hits[(m, n)] += failed
+                    row[f"detect third-epochs M={m} N={n}"] = failed
+        rows.append(row)
+        head = alarms[settings[0]]
+        print(f"trial {trial + 1}: false alarms {head}/{min(trial + 1, args.trials)} "
+              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
     elapsed = time.perf_counter() - start
 
-    what = "fresh training + evaluation seeds" if args.mode == "train" else "one checkpoint, fresh evaluation seeds"
-    print(
-        f"\nrobustlab check false alarms: {args.trials} trials of the tiny spirals spec ({args.epochs} epochs), {what};"
-    )
-    print(f"every metric gated with --max-drop {tol:g}: {', '.join(METRICS)}")
-    print(f"{'rule':55s} {'false alarms':>14s}   per metric")
-    for name in variants:
-        detail = ", ".join(f"{m} {v}" for m, v in per_metric[name].items() if v)
-        print(f"{name:55s} {alarms[name]:>4d}/{args.trials:<4d}{alarms[name] / args.trials:6.1%}   {detail or '-'}")
-    exits = [r["exit"] for r in rows]
-    print(f"gate exit codes: {exits.count(0)}× 0, {exits.count(1)}× 1; offline re-check disagreed {disagreements}×")
-    median = sorted(gate_seconds)[len(gate_seconds) // 2]
-    print(f"gate wall time per trial ({n} runs): median {median:.2f} s (total {elapsed:.0f} s, {args.threads} thread)")
-
-    print("\nsweep (same runs): false alarms / trials")
-    tols = sorted({tol, 0.05, 0.1})
-    ks = sorted({k, 3.0})
-    header = "".join(f"  tol {t:<4g} k {kk:<3g}" for t in tols for kk in ks)
-    print(f"{'rule':40s}{header}")
-    for label, base_n, spread in (
-        (f"mean of {n} (the gate)", 1, "zero"),
-        (f"mean of {n}, --baseline-spread candidate", 1, "candidate"),
-        (f"mean of {n} vs {n} baseline runs", n, "zero"),
-    ):
-        cells = []
-        for t in tols:
-            for kk in ks:
-                count = sum(bool(judge(bs[:base_n], cs, t, kk, spread)) for bs, cs in pairs)
-                cells.append(f"{f'{count}/{args.trials}':>14s}  ")
-        print(f"{label:40s}" + "".join(cells))
+    what = {"train": "fresh training seeds", "checkpoint": "one checkpoint, fresh evaluation seeds"}[args.mode]
+    print(f"\nrobustlab check, preset {args.preset} ({spec['name']}), {what}; alpha {args.alpha:g}, "
+          f"--max-drop {args.tol:g} on {', '.join(metrics)}")  # fmt: skip
+    per_run = statistics.median(cand_seconds)
+    print("candidate run (train + evaluate)" if args.mode == "train" else "candidate evaluation", end="")
+    print(f": median {per_run:.2f} s; total {elapsed:.0f} s; measured clean-accuracy drops: "
+          + ", ".join(f"{d * 100:g} → {100 * np.mean(realised[d]):.1f} ± {100 * np.std(realised[d]):.1f} pts"
+                      for d in DROPS))  # fmt: skip
+    header = f"{'setting':18s} {'test':32s} {'false alarms (95% CI)':28s}"
+    header += "".join(f" power@{d * 100:g}pt (CI)      " for d in DROPS) + " MDD(90%)  CI time"
+    print(header)
+    summary = {}
+    for m, n in settings:
+        k = alarms[(m, n)]
+        lo, hi = clopper_pearson(k, args.trials)
+        cells = f"{k:3d}/{args.trials} = {k / args.trials:5.1%} [{lo:.1%}, {hi:.1%}]"
+        powers = []
+        line = ""
+        for d in DROPS:
+            h = hits[((m, n), d)]
+            plo, phi = clopper_pearson(h, power_trials)
+            powers.append((float(np.mean(realised[d])), h / power_trials))
+            line += f" {h:3d}/{power_trials} [{plo:.0%}, {phi:.0%}]   "
+        label = f"M={m} N={n}" if args.mode == "train" else "1 vs 1 eval"
+        print(f"{label:18s} {tests_used[(m, n)][:32]:32s} {cells:28s}{line} {mdd(powers):9s} {n * per_run:.1f} s")
+        summary[label] = {"false_alarms": k, "trials": args.trials, "ci": [lo, hi], "power": powers,
+                          "power_trials": power_trials, "mdd": mdd(powers), "ci_seconds": n * per_run}  # fmt: skip
+    if short_drops:
+        epochs = f"{short_spec['train']['epochs']} of {spec['train']['epochs']} epochs"
+        spread = f"{100 * np.mean(short_drops):.1f} ± {100 * np.std(short_drops):.1f} pts"
+        print(f"\ncandidate trained for {epochs}: clean-accuracy drop {spread} (baseline mean − candidate mean)")
+        for m, n in settings:
+            h = short_hits[(m, n)]
+            lo, hi = clopper_pearson(h, power_trials)
+            print(f"M={m} N={n}: detected {h}/{power_trials} [{lo:.0%}, {hi:.0%}]")
+            summary[f"M={m} N={n}"]["third_epochs"] = {"detected": h, "drop": float(np.mean(short_drops))}
     if args.json:
-        summary = {name: {"alarms": alarms[name], "per_metric": per_metric[name]} for name in variants}
-        payload = {"args": {**vars(args), "json": str(args.json)}, "summary": summary, "trials": rows}
+        payload = {"args": {**vars(args), "json": str(args.json)}, "scales": scales, "summary": summary, "trials": rows}
         args.json.write_text(json.dumps(payload, indent=1))
 
 

@@ -12,8 +12,10 @@ Errors are :class:`ApiError` with a readable message (422 validation errors beco
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -103,8 +105,10 @@ class RobustlabClient:
     def job(self, job_id: str) -> dict:
         return self._request("GET", f"/api/v1/jobs/{job_id}")
 
-    def jobs(self, status: str | None = None, limit: int = 50, offset: int = 0) -> dict:
+    def jobs(self, status: str | None = None, limit: int = 50, offset: int = 0, **filters: Any) -> dict:
+        """A page of jobs; ``filters``: ``dataset``, ``family``, ``stale=True`` (``None`` values are left out)."""
         params = {"limit": limit, "offset": offset} | ({"status": status} if status else {})
+        params |= {k: ("true" if v is True else v) for k, v in filters.items() if v is not None}
         return self._request("GET", "/api/v1/jobs", params=params)
 
     def results(self, job_id: str) -> dict:
@@ -115,6 +119,28 @@ class RobustlabClient:
 
     def retry(self, job_id: str) -> dict:
         return self._request("POST", f"/api/v1/jobs/{job_id}/retry")
+
+    def reevaluate(self, job_id: str, force: bool = False) -> tuple[dict, bool]:
+        """Queue a re-evaluation of ``job_id`` (its kept weights, the current evaluation); returns the new job, and
+        whether the server answered with an existing one (a re-evaluation under the current protocol)."""
+        try:
+            response = self._http.post(f"/api/v1/jobs/{job_id}/reevaluate", params={"force": "true"} if force else {})
+        except httpx.TransportError as exc:
+            raise ApiError(f"cannot reach the robustlab server at {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error_from_response(response)
+        return response.json(), response.headers.get("X-Robustlab-Reused") is not None
+
+    def upload_checkpoint(self, weights: Path, spec: Mapping[str, Any]) -> dict:
+        """``POST /api/v1/artifacts/checkpoints``: a ``.safetensors`` file and the job spec whose model it holds;
+        returns the artifact (``{"id", "ref": "artifact:<id>", …}``)."""
+        with Path(weights).open("rb") as f:
+            return self._request(
+                "POST",
+                "/api/v1/artifacts/checkpoints",
+                files={"file": (Path(weights).name, f, "application/octet-stream")},
+                data={"spec": json.dumps(dict(spec))},
+            )
 
     def leaderboard(self, **params: Any) -> dict:
         return self._request("GET", "/api/v1/leaderboard", params={k: v for k, v in params.items() if v is not None})

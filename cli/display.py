@@ -83,15 +83,18 @@ def leaderboard_table(board: Mapping[str, Any]) -> Table:
     with_clean = metric != "clean_acc"
     table = Table(title=f"leaderboard: {metric} ({board.get('order', 'desc')})")
     table.caption = f"value = {metric}" + ("; clean = clean_acc" if with_clean else "")
+    if board.get("protocol_version"):
+        table.caption += f"; protocol {board['protocol_version']} (stale: evaluated under an older one)"
     columns = ["#", "job", "name", "family", "dataset", "width", "depth", "θ", "h", "value"]
-    columns += ["clean"] * with_clean + ["created"]
+    columns += ["clean"] * with_clean + ["created", "protocol"]
     for column in columns:
-        text = column in ("job", "name", "family", "dataset", "created")
+        text = column in ("job", "name", "family", "dataset", "created", "protocol")
         table.add_column(column, justify="left" if text else "right", overflow="fold", min_width=len(column))
     entries: Iterable[Mapping[str, Any]] = board.get("entries", [])
     for e in entries:
         row = [str(e["rank"]), e["job_id"][:8], e["name"], e["family"], e["dataset"]]
         row += [_fmt(e.get(k)) for k in ("width", "depth", "theta", "h", "value")]
         row += [_fmt(e.get("clean_acc"))] * with_clean + [str(e.get("created_at", ""))[:10]]
+        row += [("stale" if e.get("stale") else "current") + ("" if e.get("weights_kept", True) else ", no weights")]
         table.add_row(*row)
     return table

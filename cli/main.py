@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 the job failed (or was cancelled), 2 bad input or an un
     robustlab submit examples/spirals.json    # through the API, with a progress bar
     robustlab run examples/spirals.json --out runs/spirals   # in-process, no server
     robustlab leaderboard --dataset spirals --metric pgd_linf_acc@0.1
+    robustlab reevaluate --stale                 # after an upgrade: the current evaluation on stored weights
     robustlab keys create --name ci --scope write   # a Bearer key for ROBUSTLAB_AUTH=keys, printed once
 """
 
@@ -27,6 +28,7 @@ from rich.table import Table
 from cli.check import check as check_command
 from cli.client import ApiError, RobustlabClient, format_validation_errors
 from cli.display import JobProgress, leaderboard_table, metrics_table
+from cli.reevaluate import reevaluate as reevaluate_command
 from cli.sweep import sweep as sweep_command
 from core.config import Settings, get_settings
 
@@ -37,8 +39,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-app.command("check")(check_command)  # the CI regression gate (cli/check.py)
+app.command("check")(check_command)  # the CI regression gate (cli/check/)
 app.command("sweep")(sweep_command)  # grids of jobs and one comparison table (cli/sweep.py)
+app.command("reevaluate")(reevaluate_command)  # stored weights, current evaluation (cli/reevaluate.py)
 keys_app = typer.Typer(
     help="API keys for ROBUSTLAB_AUTH=keys: create (printed once), list, revoke.", no_args_is_help=True
 )
@@ -373,6 +376,9 @@ def leaderboard(
     order: Annotated[str, typer.Option(help="desc: highest first; asc: lowest first")] = "desc",
     limit: Annotated[int, typer.Option(help="rows")] = 20,
     cursor: Annotated[str | None, typer.Option(help="the next page: the cursor the previous page printed")] = None,
+    current: Annotated[
+        bool, typer.Option("--current", help="only entries evaluated under the current protocol (no stale ones)")
+    ] = False,
     format: Annotated[
         str,
         typer.Option(
@@ -387,6 +393,7 @@ def leaderboard(
     if format not in ("table", "json", "csv", "robustbench"):
         _fail(f"--format: table, json, csv or robustbench, not {format!r}")
     params = dict(dataset=dataset, family=family, task=task, metric=metric, order=order, limit=limit, cursor=cursor)
+    params["current"] = "true" if current else None
     with RobustlabClient(server or get_settings().server_url) as client:
         try:
             if format in ("csv", "robustbench"):

@@ -8,8 +8,10 @@ id (a UUID: nothing a user typed reaches the file system)::
     artifacts_dir/uploads/<id>.npz             # kind "dataset": x_train, y_train, x_test, y_test (+ valid_range)
 
 A spec names them as ``"checkpoint": "artifact:<id>"`` and ``"dataset": {"name": "upload", "artifact":
-"artifact:<id>"}``. The database keeps the reference (so the spec hash does not depend on where a machine mounts
-the directory); the worker calls :func:`resolve_spec` with its own ``artifacts_dir`` just before running::
+"artifact:<id>"}``; ``"checkpoint": "job:<id>"`` names the weights a finished job kept,
+``artifacts_dir/<id>/model.safetensors`` (a re-evaluation, :mod:`db.reevaluation`). The database keeps the
+reference (so the spec hash does not depend on where a machine mounts the directory); the worker calls
+:func:`resolve_spec` with its own ``artifacts_dir`` just before running::
 
     spec = resolve_spec(spec, settings.artifacts_dir)   # artifact:<id> → /data/artifacts/uploads/<id>.npz
 """
@@ -27,6 +29,8 @@ from core.spec import JobSpec
 from db.models import Artifact, utcnow
 
 REF_PREFIX = "artifact:"
+JOB_REF_PREFIX = "job:"
+JOB_WEIGHTS_FILE = "model.safetensors"  # models.io.WEIGHTS_FILE (db does not import models)
 UPLOADS_DIR = "uploads"
 EXTENSIONS = {"checkpoint": ".safetensors", "dataset": ".npz"}
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -49,6 +53,24 @@ def parse_ref(value: str | None) -> str | None:
 
 def is_valid_id(artifact_id: str) -> bool:
     return bool(_ID.match(artifact_id))
+
+
+def parse_job_ref(value: str | None) -> str | None:
+    """The job id in ``"job:<id>"``, or ``None`` if ``value`` is not a job reference."""
+    if value is None or not value.startswith(JOB_REF_PREFIX):
+        return None
+    return value[len(JOB_REF_PREFIX) :]
+
+
+def job_weights_path(artifacts_dir: Path, job_id: str) -> Path:
+    """Where the worker keeps the weights of job ``job_id`` (``artifacts_dir/<id>/model.safetensors``).
+
+    Raises:
+        ArtifactNotFound: ``job_id`` is not a job id (a UUID: never a path that could leave the directory).
+    """
+    if not is_valid_id(job_id):
+        raise ArtifactNotFound(f"{job_id!r} is not a job id")
+    return Path(artifacts_dir) / job_id / JOB_WEIGHTS_FILE
 
 
 def artifact_path(artifacts_dir: Path, kind: str, artifact_id: str) -> Path:
@@ -107,13 +129,19 @@ def spec_references(spec: JobSpec) -> dict[str, tuple[str, str]]:
 
 
 def resolve_spec(spec: JobSpec, artifacts_dir: Path) -> JobSpec:
-    """``spec`` with its ``artifact:<id>`` references replaced by the stored files' paths (other values are kept:
-    a local path stays a local path).
+    """``spec`` with its ``artifact:<id>`` and ``job:<id>`` references replaced by the stored files' paths (other
+    values are kept: a local path stays a local path).
 
     Raises:
         ArtifactNotFound: a referenced file is not in ``artifacts_dir`` (not uploaded, or another directory).
     """
     update: dict[str, Any] = {}
+    job_id = parse_job_ref(spec.checkpoint)
+    if job_id is not None:
+        weights = job_weights_path(artifacts_dir, job_id)
+        if not weights.is_file():
+            raise ArtifactNotFound(f"checkpoint: job {job_id} kept no weights at {weights}")
+        update["checkpoint"] = str(weights.resolve())
     for field, (kind, artifact_id) in spec_references(spec).items():
         path = artifact_path(artifacts_dir, kind, artifact_id)
         if not path.is_file():
@@ -127,13 +155,16 @@ def resolve_spec(spec: JobSpec, artifacts_dir: Path) -> JobSpec:
 
 __all__ = [
     "EXTENSIONS",
+    "JOB_REF_PREFIX",
     "REF_PREFIX",
     "ArtifactNotFound",
     "artifact_path",
     "create_artifact",
     "get_artifact",
     "is_valid_id",
+    "job_weights_path",
     "new_id",
+    "parse_job_ref",
     "parse_ref",
     "resolve_spec",
     "spec_references",

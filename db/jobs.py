@@ -39,6 +39,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
     func,
     or_,
     select,
@@ -47,8 +48,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
+from core.families import hyper_parameters
 from core.spec import JobSpec
 from db.models import TERMINAL_STATUSES, IdempotencyKey, Job, JobStatus, Result, utcnow
 
@@ -77,7 +79,12 @@ def _held_by(worker: str | None) -> ColumnElement[bool]:
 
 
 # ---------------------------------------------------------------------------------------------------- create/read
-def _new_job(spec: JobSpec, code_version: str | None = None) -> Job:
+def _new_job(
+    spec: JobSpec,
+    code_version: str | None = None,
+    protocol_version: str | None = None,
+    reevaluation_of: str | None = None,
+) -> Job:
     return Job(
         id=str(uuid.uuid4()),
         name=spec.name,
@@ -90,12 +97,16 @@ def _new_job(spec: JobSpec, code_version: str | None = None) -> Job:
         attempts=0,
         created_at=utcnow(),
         code_version=code_version,
+        protocol_version=protocol_version,
+        reevaluation_of=reevaluation_of,
     )
 
 
-def create_job(session: Session, spec: JobSpec, code_version: str | None = None) -> Job:
+def create_job(
+    session: Session, spec: JobSpec, code_version: str | None = None, protocol_version: str | None = None
+) -> Job:
     """Store a new ``queued`` job for ``spec`` and return it."""
-    job = _new_job(spec, code_version)
+    job = _new_job(spec, code_version, protocol_version)
     session.add(job)
     session.commit()
     return job
@@ -106,12 +117,21 @@ def find_idempotent(session: Session, owner: str, key: str) -> IdempotencyKey | 
     return session.scalar(select(IdempotencyKey).where(IdempotencyKey.owner == owner, IdempotencyKey.key == key))
 
 
-def find_succeeded_duplicate(session: Session, spec_hash: str, code_version: str | None) -> Job | None:
-    """The latest succeeded job with the same spec hash and code version: submitting the spec again would only
-    reproduce its numbers (the runs are seeded)."""
+def find_succeeded_duplicate(
+    session: Session, spec_hash: str, code_version: str | None, protocol_version: str | None = None
+) -> Job | None:
+    """The latest succeeded job with the same spec hash, code identity and evaluation protocol version: submitting
+    the spec again would only reproduce its numbers (the runs are seeded). A job trained by other code, or evaluated
+    under another protocol, is never returned (the API always passes both; jobs stored before protocol versions
+    were recorded have none, so they are never reused by a submission through the API)."""
     return session.scalar(
         select(Job)
-        .where(Job.spec_hash == spec_hash, Job.code_version == code_version, Job.status == JobStatus.succeeded.value)
+        .where(
+            Job.spec_hash == spec_hash,
+            Job.code_version == code_version,
+            Job.protocol_version == protocol_version,
+            Job.status == JobStatus.succeeded.value,
+        )
         .order_by(Job.finished_at.desc(), Job.id)
         .limit(1)
         .execution_options(populate_existing=True)
@@ -127,6 +147,7 @@ def submit_job(
     spec: JobSpec,
     *,
     code_version: str | None = None,
+    protocol_version: str | None = None,
     idempotency_key: str | None = None,
     owner: str = "",
     reuse_succeeded: bool = True,
@@ -136,8 +157,8 @@ def submit_job(
     * ``idempotency_key``: the job an earlier request with the same key (and owner) got is returned; the key and
       the new job are inserted in one transaction, and a concurrent request with the same key loses on the unique
       constraint ``(owner, key)`` and returns the winner's job.
-    * ``reuse_succeeded``: a succeeded job with the same spec hash and code version is returned instead of
-      running the same seeded computation again.
+    * ``reuse_succeeded``: a succeeded job with the same spec hash, code identity and protocol version is returned
+      instead of running the same seeded computation again (:func:`find_succeeded_duplicate`).
 
     Returns:
         ``(job, reused)``: ``reused`` is ``None`` for a new job, else why an earlier job was returned:
@@ -151,8 +172,8 @@ def submit_job(
         earlier = find_idempotent(session, owner, idempotency_key)
         if earlier is not None:
             return _idempotent_job(session, earlier, spec_hash), "idempotency-key"
-    existing = find_succeeded_duplicate(session, spec_hash, code_version) if reuse_succeeded else None
-    job = existing or _new_job(spec, code_version)
+    existing = find_succeeded_duplicate(session, spec_hash, code_version, protocol_version) if reuse_succeeded else None
+    job = existing or _new_job(spec, code_version, protocol_version)
     try:
         if existing is None:
             session.add(job)
@@ -193,11 +214,20 @@ def list_jobs(
     *,
     dataset: str | None = None,
     family: str | None = None,
+    stale_against: str | None = None,
 ) -> tuple[list[Job], int]:
-    """Jobs, newest first, and the total number matching the filters."""
+    """Jobs, newest first, and the total number matching the filters. ``stale_against``: only succeeded jobs
+    evaluated under another protocol version than this one (or under none recorded) that no succeeded
+    re-evaluation has superseded yet: the newest link of each chain of re-evaluations, what to re-evaluate next."""
     conditions = []
     if status is not None:
         conditions.append(Job.status == status)
+    if stale_against is not None:
+        later = aliased(Job)
+        superseded = exists().where(later.reevaluation_of == Job.id, later.status == JobStatus.succeeded.value)
+        conditions.append(Job.status == JobStatus.succeeded.value)
+        conditions.append(or_(Job.protocol_version.is_(None), Job.protocol_version != stale_against))
+        conditions.append(~superseded)
     if dataset is not None:
         conditions.append(Job.dataset == dataset)
     if family is not None:
@@ -326,7 +356,7 @@ def complete_job(
                 finished_at=now,
                 lease_expires_at=None,
                 error=None,
-                **_code_version_of(stored_info),
+                **_provenance_of(stored_info),
             )
             .execution_options(synchronize_session=False)
         )
@@ -342,12 +372,20 @@ def complete_job(
     return get_job(session, job_id)
 
 
-def _code_version_of(info: Mapping[str, Any]) -> dict[str, str]:
-    """``{"code_version": …}`` from the runner's ``info["versions"]["robustlab"]`` (the code that produced the
-    numbers), or ``{}`` to keep the version recorded at submission."""
+def _provenance_of(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The job columns the worker's ``info`` sets: ``code_version`` from ``info["versions"]["robustlab"]`` (the code
+    identity that produced the numbers), ``protocol_version`` from ``info["provenance"]`` (each kept as recorded at
+    submission when absent) and ``weights_kept`` (``info["weights"]``: the stored weights' path)."""
+    columns: dict[str, Any] = {"weights_kept": bool(info.get("weights"))}
     versions = info.get("versions")
     version = versions.get("robustlab") if isinstance(versions, Mapping) else None
-    return {"code_version": str(version)[:32]} if version else {}
+    if version:
+        columns["code_version"] = str(version)[:100]
+    provenance = info.get("provenance")
+    protocol = provenance.get("protocol_version") if isinstance(provenance, Mapping) else None
+    if protocol:
+        columns["protocol_version"] = str(protocol)[:255]
+    return columns
 
 
 def fail_job(session: Session, job_id: str, error: str, worker: str | None = None) -> Job | None:
@@ -549,62 +587,25 @@ class LeaderboardRow:
     finished_at: datetime | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     hyper_parameters: dict[str, Any] = field(default_factory=dict)
-
-
-def hyper_parameters(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The key hyper-parameters of a stored spec: architecture (width, depth, θ, h, …) and training."""
-    model = spec.get("model") or {}
-    train = spec.get("train") or {}
-    family = model.get("family")
-    theta = model.get("theta")
-    if family == "explicit":
-        theta = 0.0  # an explicit ResNet step is the θ-method with θ = 0
-    out: dict[str, Any] = {
-        "width": model.get("width"),
-        "depth": model.get("depth"),
-        "theta": theta,
-        "h": model.get("h"),
-        "hidden": model.get("hidden"),
-        "activation": model.get("activation"),
-        "epochs": train.get("epochs"),
-        "lr": train.get("lr"),
-        "optimizer": train.get("optimizer"),
-    }
-    if family == "ode":  # h = t_final / depth; the stored spec's h is the unused default
-        t_final, depth = model.get("t_final"), model.get("depth")
-        out["t_final"] = t_final
-        out["h"] = t_final / depth if isinstance(t_final, (int, float)) and depth else None
-    if family in ("implicit", "ode"):
-        solver = model.get("solver") or {}
-        out["solver"] = f"{solver.get('forward')}/{solver.get('backward')}"
-    regularizers = train.get("regularizers") or {}
-    named = sorted(name for name, value in regularizers.items() if value and name != "stochastic")
-    if named:
-        out["regularizers"] = named
-    if model.get("spectral"):
-        out["spectral"] = [model["spectral"].get("lower"), model["spectral"].get("upper")]
-    if model.get("conv"):
-        out.update(conv=True, channels=model.get("channels"), kernel_size=model.get("kernel_size"))
-    stochastic = ((train.get("regularizers") or {}).get("stochastic")) or None
-    if stochastic:
-        out["stochastic_sigma"] = stochastic.get("sigma")
-    if spec.get("checkpoint"):
-        out["checkpoint"] = spec["checkpoint"]
-    return out
+    code_version: str | None = None
+    protocol_version: str | None = None
+    reevaluation_of: str | None = None
+    weights_kept: bool = False
 
 
 @functools.lru_cache(maxsize=64)
 def _leaderboard_statement(
-    on_postgresql: bool, dataset: bool, family: bool, task: bool, descending: bool, paged: bool
+    on_postgresql: bool, dataset: bool, family: bool, task: bool, descending: bool, paged: bool, protocol: bool = False
 ) -> Select:
     """The ranking query for one shape of request (which filters are given, the direction, whether it continues
-    after a cursor), with bound parameters ``metric``, ``dataset``, ``family``, ``task``, ``after_value``,
-    ``after_id`` and ``limit``. Built once per shape: the same statement object is executed again, so SQLAlchemy
-    finds its compiled SQL from the memoized cache key instead of rebuilding and re-hashing the expression on each
-    request. Plain Core columns, not ORM entities."""
+    after a cursor), with bound parameters ``metric``, ``dataset``, ``family``, ``task``, ``protocol_version``,
+    ``after_value``, ``after_id`` and ``limit``. Built once per shape: the same statement object is executed again,
+    so SQLAlchemy finds its compiled SQL from the memoized cache key instead of rebuilding and re-hashing the
+    expression on each request. Plain Core columns, not ORM entities."""
     jobs_t, results_t = Job.__table__, Result.__table__
     conditions = [results_t.c.name == bindparam("metric"), jobs_t.c.status == JobStatus.succeeded.value]
-    for given, column in ((dataset, jobs_t.c.dataset), (family, jobs_t.c.family), (task, jobs_t.c.task)):
+    filters = (dataset, jobs_t.c.dataset), (family, jobs_t.c.family), (task, jobs_t.c.task)
+    for given, column in (*filters, (protocol, jobs_t.c.protocol_version)):
         if given:
             conditions.append(column == bindparam(column.name))
     key = tuple_(results_t.c.value, results_t.c.job_id)
@@ -615,7 +616,8 @@ def _leaderboard_statement(
     order = [getattr(results_t.c.value, direction)(), getattr(results_t.c.job_id, direction)()]
     columns = [
         jobs_t.c.id, jobs_t.c.name, jobs_t.c.dataset, jobs_t.c.family, jobs_t.c.task, jobs_t.c.created_at,
-        jobs_t.c.finished_at, jobs_t.c.spec, results_t.c.value,
+        jobs_t.c.finished_at, jobs_t.c.spec, results_t.c.value, jobs_t.c.code_version, jobs_t.c.protocol_version,
+        jobs_t.c.reevaluation_of, jobs_t.c.weights_kept,
     ]  # fmt: skip
     if on_postgresql:  # each ranked job's metrics in the same query (one round trip less per page)
         other = results_t.alias("other")
@@ -640,6 +642,7 @@ def leaderboard(
     descending: bool = True,
     after: tuple[float, str] | None = None,
     first_rank: int = 1,
+    protocol_version: str | None = None,
 ) -> list[LeaderboardRow]:
     """Succeeded jobs ranked by ``metric`` (best first: highest when ``descending``), with the key
     hyper-parameters of their spec and all their metrics.
@@ -649,14 +652,22 @@ def leaderboard(
     it stopped (keyset pagination: no row is skipped or repeated, and each page is one index range scan on
     ``results (name, value, job_id)`` whatever its depth). ``first_rank`` is the rank of the page's first row.
     ``session`` may be a plain connection (:func:`db.session.read_connection`): the query is Core, not ORM.
+    ``protocol_version``: only jobs evaluated under this protocol (the current one: ``?current=true``).
     """
     connection = session.connection() if isinstance(session, Session) else session
     on_postgresql = connection.dialect.name == "postgresql"
     statement = _leaderboard_statement(
-        on_postgresql, dataset is not None, family is not None, task is not None, descending, after is not None
+        on_postgresql,
+        dataset is not None,
+        family is not None,
+        task is not None,
+        descending,
+        after is not None,
+        protocol_version is not None,
     )
     parameters: dict[str, Any] = {"metric": metric, "limit": limit}
-    parameters.update((k, v) for k, v in (("dataset", dataset), ("family", family), ("task", task)) if v is not None)
+    filters = ("dataset", dataset), ("family", family), ("task", task), ("protocol_version", protocol_version)
+    parameters.update((k, v) for k, v in filters if v is not None)
     if after is not None:
         parameters["after_value"], parameters["after_id"] = after
     ranked = connection.execute(statement, parameters).all()
@@ -687,6 +698,10 @@ def leaderboard(
                 depth=hp["depth"],
                 theta=hp["theta"],
                 h=hp["h"],
+                code_version=job.code_version,
+                protocol_version=job.protocol_version,
+                reevaluation_of=job.reevaluation_of,
+                weights_kept=bool(job.weights_kept),
             )
         )
     return rows
@@ -734,7 +749,6 @@ __all__: Sequence[str] = [
     "get_job",
     "get_jobs",
     "get_metrics",
-    "hyper_parameters",
     "is_terminal",
     "json_safe",
     "leaderboard",

@@ -4,9 +4,8 @@ Bearer keys), ``idempotency_keys`` (``Idempotency-Key`` header → job) and ``ar
 datasets).
 
 ``dataset``, ``family`` and ``task`` are copied out of the spec at submission so that listing and the leaderboard
-filter on indexed columns instead of JSON. The migrations ``db/migrations/versions/0001_initial.py`` and
-``0002_keys_artifacts_leaderboard.py`` are written to match these classes; a test checks that Alembic's
-autogenerate finds no difference.
+filter on indexed columns instead of JSON. The migrations in ``db/migrations/versions/`` are written to match
+these classes; a test checks that Alembic's autogenerate finds no difference.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Double,
@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -111,7 +112,14 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     info: Mapped[dict[str, Any] | None]
-    code_version: Mapped[str | None] = mapped_column(String(32))
+    # provenance (core/provenance.py, core/protocol.py): the code identity and the evaluation protocol
+    # version of the API at submission, replaced by the worker's when the job succeeds; de-duplication compares both
+    code_version: Mapped[str | None] = mapped_column(String(100))
+    protocol_version: Mapped[str | None] = mapped_column(String(255))
+    # a re-evaluation (POST /jobs/{id}/reevaluate): the job whose stored weights it evaluates
+    reevaluation_of: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    # the worker kept the trained (or loaded) weights: artifacts_dir/<id>/model.safetensors (re-evaluable)
+    weights_kept: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     results: Mapped[list[Result]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True, lazy="raise_on_sql"
@@ -120,6 +128,13 @@ class Job(Base):
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        """What produced the stored numbers (``info["provenance"]``, written by the worker): code identity, library
+        versions, protocol version and revisions."""
+        found = (self.info or {}).get("provenance")
+        return found if isinstance(found, dict) else None
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, name={self.name!r}, status={self.status!r})"

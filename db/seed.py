@@ -134,7 +134,7 @@ def seed_leaderboard(
                 "started_at": created,
                 "finished_at": created + timedelta(seconds=1),
                 "info": {"seeded": True},
-                "code_version": "0.1.0",
+                "code_version": "seeded",  # synthetic: no code produced these numbers (nor kept weights)
             }
         )
         result_rows.extend({"job_id": job.id, "name": n, "value": v} for n, v in metrics.items())

@@ -28,6 +28,9 @@ from torch import nn
 from core.metrics import metric_key
 from evaluation.pgd import AttackBox, attack_box, correct_when_clean
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
+PROTOCOL_REVISION = 1
+
 ENSEMBLE = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 
@@ -101,9 +104,11 @@ def autoattack_accuracy(
     seed: int = 0,
     valid_range: tuple[float, float] | None = None,
     clean_logits: torch.Tensor | None = None,
+    per_sample: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Robust accuracy under the ensemble for each ε: ``autoattack_<norm>_acc@ε``. ``clean_logits``: the eval-mode
-    model's logits on ``x`` when already computed (:func:`evaluation.pgd.correct_when_clean`).
+    model's logits on ``x`` when already computed (:func:`evaluation.pgd.correct_when_clean`). ``per_sample``, when
+    given, receives each metric's per-sample robust mask (for :mod:`evaluation.outcomes`).
 
     Returns ``(metrics, settings)``; settings name the attacks that ran, those skipped (with the reason), and per ε
     how many samples each attack flipped.
@@ -138,6 +143,8 @@ def autoattack_accuracy(
                 flipped[name] = int((~still).sum())
                 robust[idx] = still
             metrics[metric_key(f"autoattack_{norm.lower()}_acc", eps)] = float(robust.float().mean())
+            if per_sample is not None:
+                per_sample[metric_key(f"autoattack_{norm.lower()}_acc", eps)] = robust
             per_eps[f"{eps:g}"] = {"flipped": flipped}
     settings = {
         "library": f"torchattacks {torchattacks.__version__}",

@@ -21,6 +21,9 @@ from core.metrics import metric_key
 from models import LipschitzBoundUnavailable
 from models.lipschitz import lipschitz_bounds
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
+PROTOCOL_REVISION = 1
+
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 # model → (plan, state fingerprint, Bounds, tensors kept alive): exact spectral norms cost far more than a forward
@@ -180,8 +183,10 @@ def certified_accuracy(
     eps_list: list[float],
     logits: torch.Tensor | None = None,
     bounds: Bounds | None = None,
+    per_sample: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, float], dict]:
     """``certified_l2_acc@ε`` for each ε, ``lipschitz_bound`` and radius quantiles, from a sound bound.
+    ``per_sample``, when given, receives each ε's per-sample certified mask (radius > ε).
 
     The model is put in eval mode (unless both ``logits`` and ``bounds`` are given: then it is not run). Its bounds
     are ``bounds`` when given (:func:`compute_bounds` of the model as it is), else :func:`cached_bounds` (computed
@@ -207,9 +212,12 @@ def certified_accuracy(
         radius, method = margin_radius(logits, y, bounds.lipschitz), "margin"
     metrics = {"lipschitz_bound": bounds.lipschitz}
     # float32 means, as every accuracy (clean, PGD) is taken: equal counts give equal numbers for the sanity check
-    certified = (radius.numpy()[None, :] > np.asarray(eps_list)[:, None]).mean(axis=1, dtype=np.float32)
-    for epsilon, accuracy in zip(eps_list, certified.tolist(), strict=True):
+    masks = radius.numpy()[None, :] > np.asarray(eps_list)[:, None]
+    certified = masks.mean(axis=1, dtype=np.float32)
+    for epsilon, accuracy, mask in zip(eps_list, certified.tolist(), masks, strict=True):
         metrics[metric_key("certified_l2_acc", epsilon)] = accuracy
+        if per_sample is not None:
+            per_sample[metric_key("certified_l2_acc", epsilon)] = torch.from_numpy(mask)
     for level, value in zip(QUANTILES, linear_quantiles(radius, QUANTILES), strict=True):
         metrics[metric_key("certified_radius_q", level)] = value
     return metrics, {"method": method, "radius": radius}

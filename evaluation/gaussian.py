@@ -8,6 +8,9 @@ from torch import nn
 
 from core.metrics import metric_key
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
+PROTOCOL_REVISION = 1
+
 # Rows per forward: bounded memory for large noise batches. On a CPU, activations of a few thousand rows stay in
 # cache (a 47 820-row digits batch runs ~1.7× faster in 4096-row chunks than in one); a GPU wants large batches.
 CHUNK_ROWS = 65_536
@@ -57,11 +60,13 @@ def gaussian_noise_accuracy(
     repeats: int,
     seed: int = 0,
     valid_range: tuple[float, float] | None = None,
+    per_sample: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Mean and std (over ``repeats`` draws) of accuracy on x + σ·N(0, I), for every σ, in one batched pass.
 
     Noise is in the data's own units and clipped only to a declared ``valid_range`` (e.g. images in [0, 1]).
-    Returns ``gaussian_acc@σ`` and ``gaussian_acc_std@σ`` metrics.
+    Returns ``gaussian_acc@σ`` and ``gaussian_acc_std@σ`` metrics. ``per_sample``, when given, receives each σ's
+    (repeats, N) mask of correct draws (for :mod:`evaluation.outcomes`).
     """
     n, k = len(x), len(sigmas) * repeats
     noisy = noisy_copies(x, sigmas, repeats, seed, valid_range)
@@ -71,4 +76,6 @@ def gaussian_noise_accuracy(
     for i, sigma in enumerate(sigmas):
         metrics[metric_key("gaussian_acc", sigma)] = float(per_draw[i].mean())
         metrics[metric_key("gaussian_acc_std", sigma)] = float(per_draw[i].std(unbiased=False))
+        if per_sample is not None:
+            per_sample[metric_key("gaussian_acc", sigma)] = correct.view(len(sigmas), repeats, n)[i].bool()
     return metrics

@@ -25,6 +25,9 @@ from torch import nn
 
 from core.metrics import metric_key
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
+PROTOCOL_REVISION = 1
+
 ATTACKS = {"Linf": torchattacks.PGD, "L2": torchattacks.PGDL2}
 
 
@@ -86,10 +89,12 @@ def pgd_accuracy(
     seed: int = 0,
     valid_range: tuple[float, float] | None = None,
     clean_logits: torch.Tensor | None = None,
+    per_sample: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Robust accuracy under PGD for each ε: a sample counts only if it is classified correctly clean *and* under
     every restart (worst case over restarts per sample). Step size defaults to 2.5·ε/steps (Madry et al., 2018).
     ``clean_logits``: the eval-mode model's logits on ``x`` when already computed (:func:`correct_when_clean`).
+    ``per_sample``, when given, receives each metric's per-sample robust mask (for :mod:`evaluation.outcomes`).
 
     Returns ``({pgd_<norm>_acc@ε: …}, settings)``.
     """
@@ -105,6 +110,8 @@ def pgd_accuracy(
             with torch.no_grad():
                 robust &= box(adv).argmax(1) == y
         metrics[metric_key(f"pgd_{norm.lower()}_acc", eps)] = float(robust.float().mean())
+        if per_sample is not None:
+            per_sample[metric_key(f"pgd_{norm.lower()}_acc", eps)] = robust
         per_eps[f"{eps:g}"] = {"step_size": alpha}
     return metrics, _settings(norm, steps, restarts, seed, per_eps, box)
 

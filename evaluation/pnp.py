@@ -29,6 +29,9 @@ from evaluation.regression import mse, psnr
 from models import LipschitzBoundUnavailable, lipschitz_bound
 from models.spectral_norms import exact_spectral_norm
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
+PROTOCOL_REVISION = 1
+
 # slack on Lip(D) ≤ 1: the spectrally normalised layers give 1 up to float rounding of the exact (float64) norms
 NONEXPANSIVE_SLACK = 1e-6
 # relative slack on ‖x_{k+1} − x_k‖ ≤ ‖x_k − x_{k−1}‖ (float32 forward passes), plus an absolute floor

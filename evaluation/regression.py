@@ -33,6 +33,9 @@ from core.metrics import metric_key
 from evaluation.certified import cached_bounds
 from evaluation.gaussian import noisy_copies, outputs
 
+#: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
+PROTOCOL_REVISION = 1
+
 MAX_PSNR = 200.0  # dB: the PSNR of an exact reconstruction (MSE = 0) is reported as this cap, never as infinity
 
 

@@ -19,11 +19,14 @@ from torch import nn
 
 import models
 from core.metrics import metric_key
+from core.protocol import current_protocol, current_revisions
+from core.provenance import current_code
 from core.spec import JobSpec
 from evaluation.autoattack import autoattack_accuracy
 from evaluation.certified import certified_accuracy, compute_bounds
 from evaluation.datasets import Dataset, load_dataset
 from evaluation.gaussian import gaussian_noise_accuracy, outputs
+from evaluation.outcomes import OUTCOMES_KEY, fingerprint_test_set, pack_outcomes
 from evaluation.pgd import pgd_accuracy, pgd_regression
 from evaluation.plots import radius_quantiles, write_plots
 from evaluation.pnp import plug_and_play
@@ -35,7 +38,6 @@ from evaluation.regression import (
 )
 from evaluation.training import train_classifier
 
-CODE_VERSION = "0.1.0"
 RADIUS_KEY = "certified_radius"
 Progress = Callable[[dict], None]
 
@@ -90,13 +92,27 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def library_versions() -> dict[str, str]:
+    """``robustlab`` (the code identity, :mod:`core.provenance`) and the libraries the numbers depend on."""
+    import numpy
     import torchattacks
 
     return {
-        "robustlab": CODE_VERSION,
+        "robustlab": current_code().identity,
         "torch": torch.__version__,
         "torchattacks": torchattacks.__version__,
+        "numpy": numpy.__version__,
         "python": platform.python_version(),
+    }
+
+
+def provenance() -> dict:
+    """What produced a result: the code identity (version, commit, dirty flag), the library versions and the
+    evaluation protocol (its version and each evaluation's revision, :mod:`core.protocol`)."""
+    return {
+        "code": current_code().as_dict(),
+        "libraries": {k: v for k, v in library_versions().items() if k != "robustlab"},
+        "protocol_version": current_protocol(),
+        "protocol_revisions": current_revisions(),
     }
 
 
@@ -138,14 +154,16 @@ def _run_pgd(attack: Callable, model: nn.Module, x, y, pgd, valid_range, progres
     )
 
 
-def _run_autoattack(model: nn.Module, x, y, spec, data: Dataset, progress, metrics: dict, clean_logits) -> dict:
+def _run_autoattack(
+    model: nn.Module, x, y, spec, data: Dataset, progress, metrics: dict, clean_logits, per_sample: dict
+) -> dict:
     """The AutoAttack-style ensemble with the spec's ``autoattack`` settings, each norm."""
     return _each_norm(
         "autoattack",
         spec.norm,
         lambda norm: autoattack_accuracy(
             model, x, y, norm, spec.eps, data.num_classes, tuple(spec.attacks), spec.steps, spec.queries, spec.seed,
-            data.valid_range, clean_logits,
+            data.valid_range, clean_logits, per_sample,
         ),
         progress,
         metrics,
@@ -155,33 +173,40 @@ def _run_autoattack(model: nn.Module, x, y, spec, data: Dataset, progress, metri
 def evaluate(
     model: nn.Module, spec: JobSpec, data: Dataset, device: torch.device, progress: Progress
 ) -> tuple[dict, dict]:
-    """Clean, Gaussian, PGD and certified accuracy; sanity relations asserted. Regression and denoising tasks are
-    evaluated by :func:`evaluate_regression`."""
+    """Clean, Gaussian, PGD and certified accuracy; sanity relations asserted; every accuracy's per-sample outcomes
+    in ``info["outcomes"]`` (:mod:`evaluation.outcomes`). Regression and denoising tasks are evaluated by
+    :func:`evaluate_regression`."""
     if data.task != "classification":
         return evaluate_regression(model, spec, data, device, progress)
     x, y = data.x_test.to(device), data.y_test.to(device)
     ev = spec.evaluate
     model.eval()
     clean_logits = outputs(model, x)  # one clean pass: clean accuracy, the attacks' clean-correct sets, the margins
-    metrics: dict[str, float] = {"clean_acc": float((clean_logits.argmax(1) == y).float().mean())}
+    per_sample = {"clean_acc": clean_logits.argmax(1) == y}  # metric → per-sample boolean outcomes
+    metrics: dict[str, float] = {"clean_acc": float(per_sample["clean_acc"].float().mean())}
     info: dict = {}
     if ev.gaussian is not None:
         progress({"phase": "evaluate", "step": "gaussian"})
         g = ev.gaussian
-        metrics.update(gaussian_noise_accuracy(model, x, y, g.sigmas, g.repeats, g.seed, data.valid_range))
+        metrics.update(gaussian_noise_accuracy(model, x, y, g.sigmas, g.repeats, g.seed, data.valid_range, per_sample))
     if ev.pgd is not None:
         # the clean pass's logits: robust ≤ clean then holds sample by sample, and no attack repeats that forward
         info["pgd"] = _run_pgd(
-            pgd_accuracy, model, x, y, ev.pgd, data.valid_range, progress, metrics, clean_logits=clean_logits
-        )
+            pgd_accuracy, model, x, y, ev.pgd, data.valid_range, progress, metrics, clean_logits=clean_logits,
+            per_sample=per_sample,
+        )  # fmt: skip
     if ev.autoattack is not None:
-        info["autoattack"] = _run_autoattack(model, x, y, ev.autoattack, data, progress, metrics, clean_logits)
+        info["autoattack"] = _run_autoattack(
+            model, x, y, ev.autoattack, data, progress, metrics, clean_logits, per_sample
+        )
     if ev.certified is not None:
         progress({"phase": "evaluate", "step": "certified"})
         try:
             # a job certifies its model once: its bounds straight from the weights, no cache to check or fill
             bounds = compute_bounds(model)
-            cert_metrics, cert_info = certified_accuracy(model, x, y, ev.certified.eps, clean_logits, bounds)
+            cert_metrics, cert_info = certified_accuracy(
+                model, x, y, ev.certified.eps, clean_logits, bounds, per_sample
+            )
             metrics.update(cert_metrics)
             radius = cert_info["radius"]
             info["certified"] = {
@@ -193,6 +218,7 @@ def evaluate(
         except models.LipschitzBoundUnavailable as exc:
             info.setdefault("warnings", []).append(f"no certified accuracy: {exc}")
     info["sanity"] = check_sanity(metrics)
+    info[OUTCOMES_KEY] = pack_outcomes(per_sample, fingerprint_test_set(x, y))
     return metrics, info
 
 
@@ -321,6 +347,7 @@ def run_job(
         "spec_hash": spec_hash,
         "device": str(device),
         "versions": library_versions(),
+        "provenance": provenance(),
         "seeds": {"train": spec.train.seed, "dataset": spec.dataset.seed},
         "warnings": [],
     }

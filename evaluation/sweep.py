@@ -11,7 +11,7 @@ before validation, so the rest is an ordinary job spec)::
     outcomes = run_points_local(points)            # in-process; see cli/sweep.py for --server
 
 Axes are crossed (a Cartesian product), the first axis varying slowest. :data:`SEED001_GAUSSIAN` holds the
-reference table of Reshniak & Webster's poster "Robust learning with implicit residual networks" (seed 001):
+reference table of Reshniak & Webster's poster "Robust learning with implicit residual networks":
 classification accuracy (%) under Gaussian noise for θ = 0 … 1.
 """
 

@@ -22,7 +22,7 @@ def stochastic_state_penalty(
     states: list[torch.Tensor], perturbed: list[torch.Tensor], power: float = 1.0
 ) -> torch.Tensor:
     """R_rnd = Σ_{t=1}^T (t/T)^r Σ_p ‖y_t − ỹ_t^(p)‖, averaged over the batch: Reshniak & Webster, "Robust learning
-    with implicit residual networks" (seed 002, eq. 10), penalising how perturbations of the input grow along the
+    with implicit residual networks", eq. 10, penalising how perturbations of the input grow along the
     layers. ``perturbed[t]`` holds the P streams' states stacked stream-major, (P·B, …) against ``states[t]`` (B, …).
     """
     T = len(states) - 1

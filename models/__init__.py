@@ -7,7 +7,7 @@ Public surface::
     bound = lipschitz_bound(net)           # sound upper bound on Lip₂(input → logits)
 
 Modules: ``steps`` (explicit and θ-steps, implicit backward), ``solvers`` (forward / backward registries),
-``residual`` (dense F), ``conv`` (convolutional F, exact conv norms), ``ode`` (the neural ODE of seed 002),
+``residual`` (dense F), ``conv`` (convolutional F, exact conv norms), ``ode`` (the neural ODE of Reshniak & Webster),
 ``hamiltonian``, ``lipschitz_layers``, ``regularizers`` (R_fp, divergence, TV, R_F, R_λ, R_n by name).
 """
 

@@ -1,7 +1,7 @@
 """Hamiltonian (symplectic) networks: residual steps that are symplectic Euler steps of a separable Hamiltonian.
 
-Murari, "Neural Networks as Dynamical Systems: Hamiltonian and 1-Lipschitz Networks" (seed 003, "Hamiltonian
-NNs / Symplectic NN" and "Example of a Hamiltonian/Symplectic NN"). The state x = (q, p) ∈ ℝ^{2d} is split in
+Murari, "Neural Networks as Dynamical Systems: Hamiltonian and 1-Lipschitz Networks", "Hamiltonian
+NNs / Symplectic NN" and "Example of a Hamiltonian/Symplectic NN". The state x = (q, p) ∈ ℝ^{2d} is split in
 halves; with H¹(q, p) = K(p) = uᵀγ(Ap + a) and H²(q, p) = U(q) = vᵀγ(Bq + b), σ = γ', each step composes the exact
 flows of H² and H¹ over a time h::
 
@@ -42,18 +42,18 @@ from models.spectral_norms import derived_matrix, exact_spectral_norm
 
 def potential_gradient(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor,
                        activation: nn.Module) -> torch.Tensor:
-    """∇K(p) = Aᵀdiag(u)σ(Ap + a), the gradient of K(p) = uᵀγ(Ap + a) with σ = γ' (Murari, seed 003, "Example of a
+    """∇K(p) = Aᵀdiag(u)σ(Ap + a), the gradient of K(p) = uᵀγ(Ap + a) with σ = γ' (Murari, "Example of a
     Hamiltonian/Symplectic NN"); ∇U(q) = Bᵀdiag(v)σ(Bq + b) is the same map with (B, b, v)."""
     return (activation(nn.functional.linear(x, weight, bias)) * scale) @ weight
 
 
 def momentum_update(p: torch.Tensor, grad_u: torch.Tensor, h: float) -> torch.Tensor:
-    """p ← p − h∇U(q): the exact time-h flow of H²(q, p) = U(q) (Murari, seed 003, φ_{H²,t})."""
+    """p ← p − h∇U(q): the exact time-h flow of H²(q, p) = U(q) (Murari, φ_{H²,t})."""
     return p - h * grad_u
 
 
 def position_update(q: torch.Tensor, grad_k: torch.Tensor, h: float) -> torch.Tensor:
-    """q ← q + h∇K(p): the exact time-h flow of H¹(q, p) = K(p) (Murari, seed 003, φ_{H¹,t})."""
+    """q ← q + h∇K(p): the exact time-h flow of H¹(q, p) = K(p) (Murari, φ_{H¹,t})."""
     return q + h * grad_k
 
 
@@ -102,7 +102,7 @@ class GradientPotential(nn.Module):
 
 
 class SymplecticEulerStep(nn.Module):
-    """One symplectic Euler step on x = (q, p): p ← p − h∇U(q), then q ← q + h∇K(p) (seed 003).
+    """One symplectic Euler step on x = (q, p): p ← p − h∇U(q), then q ← q + h∇K(p) (Murari).
 
     Args:
         width: state width 2d (even); q = x[:, :d], p = x[:, d:].

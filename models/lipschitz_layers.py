@@ -1,7 +1,7 @@
 """1-Lipschitz networks from gradient flows of convex potentials (family ``lipschitz``).
 
-Murari, "Neural Networks as Dynamical Systems: Hamiltonian and 1-Lipschitz Networks" (seed 003, "Non-expansive
-gradient flows", "Euler step (1-Lipschitz)", "Neural networks based on gradient flows", "Adapting Gradient Flows to
+Murari, "Neural Networks as Dynamical Systems: Hamiltonian and 1-Lipschitz Networks", "Non-expansive
+gradient flows", "Euler step (1-Lipschitz", "Neural networks based on gradient flows", "Adapting Gradient Flows to
 Convolutional Neural Networks"). With V(x) = 1ᵀγ(Wx + b), γ' = σ, the explicit Euler step of ẋ = −∇V(x)::
 
     x ← x − τ Wᵀσ(Wx + b),    τ ∈ [0, 2/‖W‖₂²],
@@ -58,7 +58,7 @@ def conv_operator_norm_bound(kernel: torch.Tensor, image_size: int) -> torch.Ten
 
 
 def gradient_flow_step_size(tau_logit: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-    """τ = 2·sigmoid(ϑ)/‖W‖₂² ∈ (0, 2/‖W‖₂²): the step-size range of the 1-Lipschitz Euler step (seed 003,
+    """τ = 2·sigmoid(ϑ)/‖W‖₂² ∈ (0, 2/‖W‖₂²): the step-size range of the 1-Lipschitz Euler step (Murari,
     "Euler step (1-Lipschitz)")."""
     return 2 * torch.sigmoid(tau_logit) / norm.square()
 
@@ -66,14 +66,14 @@ def gradient_flow_step_size(tau_logit: torch.Tensor, norm: torch.Tensor) -> torc
 def gradient_flow_step(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tau: torch.Tensor,
                        activation: nn.Module) -> torch.Tensor:
     """x ← x − τWᵀσ(Wx + b): explicit Euler on the negative gradient flow of V(x) = 1ᵀγ(Wx + b), 1-Lipschitz for
-    τ ∈ [0, 2/‖W‖₂²] (Murari, seed 003, "Euler step (1-Lipschitz)", the class ℰ_h)."""
+    τ ∈ [0, 2/‖W‖₂²] (Murari, "Euler step (1-Lipschitz)", the class ℰ_h)."""
     return x - tau * activation(nn.functional.linear(x, weight, bias)) @ weight
 
 
 def conv_gradient_flow_step(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor, tau: torch.Tensor,
                             activation: nn.Module) -> torch.Tensor:
-    """x ← x − τ·conv_transpose2d(σ(conv2d(x, K) + b), K): the same step with W the convolution (Murari, seed 003,
-    "Adapting Gradient Flows to Convolutional Neural Networks", Code Snippet 2)."""
+    """x ← x − τ·conv_transpose2d(σ(conv2d(x, K) + b), K): the same step with W the convolution
+    (Murari, "Adapting Gradient Flows to Convolutional Neural Networks", Code Snippet 2)."""
     pad = kernel.shape[-1] // 2
     hidden = activation(nn.functional.conv2d(x, kernel, bias, padding=pad))
     return x - tau * nn.functional.conv_transpose2d(hidden, kernel, padding=pad)

@@ -1,5 +1,5 @@
-"""The neural ODE model of Reshniak & Webster, "Robust learning with implicit residual networks" (seed 002, §3,
-eq. 11), discretised by θ-method layers (family ``ode``).
+"""The neural ODE model of Reshniak & Webster, "Robust learning with implicit residual networks", §3,
+eq. 11, discretised by θ-method layers (family ``ode``).
 
 With x ∈ ℝⁿ the input, the hidden state y ∈ ℝ²ⁿ evolves by::
 
@@ -7,10 +7,10 @@ With x ∈ ℝⁿ the input, the hidden state y ∈ ℝ²ⁿ evolves by::
 
 (γ₁ ∈ ℝ^{m×2n}, b₁ ∈ ℝᵐ, γ₂ ∈ ℝ^{2n×m}; the seed uses T = 10, m = 100, ReLU). The weights are drawn from the
 standard normal distribution and normalised by the spectral radius ρ of γ₂γ₁ ∈ ℝ^{2n×2n}:
-γ₁ ← γ₁/√ρ, γ₂ ← γ₂/√ρ, so that ρ(γ₂γ₁) = 1; b₁ = 0 (seed 002, Example 1). The interval is covered by ``depth``
-θ-steps of size h = T/depth (:class:`models.steps.ThetaStep`, seed 002 eq. 7), weights per layer or shared, and a
-linear head reads the final state (the seed reads one coordinate for regression; a classifier needs logits).
-Example::
+γ₁ ← γ₁/√ρ, γ₂ ← γ₂/√ρ, so that ρ(γ₂γ₁) = 1; b₁ = 0 (Reshniak & Webster, Example 1). The interval is covered by
+``depth`` θ-steps of size h = T/depth (:class:`models.steps.ThetaStep`, Reshniak & Webster, eq. 7), weights per layer
+or shared, and a linear head reads the final state (the seed reads one coordinate for regression; a classifier needs
+logits). Example::
 
     field = ODEVectorField(state=4, hidden=100, activation="relu")
     field(torch.randn(8, 4))          # γ₂σ(γ₁y + b₁), shape (8, 4)
@@ -27,12 +27,12 @@ from torch import nn
 from models.residual import ACTIVATIONS, DenseTerm, has_closed_form
 from models.spectral_norms import exact_spectral_norm
 
-DEFAULT_HIDDEN = 100  # seed 002, Example 1: γ₁ ∈ ℝ^{100×2}
-DEFAULT_T = 10.0  # seed 002, eq. 11: t ∈ [0, 10]
+DEFAULT_HIDDEN = 100  # Reshniak & Webster, Example 1: γ₁ ∈ ℝ^{100×2}
+DEFAULT_T = 10.0  # Reshniak & Webster, eq. 11: t ∈ [0, 10]
 
 
 def spectral_radius_normalize_(gamma1: torch.Tensor, gamma2: torch.Tensor) -> float:
-    """γ₁ ← γ₁/√ρ, γ₂ ← γ₂/√ρ in place, ρ the spectral radius of γ₂γ₁ (seed 002, Example 1); returns ρ.
+    """γ₁ ← γ₁/√ρ, γ₂ ← γ₂/√ρ in place, ρ the spectral radius of γ₂γ₁ (Reshniak & Webster, Example 1); returns ρ.
 
     Afterwards ρ(γ₂γ₁) = 1. ρ is computed in float64 from the eigenvalues of the (small, square) product."""
     with torch.no_grad():
@@ -45,9 +45,9 @@ def spectral_radius_normalize_(gamma1: torch.Tensor, gamma2: torch.Tensor) -> fl
 
 
 class ODEVectorField(nn.Module):
-    """F(y) = γ₂σ(γ₁y + b₁) (seed 002, eq. 11), with the :class:`models.residual.ResidualFunction` interface that
-    :class:`models.steps.ThetaStep` and its solvers use: :meth:`weights` materialises the weights once (with their
-    graph) and :meth:`apply` is a pure function of them."""
+    """F(y) = γ₂σ(γ₁y + b₁) (Reshniak & Webster, eq. 11), with the :class:`models.residual.ResidualFunction` interface
+    that :class:`models.steps.ThetaStep` and its solvers use: :meth:`weights` materialises the weights once (with
+    their graph) and :meth:`apply` is a pure function of them."""
 
     def __init__(self, state: int, hidden: int = DEFAULT_HIDDEN, activation: str = "relu"):
         super().__init__()
@@ -84,7 +84,7 @@ class ODEVectorField(nn.Module):
 
 
 class AugmentedInput(nn.Module):
-    """x ↦ y(0) = (x, x) ∈ ℝ²ⁿ, the augmented initial state of seed 002 (eq. 11). No parameters; the map is
+    """x ↦ y(0) = (x, x) ∈ ℝ²ⁿ, the augmented initial state of Reshniak & Webster (eq. 11). No parameters; the map is
     [I; I], whose spectral norm is exactly √2."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,25 +3,25 @@
 Each is a function of the network and of its states along one forward pass, ``states = [y_0, y_1, …, y_T]``
 (``y_0`` the embedded input, ``y_t`` the output of step t, as ``ResidualNetwork(x, return_states=True)`` returns
 them), and returns a 0-d tensor with its autograd graph, so that the training loop adds ``weight × value`` to the
-loss. Batch terms are averaged over the batch. The stochastic regularizer R_rnd (seed 002, eq. 10) needs a second,
-perturbed forward pass and lives in ``evaluation.training``.
+loss. Batch terms are averaged over the batch. The stochastic regularizer R_rnd (Reshniak & Webster, eq. 10) needs a
+second, perturbed forward pass and lives in ``evaluation.training``.
 
-=================== ======================================================================== ======================
-name                value                                                                    source
-=================== ======================================================================== ======================
-``fixed_point``     R_fp = Σ_t Σ_{k=1}^K (k/K)^p ‖r(y_t^k)‖, Picard iterates of each θ-step   seed 002, eq. 9
-``divergence``      1/(dT) Σ_t (t/T)^p ∇·F_t(y_t), Hutchinson's estimator                    seed 001, "Trajectory
-                                                                                             regularization"
-``total_variation`` 1/T Σ_t ‖γ_t − γ_{t−1}‖², weights of consecutive steps                   seed 001, same
-``field_norm``      R_F = Σ_t ‖F_t(y_{t−1})‖²                                                 seed 000, eq. 7
-``stability_trace`` R_λ = Σ_t Tr(R_tᵀR_t), R_t the step's Jacobian R_θ(hDF), Hutchinson      seed 000, eq. 8
-``normal``          R_n = Σ_t ‖(step from y + αn̂) − y‖², n̂ ∥ ∇‖F(y + ε)‖²                    seed 000, eq. 9
-=================== ======================================================================== ======================
+=================== ========================================================================= ==================
+name                value                                                                     source
+=================== ========================================================================= ==================
+``fixed_point``     R_fp = Σ_t Σ_{k=1}^K (k/K)^p ‖r(y_t^k)‖, Picard iterates of each θ-step    [RW], eq. 9
+``divergence``      1/(dT) Σ_t (t/T)^p ∇·F_t(y_t), Hutchinson's estimator                     [RW-poster]
+``total_variation`` 1/T Σ_t ‖γ_t − γ_{t−1}‖², weights of consecutive steps                    [RW-poster]
+``field_norm``      R_F = Σ_t ‖F_t(y_{t−1})‖²                                                  [R], eq. 7
+``stability_trace`` R_λ = Σ_t Tr(R_tᵀR_t), R_t the step's Jacobian R_θ(hDF), Hutchinson       [R], eq. 8
+``normal``          R_n = Σ_t ‖(step from y + αn̂) − y‖², n̂ ∥ ∇‖F(y + ε)‖²                     [R], eq. 9
+=================== ========================================================================= ==================
 
-Seeds: 000 = Reshniak, "Dissipative residual layers for unsupervised implicit parameterization of data manifolds";
-001 = Reshniak & Webster, poster "Robust learning with implicit residual networks"; 002 = the paper of that name.
-R_adj (seed 000, eq. 10) is not provided: it needs an adjoint (backward-in-time) trajectory, i.e. one more nonlinear
-solve x_j = y − F(x_j) per adjoint step and layer, and it targets the manifold-denoising setting of seed 000.
+[R] = Reshniak, "Dissipative residual layers for unsupervised implicit parameterization of data manifolds";
+[RW-poster] = Reshniak & Webster, poster "Robust learning with implicit residual networks" ("Trajectory
+regularization"); [RW] = Reshniak & Webster, the paper "Robust learning with implicit residual networks".
+R_adj (Reshniak, eq. 10) is not provided: it needs an adjoint (backward-in-time) trajectory, i.e. one more nonlinear
+solve x_j = y − F(x_j) per adjoint step and layer, and it targets the manifold-denoising setting of Reshniak's paper.
 
 Example::
 
@@ -82,7 +82,7 @@ def fixed_point_penalty(
     model: nn.Module, states: list[torch.Tensor], power: float = 1.0, iterations: int = 10
 ) -> torch.Tensor:
     """R_fp = Σ_t Σ_{k=1}^{K} (k/K)^p ‖r(y_t^k)‖ — Reshniak & Webster, "Robust learning with implicit residual
-    networks" (seed 002, eq. 9).
+    networks", eq. 9.
 
     For every θ-step t with θ > 0, from its input x = y_{t−1} (detached: "each r(y_t^k) is a function of γ_t"), the
     Picard iterates y^0 = x, y^{k+1} = Φ(y^k) of Φ(z) = x + h[(1−θ)F(x) + θF(z)] are recorded with their graph and
@@ -125,7 +125,7 @@ def divergence_penalty(
     noise: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """1/(dT) Σ_{t=1}^{T} (t/T)^p ∇·F(γ_t, y_t) — Reshniak & Webster, poster "Robust learning with implicit residual
-    networks" (seed 001, "Trajectory regularization"), the divergence by Hutchinson's estimator
+    networks", "Trajectory regularization", the divergence by Hutchinson's estimator
     ∇·F = E_z[zᵀ (∂F/∂y) z], z ~ N(0, I).
 
     Step t's field F(γ_t, ·) is evaluated at its output state y_t (d = its dimension, T = the number of steps); the
@@ -152,10 +152,10 @@ def divergence_penalty(
 
 
 def total_variation_penalty(model: nn.Module, states: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """1/T Σ_{t=2}^{T} ‖γ_t − γ_{t−1}‖² — Reshniak & Webster, poster "Robust learning with implicit residual networks"
-    (seed 001, "Trajectory regularization"): total variation in time of the weights of consecutive steps (all
-    their parameters, raw), favouring a network that discretises one smooth ODE. Steps with shared weights
-    contribute exactly 0. Any family whose steps have parameters of one shape works; ``states`` is unused."""
+    """1/T Σ_{t=2}^{T} ‖γ_t − γ_{t−1}‖² — Reshniak & Webster, poster "Robust learning with implicit residual networks",
+    "Trajectory regularization": total variation in time of the weights of consecutive steps (all their parameters,
+    raw), favouring a network that discretises one smooth ODE. Steps with shared weights contribute exactly 0. Any
+    family whose steps have parameters of one shape works; ``states`` is unused."""
     steps = _steps(model)
     params = [list(step.parameters()) for step in steps]
     total = next(iter(model.parameters())).new_zeros(())
@@ -170,7 +170,7 @@ def total_variation_penalty(model: nn.Module, states: list[torch.Tensor] | None 
 
 def field_norm_penalty(model: nn.Module, states: list[torch.Tensor]) -> torch.Tensor:
     """R_F = ‖F(γ, x)‖² — Reshniak, "Dissipative residual layers for unsupervised implicit parameterization of data
-    manifolds" (seed 000, eq. 7): the vector field should vanish on the data (the data points are stationary).
+    manifolds", eq. 7: the vector field should vanish on the data (the data points are stationary).
     Summed over the steps, each field at its input state y_{t−1}; ‖·‖² per sample, mean over the batch."""
     total = states[0].new_zeros(())
     for t, step in _field_steps(model, states):
@@ -188,7 +188,7 @@ def stability_trace_penalty(
     noise: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """R_λ = Tr(R_θ(D_xF)ᵀ R_θ(D_xF)) = ‖R_θ(D_xF)‖_F² — Reshniak, "Dissipative residual layers for unsupervised
-    implicit parameterization of data manifolds" (seed 000, eq. 8): a bound on Σ_i |λ_i(R_θ(DF))|², whose
+    implicit parameterization of data manifolds", eq. 8: a bound on Σ_i |λ_i(R_θ(DF))|², whose
     minimisation pulls the eigenvalues of the step's Jacobian towards 0 (a dissipative, stable layer), estimated
     with Hutchinson's estimator as the seed suggests.
 
@@ -248,7 +248,7 @@ def normal_penalty(
     perturbation: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """R_n = ‖F(γ, x + αn) + αn‖² — Reshniak, "Dissipative residual layers for unsupervised implicit
-    parameterization of data manifolds" (seed 000, eq. 9): a point pushed off the data manifold along its normal
+    parameterization of data manifolds", eq. 9: a point pushed off the data manifold along its normal
     n = ∇‖F(γ, x + ε)‖² (ε small random noise, for a unique gradient) must be carried back to x by one step.
 
     For step t at its input x = y_{t−1} (detached), with n̂ = n/‖n‖ per sample (normalised so that α is the

@@ -1,7 +1,7 @@
 """The residual function F of a residual step, and the spectral normalisation that bounds its Lipschitz constant.
 
 F(x) = W₂σ(W₁x + b₁) + b₂. With ``spectral=(α, β)`` it becomes the localised field of Reshniak & Webster
-(poster "Robust learning with implicit residual networks", seed 001, "Spectral normalization")::
+(poster "Robust learning with implicit residual networks", "Spectral normalization")::
 
     F^{α,β}(x) = (α+β)/2 · x + (β−α)/2 · S(ϑ) ⊙ F̃(x),    F̃ with W/‖W‖₂,
 
@@ -136,7 +136,7 @@ def localized_field(
     x: torch.Tensor, normalised: torch.Tensor, scale: torch.Tensor, lower: float, upper: float
 ) -> torch.Tensor:
     """F^{α,β}(x) = (α+β)/2·x + (β−α)/2·S(ϑ)⊙F̃(x) — Reshniak & Webster, poster "Robust learning with implicit
-    residual networks" (seed 001), "Spectral normalization"."""
+    residual networks", "Spectral normalization"."""
     return (lower + upper) / 2 * x + (upper - lower) / 2 * scale * normalised
 
 

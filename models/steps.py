@@ -2,14 +2,14 @@
 
 * :class:`ExplicitStep` — y = x + h·F(x), explicit Euler: a ResNet block.
 * :class:`ThetaStep` — y = x + h[(1−θ)F(x) + θF(y)], the θ-method of Reshniak & Webster, "Robust learning with
-  implicit residual networks" (seed 002, eq. 7): θ=0 explicit Euler, ½ trapezoidal, 1 implicit Euler.
+  implicit residual networks", eq. 7: θ=0 explicit Euler, ½ trapezoidal, 1 implicit Euler.
 
 The θ-step finds y with a forward solver (no graph) as the fixed point of y = b + hθF(y), b = x + h(1−θ)F(x), and
 returns it through :class:`ImplicitAdjoint`, a custom autograd Function of b and of the weights of the term hθF.
-Its backward linearises hθF at y once, solves (I − hθ ∂F/∂y)ᵀ g = ḡ (seed 002, eq. 11) with VJPs of that
+Its backward linearises hθF at y once, solves (I − hθ ∂F/∂y)ᵀ g = ḡ (Reshniak & Webster, eq. 11) with VJPs of that
 linearisation, and returns ∂L/∂b = g and ∂L/∂γ = hθ(∂F(y)/∂γ)ᵀ g from it; autograd then gives
-∂L/∂x = (I + h(1−θ)∂F/∂x)ᵀ g and the h(1−θ)(∂F(x)/∂γ)ᵀ g part of ∂L/∂γ through b (seed 002, eq. 10). Only y and
-the weights are saved for the backward, so memory does not grow with solver iterations. For θ = 1, b = x and F(x)
+∂L/∂x = (I + h(1−θ)∂F/∂x)ᵀ g and the h(1−θ)(∂F(x)/∂γ)ᵀ g part of ∂L/∂γ through b (Reshniak & Webster, eq. 10). Only y
+and the weights are saved for the backward, so memory does not grow with solver iterations. For θ = 1, b = x and F(x)
 is never evaluated.
 
 The term hθF comes from :func:`implicit_term`: residual functions with a closed form (the dense
@@ -32,14 +32,15 @@ from models.solvers import SolverInfo, solve_adjoint, solve_fixed_point
 
 
 def explicit_euler_step(x: torch.Tensor, fx: torch.Tensor, h: float) -> torch.Tensor:
-    """y = x + h·F(x): a ResNet block is explicit Euler (seed 002, eq. 2–3)."""
+    """y = x + h·F(x): a ResNet block is explicit Euler (Reshniak & Webster, eq. 2–3)."""
     return x + h * fx
 
 
 def theta_step_lipschitz(lip_f: float, h: float, theta: float) -> float:
     """Lipschitz constant of x ↦ y for the θ-step when θhℓ < 1: (1 + (1−θ)hℓ)/(1 − θhℓ), ℓ = Lip(F).
 
-    From ‖y−y'‖ ≤ ‖x−x'‖ + h(1−θ)ℓ‖x−x'‖ + hθℓ‖y−y'‖ (DESIGN.md "Certificates", seed 002 stability analysis).
+    From ‖y−y'‖ ≤ ‖x−x'‖ + h(1−θ)ℓ‖x−x'‖ + hθℓ‖y−y'‖ (DESIGN.md "Certificates", Reshniak & Webster's stability
+    analysis).
     """
     if theta * h * lip_f >= 1:
         raise LipschitzBoundUnavailable(

@@ -14,9 +14,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,6 +121,34 @@ def pg_stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFacto
     stack = start_services(pg_url, redis_url, tmp_path_factory.mktemp("pg-stack"))
     yield stack
     stack.stop()
+
+
+# ---------------------------------------------------------------------------------------------------- protocol
+@pytest.fixture
+def bump_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], int]]:
+    """``bump_revision(name)``: for this test, evaluation ``name``'s module in the protocol registry is a copy of its
+    source with ``PROTOCOL_REVISION`` one higher — what a developer commits when the evaluation's numbers change on
+    purpose; returns the new revision. The registry's cache is cleared then, and again when the test ends."""
+    from core import protocol
+
+    def bump(name: str) -> int:
+        module = protocol.EVALUATIONS[name]
+        origin = importlib.util.find_spec(module).origin
+        revision = protocol.declared_revision(module) + 1
+        source, count = re.subn(
+            r"^PROTOCOL_REVISION = \d+$", f"PROTOCOL_REVISION = {revision}", Path(origin).read_text(), flags=re.M
+        )
+        assert count == 1, f"{module}: one top-level PROTOCOL_REVISION expected"
+        copy = f"bumped_{name}_{uuid.uuid4().hex[:8]}"
+        (tmp_path / f"{copy}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.setitem(protocol.EVALUATIONS, name, copy)
+        protocol.current_revisions.cache_clear()
+        return revision
+
+    yield bump
+    monkeypatch.undo()
+    protocol.current_revisions.cache_clear()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

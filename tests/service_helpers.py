@@ -44,6 +44,15 @@ def tiny_spec(name: str | None = None, **overrides: Any) -> dict[str, Any]:
     return spec
 
 
+def worker_provenance() -> dict[str, Any]:
+    """The provenance part of the ``info`` a worker of this checkout stores (code identity, protocol version): a job
+    completed with it is current, not stale."""
+    from core.protocol import current_protocol
+    from core.provenance import current_code
+
+    return {"versions": {"robustlab": current_code().identity}, "provenance": {"protocol_version": current_protocol()}}
+
+
 def diverging_spec(name: str | None = None) -> dict[str, Any]:
     """Plain SGD with lr = 1000 (the largest the spec accepts) makes the loss NaN within a few epochs."""
     return tiny_spec(name or f"diverge-{uuid.uuid4().hex[:8]}", train={"epochs": 30, "lr": 1000, "optimizer": "sgd"})

@@ -17,7 +17,9 @@ Celery-free, so it can be called (and tested) without a broker::
 * **artifacts**: ``artifact:<id>`` references in the spec (uploaded checkpoint or dataset) are resolved to files
   under ``settings.artifacts_dir`` (:func:`db.artifacts.resolve_spec`) before the runner sees the spec.
 * **store**: metrics and info in one transaction (:func:`db.jobs.complete_job`), or the error text
-  ``"<ExceptionType>: <message>"`` (:func:`db.jobs.fail_job`). Artifacts go to ``artifacts_dir/<job id>/``.
+  ``"<ExceptionType>: <message>"`` (:func:`db.jobs.fail_job`). Artifacts go to ``artifacts_dir/<job id>/``; the
+  weights kept there (``info["weights"]``) make the job re-evaluable, and the runner's ``info["provenance"]`` sets
+  the job's code identity and protocol version.
 * **database down**: the claim and the writes that finish a job are retried (exponential back-off, up to
   ``settings.db_retry_seconds``) while the lease is kept by the heartbeat, which itself keeps trying; an unreachable
   database never marks a job failed. If it stays down longer, :class:`sqlalchemy.exc.OperationalError` propagates
@@ -41,7 +43,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from core.config import Settings, get_settings
 from core.spec import JobSpec
 from db import jobs
-from db.artifacts import resolve_spec
+from db.artifacts import JOB_WEIGHTS_FILE, resolve_spec
 from db.session import session_scope
 
 log = logging.getLogger(__name__)
@@ -197,6 +199,8 @@ def execute_job(job_id: str, worker: str | None = None, settings: Settings | Non
         info = dict(result.info)
         info["spec_hash"] = job.spec_hash  # of the spec as submitted (artifact references, not this machine's paths)
         info["artifacts_dir"] = str(out_dir)
+        if (out_dir / JOB_WEIGHTS_FILE).is_file():  # kept: the job can be re-evaluated (db.reevaluation)
+            info["weights"] = f"{job_id}/{JOB_WEIGHTS_FILE}"
         info["worker"] = worker
         done = with_db_retry(
             settings,

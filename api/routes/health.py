@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -15,15 +14,12 @@ from sqlalchemy import text
 
 from api.deps import DispatcherDep, SettingsDep
 from api.schemas import ComponentHealth, Health
+from core.protocol import current_protocol
+from core.provenance import current_code
 from db.session import get_engine
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
-
-try:
-    VERSION = version("robustlab")
-except PackageNotFoundError:  # running from a checkout that is not installed
-    VERSION = "0.1.0"
 
 
 def _database_error(url: str) -> str | None:
@@ -48,7 +44,9 @@ def healthz(settings: SettingsDep, dispatcher: DispatcherDep) -> Health | JSONRe
         status="ok" if db_error is None and broker_error is None else "unavailable",
         database=ComponentHealth(ok=db_error is None, detail=None if db_error is None else "database unreachable"),
         broker=ComponentHealth(ok=broker_error is None, detail=None if broker_error is None else "broker unreachable"),
-        version=VERSION,
+        version=current_code().version,
+        code_version=current_code().identity,
+        protocol_version=current_protocol(),
     )
     if health.status != "ok":
         return JSONResponse(status_code=503, content=health.model_dump(mode="json"))

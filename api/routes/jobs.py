@@ -7,16 +7,20 @@ from pathlib import Path, PurePosixPath
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from api.deps import DispatcherDep, SessionDep, SettingsDep
-from api.routes.health import VERSION
 from api.schemas import AUTH_ERRORS, JobFile, JobFiles, JobList, JobOut, JobResults, JobStatusName, Message
 from api.security import ReadAccess, WriteAccess
 from api.uploads import check_spec_references
+from core.protocol import current_protocol
+from core.provenance import current_code
 from core.spec import JobSpec
 from db import jobs
+from db.artifacts import parse_job_ref
 from db.models import Job
+from db.reevaluation import reevaluate, reevaluation_blocker, reevaluation_spec_data
 from evaluation.budget import over_limits
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -40,7 +44,7 @@ def _get_or_404(session: Session, job_id: str) -> Job:
         200: {
             "model": JobOut,
             "description": "an earlier job answers this request (Idempotency-Key, or a "
-            "succeeded job with the same spec hash and code version)",
+            "succeeded job with the same spec hash, code identity and protocol version)",
         },  # fmt: skip
         413: {"model": Message, "description": "the spec is larger than ROBUSTLAB_MAX_SPEC_BYTES"},
         **AUTH,
@@ -53,7 +57,9 @@ def submit_job(
     dispatcher: DispatcherDep,
     response: Response,
     principal: WriteAccess,
-    force: bool = Query(False, description="run again even if a succeeded job has the same spec and code version"),
+    force: bool = Query(
+        False, description="run again even if a succeeded job has the same spec, code identity and protocol version"
+    ),
     idempotency_key: str | None = Header(
         None,
         min_length=1,
@@ -66,25 +72,34 @@ def submit_job(
 
     ``200`` with an existing job instead when the request was already answered: the same ``Idempotency-Key``
     (``X-Robustlab-Reused: idempotency-key``; the key reused with another spec is ``422``), or — unless
-    ``?force=true`` — a succeeded job with the same spec hash and code version (``X-Robustlab-Reused:
-    succeeded-job``): the runs are seeded, so running it again would give the same numbers.
+    ``?force=true`` — a succeeded job with the same spec hash, code identity (version, commit, dirty flag) and
+    evaluation protocol version (``X-Robustlab-Reused: succeeded-job``): the runs are seeded, so running it again
+    would give the same numbers. Other code, or another protocol, runs a new job.
 
     A spec whose estimated cost (:mod:`evaluation.budget`: parameters, activation memory, evaluation passes and
     work) is over a ``ROBUSTLAB_MAX_*`` limit is ``422`` naming the estimate and the limit.
 
     ``checkpoint`` / ``dataset.artifact`` may name uploads as ``artifact:<id>``; an unknown one is ``422`` (with
-    ``ROBUSTLAB_AUTH=keys`` they must: a path on the worker's machine is refused)."""
+    ``ROBUSTLAB_AUTH=keys`` they must: a path on the worker's machine is refused). ``checkpoint`` may also be
+    ``job:<id>``: the weights a succeeded job kept (``422`` when it kept none)."""
     too_large = over_limits(spec, settings)  # estimated parameters, memory, evaluation passes and work
     if too_large:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", field), "msg": msg, "input": None} for field, msg in too_large]
         )
+    source_id = parse_job_ref(spec.checkpoint)
+    if source_id is not None:
+        source = jobs.get_job(session, source_id) if len(source_id) <= 64 else None
+        problem = f"no job {source_id!r}" if source is None else reevaluation_blocker(source, settings.artifacts_dir)
+        if problem is not None:
+            raise HTTPException(422, detail=[{"loc": ["body", "checkpoint"], "msg": problem, "type": "value_error"}])
     spec = check_spec_references(session, spec, allow_paths=settings.auth == "open")
     try:
         job, reused = jobs.submit_job(
             session,
             spec,
-            code_version=VERSION,
+            code_version=current_code().identity,
+            protocol_version=current_protocol(),
             idempotency_key=idempotency_key,
             owner=principal.owner,
             reuse_succeeded=not force,
@@ -108,11 +123,15 @@ def list_jobs(
     status_: JobStatusName | None = Query(None, alias="status"),
     dataset: str | None = None,
     family: str | None = None,
+    stale: bool = Query(False, description="only succeeded jobs evaluated under another protocol than the current one"),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=2**63 - 1),  # PostgreSQL OFFSET is a bigint: larger is a 500
 ) -> JobList:
-    """Jobs, newest first."""
-    items, total = jobs.list_jobs(session, status_, limit, offset, dataset=dataset, family=family)
+    """Jobs, newest first. ``stale=true``: the succeeded jobs to re-evaluate after an evaluation upgrade."""
+    stale_against = current_protocol() if stale else None
+    items, total = jobs.list_jobs(
+        session, status_, limit, offset, dataset=dataset, family=family, stale_against=stale_against
+    )
     return JobList(items=[JobOut.model_validate(j) for j in items], total=total, limit=limit, offset=offset)
 
 
@@ -176,6 +195,58 @@ def retry_job(job_id: str, session: SessionDep, dispatcher: DispatcherDep, _prin
             detail=f"job {job_id!r} is {current.status}: only failed or cancelled jobs can be retried",
         )
     dispatcher.enqueue(job.id, "gpu" if (job.spec or {}).get("device") == "cuda" else "cpu")  # as JobSpec.queue()
+    return job
+
+
+@router.post(
+    "/{job_id}/reevaluate",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobOut,
+    responses={
+        200: {"model": JobOut, "description": "a re-evaluation under the current protocol exists already"},
+        **NOT_FOUND,
+        **AUTH,
+        409: {"model": Message, "description": "the job is not succeeded, or its weights were not kept"},
+    },
+)
+def reevaluate_job(
+    job_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    dispatcher: DispatcherDep,
+    response: Response,
+    _principal: WriteAccess,
+    force: bool = Query(False, description="queue a new re-evaluation even if one under this protocol exists"),
+) -> Job:
+    """Queue a job that loads the weights the succeeded job ``job_id`` kept and runs the current evaluation on them
+    (no training): its spec is the old one with ``"checkpoint": "job:<id>"``, and ``reevaluation_of`` links it to
+    the old job. ``201`` (``X-Robustlab-Enqueued``); ``200`` with the existing one when a re-evaluation under the
+    current protocol is queued, running or succeeded already (``X-Robustlab-Reused: reevaluation``; ``?force=true``
+    queues another). ``409`` names why a job cannot be re-evaluated: not succeeded, or no weights kept."""
+    source = _get_or_404(session, job_id)
+    problem = reevaluation_blocker(source, settings.artifacts_dir)
+    if problem is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=problem)
+    try:
+        spec = JobSpec.model_validate(reevaluation_spec_data(source))
+    except ValidationError as exc:
+        detail = f"job {job_id!r}'s stored spec is not valid for this version: {exc.errors()[0]['msg']}"
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=detail) from None
+    job, reused = reevaluate(
+        session,
+        source,
+        spec,
+        code_version=current_code().identity,
+        protocol_version=current_protocol(),
+        reuse=not force,
+    )
+    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    if reused:
+        response.status_code = status.HTTP_200_OK
+        response.headers["X-Robustlab-Reused"] = "reevaluation"
+    else:
+        enqueued = dispatcher.enqueue(job.id, spec.queue())
+        response.headers["X-Robustlab-Enqueued"] = "true" if enqueued else "false"
     return job
 
 

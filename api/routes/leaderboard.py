@@ -32,7 +32,9 @@ from api import exports
 from api.deps import SessionDep, SettingsDep, run_db
 from api.schemas import CompareJob, Comparison, Leaderboard, Message, leaderboard_entry_data
 from api.security import ReadAccess
+from core.families import hyper_parameters
 from core.metrics import metric_key
+from core.protocol import current_protocol
 from db import jobs
 from db.session import read_connection, session_scope
 
@@ -129,6 +131,9 @@ async def get_leaderboard(
     order: Literal["desc", "asc"] = "desc",
     limit: int = Query(20, ge=1, le=500),
     cursor: str | None = Query(None, max_length=1000, description="next_cursor of the previous page"),
+    current: bool = Query(
+        False, description="only entries evaluated under the current protocol (hide stale ones: re-evaluate them)"
+    ),
     format_: Literal["json", "csv", "robustbench"] = Query(
         "json",
         alias="format",
@@ -141,10 +146,12 @@ async def get_leaderboard(
     """Best first: highest ``metric`` with ``order=desc`` (accuracies), lowest with ``order=asc`` (e.g.
     ``lipschitz_bound``, ``train_seconds``). Each entry has the job's name, family, key hyper-parameters, its
     clean / Gaussian / PGD / certified accuracies, all its metrics, job id and dates. ``next_cursor`` pages on.
-    ``format=csv`` / ``format=robustbench`` export the same page (filters, sort and cursor alike)."""
+    ``format=csv`` / ``format=robustbench`` export the same page (filters, sort and cursor alike). Each entry says
+    the protocol version it was evaluated under and whether that is ``stale`` (not the current one);
+    ``current=true`` leaves the stale ones out."""
     # async, with all the database work in ONE thread-pool call (run_db): a sync route (and a sync session
     # dependency) costs several thread hops per request, and validating the response model more than the query
-    query = (dataset, family, task, metric, eps, sigma, order, limit, cursor)
+    query = (dataset, family, task, metric, eps, sigma, order, limit, cursor, current)
     if format_ == "json":
         return Response(await run_db(request, _leaderboard_json, settings.database_url, query), media_type=JSON)
     return await run_db(request, _leaderboard_export, request, settings.database_url, query, format_)
@@ -184,12 +191,14 @@ def leaderboard_data(
     order: Literal["desc", "asc"] = "desc",
     limit: int = 20,
     cursor: str | None = None,
+    current: bool = False,
 ) -> dict[str, Any]:
     """One page of the leaderboard as the plain data of a :class:`~api.schemas.Leaderboard` (its fields in order,
     entries from :func:`~api.schemas.leaderboard_entry_data`): ``RequestValidationError`` for a bad metric level or
-    a cursor of another query."""
+    a cursor of another query. ``current``: only entries evaluated under the current protocol version."""
     metric = full_metric(metric, eps, sigma)
-    fingerprint = _fingerprint(metric, order, dataset, family, task)
+    protocol = current_protocol()
+    fingerprint = _fingerprint(metric, order, dataset, family, task, *([protocol] if current else []))
     after, first_rank = decode_cursor(cursor, fingerprint) if cursor else (None, 1)
     rows = jobs.leaderboard(
         session,
@@ -201,6 +210,7 @@ def leaderboard_data(
         descending=order == "desc",
         after=after,
         first_rank=first_rank,
+        protocol_version=protocol if current else None,
     )
     next_cursor = None
     if len(rows) > limit:
@@ -213,6 +223,8 @@ def leaderboard_data(
         "dataset": dataset,
         "family": family,
         "task": task,
+        "current": current,
+        "protocol_version": protocol,
         "limit": limit,
         "entries": [leaderboard_entry_data(row) for row in rows],
         "next_cursor": next_cursor,
@@ -264,7 +276,7 @@ def compare(session: Session, jobs_: str, min_jobs: int = 1, max_jobs: int = MAX
                 dataset=job.dataset,
                 family=job.family,
                 task=job.task,
-                hyper_parameters=jobs.hyper_parameters(job.spec),
+                hyper_parameters=hyper_parameters(job.spec),
                 created_at=job.created_at,
                 finished_at=job.finished_at,
             )

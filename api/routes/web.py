@@ -42,8 +42,11 @@ from api.schemas import Comparison, JobOut
 from api.security import Credentials, Principal, authenticate, require
 from api.web_plots import COLOURS_HEX, COMPARE_KINDS, compare_plot, has_data
 from core import metrics
+from core.families import hyper_parameters
+from core.protocol import changed_evaluations, current_protocol
 from db import jobs
 from db.models import Job, JobStatus, Result
+from db.reevaluation import reevaluation_blocker
 
 HERE = Path(__file__).resolve().parents[1]
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
@@ -214,6 +217,10 @@ def leaderboard(request: Request, session: SessionDep, _reader: WebReader) -> Re
     order = query.get("order") or metrics.default_order(metric)
     if order not in ("asc", "desc"):
         raise bad_request(f"order: 'asc' or 'desc', not {order!r}")
+    current = query.get("current", "").lower()
+    if current not in ("", "true", "false"):
+        raise bad_request(f"current: 'true' or 'false', not {query['current']!r}")
+    current_only = current == "true"
     try:
         limit = int(query.get("limit") or PAGE_SIZE)
     except ValueError:
@@ -231,7 +238,9 @@ def leaderboard(request: Request, session: SessionDep, _reader: WebReader) -> Re
         examples = ", ".join(sorted(known, key=metrics.sort_key)[:12]) or "none yet"
         raise bad_request(f"Unknown metric {metric!r}. Metrics of finished jobs: {examples}.")
     try:
-        board = leaderboard_page(session, dataset, family, task, metric, None, None, order, limit, cursor)
+        board = leaderboard_page(
+            session, dataset, family, task, metric, None, None, order, limit, cursor, current=current_only
+        )
     except RequestValidationError as exc:
         raise bad_request(_validation_message(exc)) from None
 
@@ -244,7 +253,13 @@ def leaderboard(request: Request, session: SessionDep, _reader: WebReader) -> Re
         ][: MAX_COLUMNS - 2]
         columns.sort(key=metrics.sort_key)
     columns = [metric] + [m for m in columns if m != metric]  # the ranking column first, then the others in order
-    keep = {"dataset": dataset, "family": family, "task": task, "limit": limit if limit != PAGE_SIZE else None}
+    keep = {
+        "dataset": dataset,
+        "family": family,
+        "task": task,
+        "limit": limit if limit != PAGE_SIZE else None,
+        "current": "true" if current_only else None,
+    }
     sort_links = {
         m: _link(request, "/", **keep, metric=m, order=(("asc" if order == "desc" else "desc") if m == metric
                                                        else metrics.default_order(m)))
@@ -255,7 +270,9 @@ def leaderboard(request: Request, session: SessionDep, _reader: WebReader) -> Re
         "board": board,
         "metric": metric,
         "order": order,
-        "filters": {"dataset": dataset, "family": family, "task": task},
+        "filters": {"dataset": dataset, "family": family, "task": task, "current": current_only},
+        "protocol": current_protocol(),
+        "changed": {e.job_id: changed_evaluations(e.protocol_version) for e in board.entries if e.stale},
         "limit": limit,
         "choices": choices,
         "show_task": len(choices["tasks"]) > 1 or bool(task),
@@ -298,7 +315,10 @@ def job_page(job_id: str, request: Request, session: SessionDep, settings: Setti
         "warnings": info.get("warnings") or [],
         "attacks": info.get("pgd") or {},
         "spec_json": _pretty(out.spec),
-        "hyper_parameters": jobs.hyper_parameters(out.spec),
+        "hyper_parameters": hyper_parameters(out.spec),
+        "provenance": out.provenance or {},
+        "changed": changed_evaluations(out.protocol_version) if out.stale else [],
+        "reevaluation_blocker": reevaluation_blocker(job, settings.artifacts_dir) if out.stale else None,
     }
     return _render(request, "job.html", context, headers={"Cache-Control": "no-store"})
 

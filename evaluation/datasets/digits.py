@@ -51,7 +51,7 @@ def _digits_images(n_train: int, n_test: int, seed: int) -> tuple[torch.Tensor, 
 
 
 def digits_denoising(n_train: int = 1000, n_test: int = 797, seed: int = 0, noise: float = 0.1) -> Dataset:
-    """Denoising of scikit-learn's 8×8 digits (Reshniak, "Dissipative residual layers …", seed 000, §III): input =
+    """Denoising of scikit-learn's 8×8 digits (Reshniak, "Dissipative residual layers …", §III): input =
     clean + ``noise``·N(0, I) clipped to [0, 1] (a truncated Gaussian corruption), target = the clean image.
     The images are split as :func:`digits` splits them; the training corruption is drawn by the split's generator,
     the test corruption by its own (seed + 1). Valid range [0, 1] for inputs and targets."""
@@ -90,8 +90,9 @@ def digits_completion(
     mask: str = "block",
     fraction: float = 0.25,
 ) -> Dataset:
-    """Completion of 8×8 digits with missing pixels (seed 000, §III, "Generating digits from missing data"): input =
-    the clean image with the pixels of a seeded mask (:func:`completion_mask`) set to 0, target = the clean image.
+    """Completion of 8×8 digits with missing pixels (Reshniak, "Dissipative residual layers", §III, "Generating digits
+    from missing data"): input = the clean image with the pixels of a seeded mask (:func:`completion_mask`) set to 0,
+    target = the clean image.
     ``noise`` > 0 also adds Gaussian noise to the inputs (clipped to [0, 1]). The images are split as :func:`digits`
     splits them; training masks are drawn by the split's generator, test masks by their own (seed + 1). Valid range
     [0, 1]."""

@@ -14,7 +14,7 @@ def two_spirals(
     n_train: int = 100, n_test: int = 100, seed: int = 0, noise: float = 0.0, scale: float = 1.0
 ) -> Dataset:
     """Two interleaved spirals (Haber & Ruthotto, "Stable architectures for deep neural networks", 2017), as used
-    in Reshniak & Webster, "Robust learning with implicit residual networks" (seed 002, Example 2): 200 points on
+    in Reshniak & Webster, "Robust learning with implicit residual networks", Example 2: 200 points on
     two differently labelled spirals; every other point is held out for validation.
 
     Points lie in [-scale, scale]² (the arms of opposite classes are 0.28·scale apart). ``noise`` adds seeded
@@ -74,17 +74,17 @@ SINE_INTERVAL = (-5.0, 5.0)
 
 
 def sine_target(x: torch.Tensor) -> torch.Tensor:
-    """f(x) = sin x + 0.1·cos 19x (Reshniak & Webster, "Robust learning with implicit residual networks", seed 002,
+    """f(x) = sin x + 0.1·cos 19x (Reshniak & Webster, "Robust learning with implicit residual networks",
     Example 1)."""
     return torch.sin(x) + 0.1 * torch.cos(19 * x)
 
 
 def sine(n_train: int = 51, n_test: int = 50, seed: int = 0, noise: float = 0.0) -> Dataset:
-    """Regression of f(x) = sin x + 0.1·cos 19x on [−5, 5] (seed 002, Example 1): ``n_train`` equally spaced training
-    points including the ends (the seed uses N = 51) and ``n_test`` validation points at the centres of ``n_test``
-    equal cells of the interval (n_test = 50 with n_train = 51: the midpoints between training points, where the
-    0.1·cos 19x term, under-sampled by the training grid, shows). ``noise`` adds seeded Gaussian noise of that standard
-    deviation to the training targets. Inputs and targets have shape (n, 1); no valid range is declared."""
+    """Regression of f(x) = sin x + 0.1·cos 19x on [−5, 5] (Reshniak & Webster, Example 1): ``n_train`` equally spaced
+    training points including the ends (the seed uses N = 51) and ``n_test`` validation points at the centres of
+    ``n_test`` equal cells of the interval (n_test = 50 with n_train = 51: the midpoints between training points, where
+    the 0.1·cos 19x term, under-sampled by the training grid, shows). ``noise`` adds seeded Gaussian noise of that
+    standard deviation to the training targets. Inputs and targets have shape (n, 1); no valid range is declared."""
     lo, hi = SINE_INTERVAL
     x_train = torch.linspace(lo, hi, n_train, dtype=torch.float64)[:, None]
     x_test = (lo + (torch.arange(n_test, dtype=torch.float64) + 0.5) * (hi - lo) / n_test)[:, None]
@@ -95,13 +95,13 @@ def sine(n_train: int = 51, n_test: int = 50, seed: int = 0, noise: float = 0.0)
     return Dataset(x_train.float(), y_train.float(), x_test.float(), y_test.float(), num_classes=0, task="regression")
 
 
-LV_STEPS = 50  # transitions per trajectory (seed 001: j = 1 … 50)
+LV_STEPS = 50  # transitions per trajectory (the poster: j = 1 … 50)
 LV_DT = 0.2  # z^i(0.2·j)
 LV_BOX = (0.5, 2.0)  # initial conditions z(0) ~ U[0.5, 2]² (orbits around the equilibrium (1, 1/2))
 
 
 def lotka_volterra_field(_t: float, z):
-    """ż₁ = 2/3·z₁ − 4/3·z₁z₂, ż₂ = z₁z₂ − z₂ (Reshniak & Webster, poster, seed 001)."""
+    """ż₁ = 2/3·z₁ − 4/3·z₁z₂, ż₂ = z₁z₂ − z₂ (Reshniak & Webster, poster)."""
     z1, z2 = z
     return [2.0 / 3.0 * z1 - 4.0 / 3.0 * z1 * z2, z1 * z2 - z2]
 
@@ -126,12 +126,12 @@ def lotka_volterra_trajectories(initial, steps: int = LV_STEPS, dt: float = LV_D
 
 
 def lotka_volterra(n_train: int = 500, n_test: int = 500, seed: int = 0, noise: float = 0.0) -> Dataset:
-    """Learn the time-0.2 flow map z_k ↦ z_{k+1} of the Lotka–Volterra system of seed 001 (trajectories of 50 steps,
-    z(0.2·j), j = 0 … 50). Training pairs come from ⌈n_train/50⌉ trajectories started at seeded initial conditions
-    z(0) ~ U[0.5, 2]², test pairs from ⌈n_test/50⌉ others (a separate stream: the test set does not depend on
-    n_train); the first n pairs are kept, trajectory after trajectory. ``noise`` adds seeded Gaussian noise to the
-    training targets. ``trajectories`` holds the test trajectories for the 50-step rollout error (seed 001's loss
-    (1/50N)·Σ_i Σ_j ‖y_j^i − z^i(0.2j)‖²)."""
+    """Learn the time-0.2 flow map z_k ↦ z_{k+1} of the Lotka–Volterra system of Reshniak & Webster's poster
+    (trajectories of 50 steps, z(0.2·j), j = 0 … 50). Training pairs come from ⌈n_train/50⌉ trajectories started at
+    seeded initial conditions z(0) ~ U[0.5, 2]², test pairs from ⌈n_test/50⌉ others (a separate stream: the test set
+    does not depend on n_train); the first n pairs are kept, trajectory after trajectory. ``noise`` adds seeded
+    Gaussian noise to the training targets. ``trajectories`` holds the test trajectories for the 50-step rollout error
+    (the poster's loss (1/50N)·Σ_i Σ_j ‖y_j^i − z^i(0.2j)‖²)."""
     import numpy as np
 
     def pairs(n: int, stream: int):

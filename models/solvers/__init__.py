@@ -9,8 +9,8 @@ and return ``(solution, SolverInfo)``::
     g, info = solve_adjoint(vjp, grad, method="gmres", tol=1e-5, max_iter=50)
 
 Forward methods: ``fixed_point``, ``anderson``, and the minimisers of ½‖z − f(z)‖² ``gradient_descent``, ``ncg_fr``,
-``ncg_pr`` (seed 002); backward methods: ``fixed_point``, ``neumann``, ``gmres``. Iterations count evaluations of f
-(forward; a VJP or JVP of f counts as one) and VJPs (backward). New methods are added with
+``ncg_pr`` (Reshniak & Webster); backward methods: ``fixed_point``, ``neumann``, ``gmres``. Iterations count
+evaluations of f (forward; a VJP or JVP of f counts as one) and VJPs (backward). New methods are added with
 :func:`register_forward_solver` / :func:`register_backward_solver`.
 """
 

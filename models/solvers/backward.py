@@ -1,8 +1,8 @@
-"""Backward solvers: the adjoint of implicit differentiation (seed 002, eq. 11).
+"""Backward solvers: the adjoint of implicit differentiation (Reshniak & Webster, eq. 11).
 
 With J = ∂f/∂z at the fixed point and upstream gradient ḡ = ∂L/∂y, solve (I − J)ᵀ g = ḡ using only
-vector–Jacobian products v ↦ Jᵀv. Fixed-point iteration and the Neumann series (seed 002, eq. 12) converge when
-‖J‖ < 1; restarted GMRES (Saad & Schultz, 1986) converges for any non-singular I − J.
+vector–Jacobian products v ↦ Jᵀv. Fixed-point iteration and the Neumann series (Reshniak & Webster, eq. 12) converge
+when ‖J‖ < 1; restarted GMRES (Saad & Schultz, 1986) converges for any non-singular I − J.
 
 ``SolverInfo.iterations`` counts VJPs; ``max_iter`` bounds them. Example::
 

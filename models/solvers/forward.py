@@ -1,9 +1,10 @@
-"""Forward solvers: find z with z = f(z), where f is the θ-method map z ↦ x + h(1−θ)F(x) + hθF(z) (seed 002, eq. 7).
+"""Forward solvers: find z with z = f(z), where f is the θ-method map z ↦ x + h(1−θ)F(x) + hθF(z) (Reshniak & Webster,
+eq. 7).
 
 * ``fixed_point`` — Picard iteration z ← f(z); converges when f is a contraction (hθ·Lip F < 1).
 * ``anderson`` — Anderson acceleration (Walker & Ni, "Anderson acceleration for fixed-point iterations", 2011):
   mixes the last ``memory`` iterates, usually far fewer evaluations of F.
-* ``gradient_descent``, ``ncg_fr``, ``ncg_pr`` — minimise ½‖r(z)‖², r(z) = z − f(z) (seed 002, eq. 8) by
+* ``gradient_descent``, ``ncg_fr``, ``ncg_pr`` — minimise ½‖r(z)‖², r(z) = z − f(z) (Reshniak & Webster, eq. 8) by
   gradient descent or nonlinear conjugate gradients (Fletcher–Reeves; Polak–Ribière with the PR+ restart
   β = max(β, 0)). The gradient (I − ∂f/∂z)ᵀ r is one vector–Jacobian product of f; the step length is the exact
   minimiser of the Gauss–Newton model ‖r + λ(I − ∂f/∂z)d‖² (one Jacobian–vector product, by differentiating the
@@ -58,7 +59,7 @@ def _relative(fz: torch.Tensor, z: torch.Tensor) -> float:
 def fixed_point_iteration(
     f: FixedPointMap, z0: torch.Tensor, tol: float, max_iter: int, check_every: int | None = None
 ) -> tuple[torch.Tensor, SolverInfo]:
-    """Picard iteration z_{k+1} = f(z_k) (seed 002, eq. 8); returns the last f(z_k).
+    """Picard iteration z_{k+1} = f(z_k) (Reshniak & Webster, eq. 8); returns the last f(z_k).
 
     The residual is read back to the host every ``check_every`` iterations (default: every iteration on CPU, where
     that costs nothing, every 4 on accelerators, where each read is a synchronisation).
@@ -152,7 +153,8 @@ def anderson_acceleration(
     return fz.view(shape), SolverInfo(max_iter, residual, False)
 
 
-# --- minimisation of ½‖r(z)‖², r(z) = z − f(z) (seed 002, eq. 8 and the two updates after it) -----------------
+# --- minimisation of ½‖r(z)‖², r(z) = z − f(z) (Reshniak & Webster, eq. 8 and the two updates after it)
+# -----------------
 
 
 def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -271,7 +273,7 @@ def _minimise_residual(
 
 @register_forward_solver("gradient_descent", uses_autograd=True)
 def gradient_descent(f: FixedPointMap, z0: torch.Tensor, tol: float, max_iter: int) -> tuple[torch.Tensor, SolverInfo]:
-    """Steepest descent on ½‖z − f(z)‖² with an exact line search on the Gauss–Newton model (seed 002)."""
+    """Steepest descent on ½‖z − f(z)‖² with an exact line search on the Gauss–Newton model (Reshniak & Webster)."""
     return _minimise_residual(f, z0, tol, max_iter, beta_rule=None)
 
 
@@ -279,7 +281,7 @@ def gradient_descent(f: FixedPointMap, z0: torch.Tensor, tol: float, max_iter: i
 def ncg_fletcher_reeves(
     f: FixedPointMap, z0: torch.Tensor, tol: float, max_iter: int
 ) -> tuple[torch.Tensor, SolverInfo]:
-    """Nonlinear conjugate gradients on ½‖z − f(z)‖², β = ‖∇φ_k‖² / ‖∇φ_{k−1}‖² (Fletcher–Reeves, seed 002)."""
+    """Nonlinear conjugate gradients on ½‖z − f(z)‖², β = ‖∇φ_k‖² / ‖∇φ_{k−1}‖² (Fletcher–Reeves)."""
     return _minimise_residual(f, z0, tol, max_iter, beta_rule="fr")
 
 
@@ -288,7 +290,7 @@ def ncg_polak_ribiere(
     f: FixedPointMap, z0: torch.Tensor, tol: float, max_iter: int
 ) -> tuple[torch.Tensor, SolverInfo]:
     """Nonlinear conjugate gradients on ½‖z − f(z)‖², β = max(⟨∇φ_k, ∇φ_k − ∇φ_{k−1}⟩ / ‖∇φ_{k−1}‖², 0)
-    (Polak–Ribière with the PR+ restart, seed 002)."""
+    (Polak–Ribière with the PR+ restart)."""
     return _minimise_residual(f, z0, tol, max_iter, beta_rule="pr")
 
 

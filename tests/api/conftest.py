@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import in_process_apps
+from service_helpers import in_process_apps, worker_provenance
 from sqlalchemy import text
 
 from core.config import Settings
+from core.provenance import current_code
 from core.spec import JobSpec
 from db import jobs
 from db.migrate import upgrade
@@ -76,9 +77,9 @@ def finish(pg_db: str) -> Callable[..., str]:
 
     def make(spec: dict[str, Any], metrics: dict[str, float]) -> str:
         with session_scope(pg_db) as s:
-            job = jobs.create_job(s, JobSpec.model_validate(spec), code_version="0.1.0")
+            job = jobs.create_job(s, JobSpec.model_validate(spec), code_version=current_code().identity)
             jobs.claim_job(s, job.id, "test-worker", 60)
-            assert jobs.complete_job(s, job.id, metrics, {"versions": {"robustlab": "0.1.0"}}, "test-worker")
+            assert jobs.complete_job(s, job.id, metrics, worker_provenance(), "test-worker")
             return job.id
 
     return make

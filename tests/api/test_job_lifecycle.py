@@ -12,6 +12,8 @@ from service_helpers import diverging_spec, tiny_spec
 
 from api.security import create_api_key
 from core.config import Settings
+from core.protocol import current_protocol
+from core.provenance import current_code
 from core.spec import JobSpec
 from db import jobs
 from db.session import session_scope
@@ -50,7 +52,7 @@ def test_concurrent_requests_with_one_key_make_one_job(pg_db: str) -> None:
     def submit() -> None:
         barrier.wait()
         with session_scope(pg_db) as s:
-            job, _ = jobs.submit_job(s, spec, idempotency_key="same", owner="", code_version="0.1.0")
+            job, _ = jobs.submit_job(s, spec, idempotency_key="same", owner="", code_version=current_code().identity)
             ids.append(job.id)
 
     threads = [threading.Thread(target=submit) for _ in range(8)]
@@ -91,7 +93,8 @@ def test_reuse_needs_the_same_code_version(pg_client: TestClient, pg_db: str) ->
     with session_scope(pg_db) as s:
         job = jobs.create_job(s, spec, code_version="0.0.1")
         jobs.claim_job(s, job.id, "w", 60)
-        jobs.complete_job(s, job.id, {"clean_acc": 0.5}, {"versions": {"robustlab": "0.0.1"}}, "w")
+        info = {"versions": {"robustlab": "0.0.1"}, "provenance": {"protocol_version": current_protocol()}}
+        jobs.complete_job(s, job.id, {"clean_acc": 0.5}, info, "w")  # the current protocol, other code
     assert pg_client.post("/api/v1/jobs", json=tiny_spec("old-code")).status_code == 201
 
 

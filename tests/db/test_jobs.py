@@ -13,6 +13,7 @@ from service_helpers import tiny_spec
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from core.families import hyper_parameters
 from core.spec import JobSpec
 from db import jobs
 from db.migrate import downgrade, upgrade
@@ -300,7 +301,7 @@ def test_hyper_parameters_of_an_ode_spec_show_its_time_horizon_solver_and_regula
                   "solver": {"forward": "anderson", "backward": "gmres"}},
         "train": {"epochs": 3, "regularizers": {"stochastic": None, "divergence": {"weight": 0.01}, "normal": None}},
     }  # fmt: skip
-    hp = jobs.hyper_parameters(spec)
+    hp = hyper_parameters(spec)
     assert hp["t_final"] == 5.0 and hp["h"] == 0.5  # h = t_final / depth, not the spec's unused default
     assert hp["solver"] == "anderson/gmres" and hp["regularizers"] == ["divergence"]
-    assert "t_final" not in jobs.hyper_parameters({"model": {"family": "explicit", "h": 0.1}, "train": {}})
+    assert "t_final" not in hyper_parameters({"model": {"family": "explicit", "h": 0.1}, "train": {}})

@@ -1,5 +1,5 @@
-"""Presets under examples/: valid specs (sweep presets: every grid point), the seed-002 θ-sweep setting, and the
-seed-001 trend on a small variant — robustness to Gaussian noise rises from θ = 0 (explicit Euler) to θ = 1
+"""Presets under examples/: valid specs (sweep presets: every grid point), the Reshniak & Webster θ-sweep setting, and
+the poster's trend on a small variant — robustness to Gaussian noise rises from θ = 0 (explicit Euler) to θ = 1
 (implicit Euler)."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def test_preset_is_valid_at_every_grid_point(name: str) -> None:
     assert len({p.name for p in points}) == len(points)
 
 
-def test_theta_sweep_presets_follow_seed_002() -> None:
+def test_theta_sweep_presets_follow_reshniak_webster() -> None:
     small, full = load(SWEEP), load(SWEEP_FULL)
     for data in (small, full):
         assert data["sweep"] == {"model.theta": THETAS}
@@ -47,7 +47,7 @@ def test_theta_sweep_presets_follow_seed_002() -> None:
         assert (spec.dataset.name, spec.dataset.n_train, spec.dataset.n_test) == ("spirals", 100, 100)
         assert spec.model.family == "implicit" and spec.train.regularizers.stochastic is not None
         assert spec.model.depth * spec.model.h == pytest.approx(10.0)  # t ∈ [0, 10]
-        assert spec.evaluate.gaussian.sigmas == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]  # seed 001's noise levels
+        assert spec.evaluate.gaussian.sigmas == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]  # the poster's noise levels
     assert JobSpec.model_validate(split_sweep(full)[0]).model.depth == 100  # "ResNet with 100 layers"
     assert full["device"] == "cuda" and small["device"] == "auto"
     assert full["dataset"] == small["dataset"]
@@ -78,7 +78,8 @@ def small_variant(theta: float, seed: int = 0) -> JobSpec:
 
 
 def test_robustness_to_gaussian_noise_rises_from_explicit_to_implicit_euler() -> None:
-    """Seed 001's table: accuracy under Gaussian noise grows with θ (σ = 0.3: 78.5 % at θ = 0, 94.2 % at θ = 1)."""
+    """The table of Reshniak & Webster's poster: accuracy under Gaussian noise grows with θ (σ = 0.3: 78.5 % at θ = 0,
+    94.2 % at θ = 1)."""
     explicit = run_job(small_variant(0.0)).metrics
     implicit = run_job(small_variant(1.0)).metrics
     assert explicit["clean_acc"] >= 0.95 and implicit["clean_acc"] >= 0.95  # both learned the spirals

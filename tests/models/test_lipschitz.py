@@ -49,7 +49,7 @@ def test_bound_is_never_exceeded(family, theta, spectral, h):
     assert searched > 0.01 * bound / 1e3  # the search found a real ratio, not zero
 
 
-# Hamiltonian (symplectic Euler) and 1-Lipschitz gradient-flow families (seed 003); conv on 2×2 "images".
+# Hamiltonian (symplectic Euler) and 1-Lipschitz gradient-flow families (Murari); conv on 2×2 "images".
 NEW_FAMILY_CASES = [
     {"family": "hamiltonian", "h": 0.5},
     {"family": "hamiltonian", "h": 1.0, "activation": "relu"},

@@ -1,4 +1,4 @@
-"""The neural ODE family (seed 002, eq. 11): y(0) = (x, x), ẏ = γ₂σ(γ₁y + b₁), θ-steps of h = T/depth.
+"""The neural ODE family (Reshniak & Webster, eq. 11): y(0) = (x, x), ẏ = γ₂σ(γ₁y + b₁), θ-steps of h = T/depth.
 
 Gradients against finite differences (float64) for every forward × backward solver pair, θ = 0 ≡ explicit Euler of
 the same ODE, the spectral-radius initialisation, a sound Lipschitz bound, save/load, spec validation."""
@@ -70,7 +70,7 @@ def test_spectral_radius_initialisation():
 
 @pytest.mark.parametrize("forward,backward", list(itertools.product(sorted(FORWARD_SOLVERS), sorted(BACKWARD_SOLVERS))))
 def test_input_and_parameter_gradients_match_finite_differences(forward, backward):
-    # seed 002's Example 1 sizes, smaller: x ∈ ℝ¹, state (x, x) ∈ ℝ², 3 hidden units; the steps' parameters
+    # Reshniak & Webster's Example 1 sizes, smaller: x ∈ ℝ¹, state (x, x) ∈ ℝ², 3 hidden units; the steps' parameters
     net = tiny_ode(input_dim=1, hidden=3, output_dim=2,
                    solver={"forward": forward, "backward": backward, "tol": 1e-12, "max_iter": 500})
     torch.manual_seed(1)

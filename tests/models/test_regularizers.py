@@ -78,7 +78,7 @@ def test_fixed_point_value(family, power):
         for _ in range(K):
             iterates.append(phi(iterates[-1]))
         for k in range(1, K + 1):
-            r = iterates[k] - phi(iterates[k])  # r(y^k) = y^k − Φ(y^k), seed 002 eq. 9
+            r = iterates[k] - phi(iterates[k])  # r(y^k) = y^k − Φ(y^k), Reshniak & Webster, eq. 9
             expected += (k / K) ** power * float(r.detach().norm(dim=1).mean())
     value = fixed_point_penalty(net, states, power=power, iterations=K)
     assert float(value.detach()) == pytest.approx(expected, rel=1e-12)
@@ -178,7 +178,7 @@ CASES = [(name, family) for name in sorted(REGULARIZERS) for family in ("explici
 @pytest.mark.parametrize(("name", "family"), CASES)
 def test_gradient_reaches_every_step_parameter(name, family):
     net = tiny(family)
-    if family == "ode":  # b₁ = 0 in every layer at initialisation (seed 002): give TV a difference to see
+    if family == "ode":  # b₁ = 0 in every layer at initialisation (Reshniak & Webster): give TV a difference to see
         with torch.no_grad():
             for step in net.steps:
                 step.residual.bias1.normal_()

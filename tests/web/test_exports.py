@@ -152,7 +152,9 @@ def test_json_stays_the_default_and_bad_formats_are_422(client: TestClient) -> N
     explicit = client.get("/api/v1/leaderboard", params={"limit": 3, "format": "json"})
     assert plain.status_code == explicit.status_code == 200
     assert plain.headers["content-type"] == "application/json" and plain.json() == explicit.json()
-    assert set(plain.json()) == {"metric", "order", "dataset", "family", "task", "limit", "entries", "next_cursor"}
+    assert set(plain.json()) == {
+        "metric", "order", "dataset", "family", "task", "current", "protocol_version", "limit", "entries", "next_cursor"
+    }  # fmt: skip
     assert "x-next-cursor" not in plain.headers
     bad = client.get("/api/v1/leaderboard", params={"format": "xml"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "format"]

@@ -15,6 +15,8 @@ from web_helpers import N_SEEDED, PLOTTED, Site, add_regression_jobs, regression
 
 from api.security import create_api_key
 from cli.check import metric_direction
+from core.protocol import current_protocol
+from core.provenance import current_code
 from db.migrate import upgrade
 from db.session import session_scope
 
@@ -96,6 +98,48 @@ def test_the_real_jobs_worker_plots_are_served(http: httpx.Client, web_site: Sit
     sources = re.findall(r'<img src="([^"]+)"', text)
     assert {"plot_gaussian.png", "plot_eps.png"} <= {s.rsplit("/", 1)[1] for s in sources}
     assert all(http.get(src).content.startswith(PNG) for src in sources)
+
+
+def _protocol_cells(text: str) -> dict[str, str]:
+    """Row job id → the protocol cell's HTML."""
+    rows = re.findall(r'<tr data-job-id="([0-9a-f-]+)">(.*?)</tr>', text, flags=re.S)
+    return {job_id: re.search(r'<td class="protocol".*?</td>', row, flags=re.S).group(0) for job_id, row in rows}
+
+
+def test_the_leaderboard_shows_each_protocol_marks_stale_entries_and_filters_them(
+    http: httpx.Client, web_site: Site
+) -> None:
+    """Seeded rows stand for entries stored before protocol versions (stale, no weights); the real job is current."""
+    protocol = current_protocol()
+    text = page(http, "/", {"limit": 100})
+    cells = _protocol_cells(text)
+    seeded, real = {j.id for j in web_site.data.seeded}, web_site.data.ids["web-real"]
+    assert f'data-protocol="{protocol}"' in cells[real] and "badge stale" not in cells[real]
+    assert "no weights" not in cells[real]  # the worker kept them
+    for job_id in seeded:
+        assert 'data-protocol=""' in cells[job_id] and ">stale</span>" in cells[job_id]
+        assert ">no weights</span>" in cells[job_id]
+    assert protocol in text and "robustlab reevaluate --stale" in text
+
+    current = page(http, "/", {"limit": 100, "current": "true"})
+    assert ROW.findall(current) == api_ids(http, limit=100, current="true")
+    assert real in ROW.findall(current) and not seeded & set(ROW.findall(current))
+    assert 'id="f-current" checked' in current and ">stale</span>" not in current
+    sort = html.unescape(re.search(r'<a href="([^"]+)" data-metric="clean_acc"', current).group(1))
+    assert "current=true" in sort  # the filter stays on while sorting
+    page(http, "/", {"current": "maybe"}, status=422)
+
+
+def test_a_job_page_shows_its_provenance(http: httpx.Client, web_site: Site) -> None:
+    import torch
+
+    real = page(http, f"/jobs/{web_site.data.ids['web-real']}")
+    assert f'id="protocol-version">{current_protocol()}<' in real and 'id="stale"' not in real
+    assert current_code().identity in real and f"torch {torch.__version__}" in real
+    assert "model.safetensors" in re.search(r'<dd id="weights">.*?</dd>', real, flags=re.S).group(0)
+    stale = page(http, f"/jobs/{web_site.data.seeded[0].id}")
+    assert 'id="stale"' in stale and "not recorded" in stale and "not kept" in stale
+    assert "Cannot be re-evaluated" in stale and "kept no weights" in stale
 
 
 def test_running_and_failed_jobs(http: httpx.Client, web_site: Site) -> None:

@@ -20,9 +20,10 @@ from typing import Any
 
 import httpx
 import numpy as np
-from service_helpers import REPO, free_port, service_env, tiny_spec
+from service_helpers import REPO, free_port, service_env, tiny_spec, worker_provenance
 
 from core.config import Settings
+from core.provenance import current_code
 from core.spec import JobSpec
 from db import jobs
 from db.seed import seed_leaderboard
@@ -118,10 +119,10 @@ def add_regression_jobs(url: str, artifacts: Path, mses: dict[str, float]) -> di
             tiny_spec(name, task="regression", dataset={"name": "sine", "n_train": 21, "n_test": 20})
         )
         with session_scope(url) as s:
-            job = jobs.create_job(s, spec, code_version="0.1.0")
+            job = jobs.create_job(s, spec, code_version=current_code().identity)
             assert jobs.claim_job(s, job.id, WORKER, 600) is not None
             plots = write_plots(artifacts / job.id, metrics, name)
-            info = {"plots": plots, "versions": {"robustlab": "0.1.0"}}
+            info = {"plots": plots, **worker_provenance()}
             assert jobs.complete_job(s, job.id, metrics, info, worker=WORKER) is not None
             ids[name] = job.id
     return ids
@@ -135,20 +136,21 @@ def populate(url: str, artifacts: Path, real_job: bool = False) -> Populated:
         metrics = plotted_metrics(clean, robust)
         job_dir = None
         with session_scope(url) as s:
-            job = jobs.create_job(s, _spec(name, model), code_version="0.1.0")
+            job = jobs.create_job(s, _spec(name, model), code_version=current_code().identity)
             out.ids[name] = job.id
             assert jobs.claim_job(s, job.id, WORKER, 600) is not None
             radii = np.random.default_rng(len(name)).gamma(2.0, 0.04, size=100)
             job_dir = artifacts / job.id
             plots = write_plots(job_dir, metrics, name, radii=radii, certified_eps=EPS, radius_method="test")
-            info = {"pgd": _attack_info(), "plots": plots, "versions": {"robustlab": "0.1.0"}}
+            info = {"pgd": _attack_info(), "plots": plots, **worker_provenance()}
             assert jobs.complete_job(s, job.id, metrics, info, worker=WORKER) is not None
         out.metrics[name] = metrics
     with session_scope(url) as s:
-        failed = jobs.create_job(s, _spec("web-failed", {"family": "explicit", "width": 8, "depth": 2}), "0.1.0")
+        code = current_code().identity
+        failed = jobs.create_job(s, _spec("web-failed", {"family": "explicit", "width": 8, "depth": 2}), code)
         jobs.claim_job(s, failed.id, WORKER, 600)
         jobs.fail_job(s, failed.id, "TrainingDiverged: the loss is nan at epoch 3", worker=WORKER)
-        running = jobs.create_job(s, _spec("web-running", {"family": "explicit", "width": 8, "depth": 3}), "0.1.0")
+        running = jobs.create_job(s, _spec("web-running", {"family": "explicit", "width": 8, "depth": 3}), code)
         jobs.claim_job(s, running.id, WORKER, 3600)
         progress = {"phase": "train", "epoch": 12, "epochs": 30, "loss": 0.42, "seconds_per_epoch": 0.5,
                     "eta_seconds": 600.0}  # fmt: skip
@@ -167,7 +169,7 @@ def run_real_job(url: str, artifacts: Path) -> str:
     from worker.executor import execute_job
 
     with session_scope(url) as s:
-        job = jobs.create_job(s, JobSpec.model_validate(tiny_spec("web-real")), code_version="0.1.0")
+        job = jobs.create_job(s, JobSpec.model_validate(tiny_spec("web-real")), code_version=current_code().identity)
     settings = Settings(database_url=url, broker_url="memory://", artifacts_dir=artifacts, progress_interval=0.5)
     outcome = execute_job(job.id, WORKER, settings)
     if outcome != "succeeded":
