@@ -14,6 +14,7 @@ from api.deps import DispatcherDep, SessionDep, SettingsDep
 from api.schemas import AUTH_ERRORS, JobFile, JobFiles, JobList, JobOut, JobResults, JobStatusName, Message
 from api.security import ReadAccess, WriteAccess
 from api.uploads import check_spec_references
+from core.budget import over_limits
 from core.protocol import current_protocol
 from core.provenance import current_code
 from core.spec import JobSpec
@@ -21,7 +22,6 @@ from db import jobs
 from db.artifacts import parse_job_ref
 from db.models import Job
 from db.reevaluation import reevaluate, reevaluation_blocker, reevaluation_spec_data
-from evaluation.budget import over_limits
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -76,7 +76,7 @@ def submit_job(
     evaluation protocol version (``X-Robustlab-Reused: succeeded-job``): the runs are seeded, so running it again
     would give the same numbers. Other code, or another protocol, runs a new job.
 
-    A spec whose estimated cost (:mod:`evaluation.budget`: parameters, activation memory, evaluation passes and
+    A spec whose estimated cost (:mod:`core.budget`: parameters, activation memory, evaluation passes and
     work) is over a ``ROBUSTLAB_MAX_*`` limit is ``422`` naming the estimate and the limit.
 
     ``checkpoint`` / ``dataset.artifact`` may name uploads as ``artifact:<id>``; an unknown one is ``422`` (with

@@ -1,13 +1,13 @@
-"""The cost estimates of :mod:`evaluation.budget`: every shipped example is within the default limits."""
+"""The cost estimates of :mod:`core.budget`: every shipped example is within the default limits."""
 
 import json
 from pathlib import Path
 
 import pytest
 
+from core.budget import estimate, over_limits
 from core.config import Settings
 from core.spec import JobSpec
-from evaluation.budget import estimate, over_limits
 from evaluation.sweep import split_sweep
 
 EXAMPLES = sorted((Path(__file__).parent.parent.parent / "examples").glob("*.json"))
