@@ -15,13 +15,15 @@ each re-send happen once) — there is no sweeper in the worker:
   re-sent at once, or failed after ``max_attempts`` lost workers;
 * a ``queued`` job that nobody has claimed ``redispatch_after`` seconds after its submission is re-sent (the broker
   may have lost the message: Redis keeps nothing on disk), then again with a back-off that doubles with the job's
-  age up to ``redispatch_max_interval`` (:func:`db.jobs.claim_redispatch`), so a job that merely waits in a long
-  queue collects a few duplicate messages, not one per sweep;
+  age up to ``redispatch_max_interval`` (:func:`db.jobs.claim_redispatch`) — unless its message is still waiting
+  in a Redis queue (:meth:`Dispatcher.waiting_in_broker`): only what the broker can have lost is sent again, so a
+  job that merely waits in a long queue gets no duplicate at all;
 * at API start-up every ``queued`` job is re-sent.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
     from celery import Celery
 
 log = logging.getLogger(__name__)
+QUEUES = ("cpu", "gpu")
+PRIORITY_SUFFIXES = ("\x06\x163", "\x06\x166", "\x06\x169")  # kombu's Redis priority queues (steps 3, 6, 9)
+MAX_INSPECTED = 50_000  # messages read per sweep at most; beyond, queued jobs are re-sent on their back-off alone
 
 
 class Dispatcher:
@@ -82,6 +87,31 @@ class Dispatcher:
             return f"{type(exc).__name__}: {exc}"
         return None
 
+    def waiting_in_broker(self, queues: tuple[str, ...] = QUEUES) -> set[str] | None:
+        """The job ids of the messages waiting in the broker's queues (not yet delivered to a worker), or ``None``
+        when that cannot be known cheaply: not a Redis broker, more than :data:`MAX_INSPECTED` messages, or the
+        broker unreachable. A delivered message (Redis' ``unacked``) is not counted: its worker may be gone."""
+        if not self.settings.broker_url.startswith(("redis://", "rediss://")):
+            return None
+        import redis
+
+        try:
+            client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=self.settings.broker_timeout)
+            keys = [f"{queue}{sep}" for queue in queues for sep in ("", *PRIORITY_SUFFIXES)]
+            if sum(client.llen(key) for key in keys) > MAX_INSPECTED:
+                return None
+            found: set[str] = set()
+            for key in keys:
+                for raw in client.lrange(key, 0, -1):
+                    try:
+                        found.add(json.loads(raw)["headers"]["id"])
+                    except (ValueError, KeyError, TypeError):
+                        continue
+            return found
+        except redis.RedisError as exc:
+            log.warning("cannot inspect the broker's queues: %s", exc)
+            return None
+
     def recover(self, include_queued: bool) -> dict[str, int]:
         """Put jobs whose worker was lost back in the queue (or fail them after ``max_attempts``), then re-send the
         queued jobs that are due (see the module docstring); with ``include_queued`` every queued job."""
@@ -93,6 +123,13 @@ class Dispatcher:
             )
         for job in gave_up:
             log.error("job %s failed: its worker was lost %d times", job.id, job.attempts)
+        orphans = {job.id for job in requeued}
+        waiting = self.waiting_in_broker() if to_send else None
+        if waiting:  # their messages are still in the queue: not lost, nothing to re-send
+            kept = [job for job in to_send if job.id in waiting and job.id not in orphans]
+            to_send = [job for job in to_send if job.id not in waiting or job.id in orphans]
+            if kept:
+                log.info("recovery: %d queued jobs still waiting in the broker, not re-sent", len(kept))
         sent = 0
         for job in to_send:
             queue = "gpu" if (job.spec or {}).get("device") == "cuda" else "cpu"  # as JobSpec.queue()

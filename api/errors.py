@@ -2,15 +2,19 @@
 
 Registered by :func:`api.main.create_app`:
 
-* an unreachable database is ``503`` with a JSON ``detail`` and ``Retry-After`` (documented on every ``/api/v1``
-  operation), not a ``500``::
+* an unreachable database, or no pooled connection free within the pool timeout, is ``503`` with a JSON
+  ``detail`` and ``Retry-After`` (documented on every ``/api/v1`` operation), not a ``500``::
 
       HTTP/1.1 503 Service Unavailable
       Retry-After: 5
       {"detail": "database unavailable (OperationalError); retry later"}
 
 * a NUL character (``\\x00``) in a path or query parameter or in a JSON body is ``422``, in FastAPI's validation
-  error format, before it reaches PostgreSQL (whose text columns cannot hold it: a ``500`` otherwise);
+  error format, before it reaches PostgreSQL (whose text columns cannot hold it: a ``500`` otherwise); so are a
+  lone surrogate (``"\\ud800"``: not encodable as UTF-8) and a non-finite number in a JSON body (the tokens
+  ``NaN``, ``Infinity`` and numbers such as ``1e999`` that overflow a double), which Python's JSON parser accepts;
+* a validation error never echoes what JSON cannot carry: a non-finite number or a lone surrogate in an error's
+  ``input`` is sent as an escaped string (FastAPI's own handler fails on them: a ``500``);
 * a body that cannot be decoded (not UTF-8) is ``422`` (``json_invalid``), as malformed JSON is, and a malformed
   multipart form is ``422`` with a ``detail`` string, as the upload routes document it (FastAPI and Starlette: an
   undocumented ``400``);
@@ -22,17 +26,20 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.responses import Response
@@ -94,17 +101,55 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
     return await http_exception_handler(request, exc)
 
 
-def _nul_strings(value: Any, loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
+NUL_ERROR = ("string_nul", "String should not contain NUL (0x00) characters")
+SURROGATE_ERROR = ("string_unicode", "String should not contain a lone surrogate (not encodable as UTF-8)")
+NON_FINITE_ERROR = ("finite_number", "Input should be a finite number (not NaN, Infinity or beyond ±1.8e308)")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with what JSON cannot carry made printable: a non-finite float as its ``repr`` (``'nan'``), a
+    string with a lone surrogate with it escaped (``'\\\\ud800'``); containers are walked."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     if isinstance(value, str):
-        if "\x00" in value:
-            yield loc, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _nul_strings(key, (*loc, key))
-            yield from _nul_strings(item, (*loc, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _nul_strings(item, (*loc, index))
+        return value if _encodable(value) else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {json_safe(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def _bad_values(value: Any, loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any, tuple[str, str]]]:
+    """``(location, value, (error type, message))`` of every string with a NUL or a lone surrogate and every
+    non-finite number in a parsed JSON value (keys included). Iterative: a body may nest as deep as the parser
+    allows."""
+    stack = [(loc, value)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                yield loc, value, NUL_ERROR
+            if not _encodable(value):
+                yield loc, value, SURROGATE_ERROR
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                yield loc, value, NON_FINITE_ERROR
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                stack += [((*loc, json_safe(key)), item), ((*loc, json_safe(key)), key)]
+        elif isinstance(value, list):
+            stack += [((*loc, index), item) for index, item in reversed(list(enumerate(value)))]
 
 
 def _walk(dependant: Dependant) -> Iterator[Dependant]:
@@ -113,31 +158,42 @@ def _walk(dependant: Dependant) -> Iterator[Dependant]:
         yield from _walk(sub)
 
 
-async def reject_nul_characters(request: Request) -> None:
-    """A router dependency: ``422`` for a NUL character in a path parameter, a query parameter the route reads, or
-    a string of its JSON body."""
+async def reject_unstorable_input(request: Request) -> None:
+    """A router dependency: ``422`` for a NUL character or a lone surrogate in a path parameter, a query parameter
+    the route reads, or a string of its JSON body, and for a non-finite number in its JSON body."""
     route = request.scope.get("route")
     dependants = list(_walk(route.dependant)) if isinstance(route, APIRoute) else []
     declared = {param.alias for dependant in dependants for param in dependant.query_params}
-    found = [*_nul_strings(dict(request.path_params), ("path",))]
-    found += [(("query", k), v) for k, v in request.query_params.multi_items() if k in declared and "\x00" in v]
+    found = [*_bad_values(dict(request.path_params), ("path",))]
+    for key, value in request.query_params.multi_items():
+        if key in declared:
+            found += _bad_values(value, ("query", key))
     has_body = any(dependant.body_params for dependant in dependants)
     if has_body and "json" in request.headers.get("content-type", ""):
         try:
             body = json.loads(await request.body())
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None  # FastAPI reports malformed JSON itself
-        found += _nul_strings(body, ("body",))
+        found += _bad_values(body, ("body",))
     if found:
         raise RequestValidationError(
-            [
-                {"type": "string_nul", "loc": loc, "msg": "String should not contain NUL (0x00) characters", "input": v}
-                for loc, v in found
-            ]
+            [{"type": kind, "loc": loc, "msg": msg, "input": json_safe(v)} for loc, v, (kind, msg) in found]
         )
 
 
+async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's ``422`` with every error made JSON-safe (:func:`json_safe`): its own handler fails to render an
+    error that echoes a non-finite number or a lone surrogate, and answers ``500``."""
+    try:
+        detail = json_safe(jsonable_encoder(json_safe(exc.errors())))
+    except RecursionError:  # an input nested too deep to echo: the errors without their inputs
+        errors = [{key: value for key, value in error.items() if key not in ("input", "ctx")} for error in exc.errors()]
+        detail = json_safe(jsonable_encoder(json_safe(errors)))
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    for exc_type in (OperationalError, InterfaceError):
+    for exc_type in (OperationalError, InterfaceError, PoolTimeoutError):
         app.add_exception_handler(exc_type, database_unavailable)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from api.dispatch import Dispatcher, RecoveryLoop
-from api.errors import DATABASE_UNAVAILABLE_RESPONSE, install_error_handlers, reject_nul_characters
+from api.errors import DATABASE_UNAVAILABLE_RESPONSE, install_error_handlers, reject_unstorable_input
 from api.limits import BodySizeLimit
+from api.ratelimit import RateLimiter
 from api.routes import api_router, health, web
-from api.security import RateLimiter
 from core.config import Settings, get_settings
 from core.protocol import current_protocol
 from core.provenance import current_code
@@ -52,14 +52,14 @@ def create_app(settings: Settings | None = None, recovery: bool = True) -> FastA
     )
     app.state.settings = settings
     app.state.dispatcher = dispatcher
-    app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_burst)
+    app.state.rate_limiter = RateLimiter(settings)
     app.add_middleware(BodySizeLimit, settings=settings)  # 413 for specs / uploads over the limits
     app.include_router(health.router)  # /healthz for load balancers and `robustlab up`
     app.include_router(
         api_router,
         prefix=API_PREFIX,
         responses=DATABASE_UNAVAILABLE_RESPONSE,
-        dependencies=[Depends(reject_nul_characters)],  # 422, not a 500 from PostgreSQL
+        dependencies=[Depends(reject_unstorable_input)],  # 422, not a 500 from PostgreSQL
     )
     install_error_handlers(app)  # database unreachable: 503 JSON, not 500
     web.install(app)  # HTML pages at /, /jobs/{id}, /compare (not in the OpenAPI schema) and /static

@@ -1,4 +1,4 @@
-"""API keys, the access check of every route, and a per-key rate limit.
+"""API keys, the access check of every route, and the per-key rate limit (:mod:`api.ratelimit`).
 
 ``ROBUSTLAB_AUTH`` picks the mode:
 
@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
@@ -38,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import SettingsDep
+from api.ratelimit import RateLimiter, retry_after
 from core.config import Settings
 from db.models import API_KEY_SCOPES, ApiKey, utcnow
 from db.session import session_scope
@@ -135,41 +133,6 @@ def _authenticate(database_url: str, token: str) -> ApiKey | None:
         return authenticate(session, token)
 
 
-# ---------------------------------------------------------------------------------------------------- rate limit
-class RateLimiter:
-    """A token bucket per client (API key name, or client address without a key), in this API process: ``rate``
-    requests per second on average, bursts of up to ``burst``."""
-
-    MAX_CLIENTS = 10_000
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self._buckets: dict[str, tuple[float, float]] = {}  # client → (tokens, time)
-        self._lock = threading.Lock()
-
-    def take(self, client: str) -> float:
-        """Spend a token of ``client``: ``0.0`` if it had one, else the seconds until it will have one."""
-        if self.rate <= 0:
-            return 0.0
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(client, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[client] = (tokens - 1.0, now)
-                if len(self._buckets) > self.MAX_CLIENTS:
-                    self._forget_full(now)
-                return 0.0
-            self._buckets[client] = (tokens, now)
-            return (1.0 - tokens) / self.rate
-
-    def _forget_full(self, now: float) -> None:
-        """Drop the buckets that have refilled (they equal a fresh one)."""
-        for client, (tokens, last) in list(self._buckets.items()):
-            if tokens + (now - last) * self.rate >= self.burst:
-                del self._buckets[client]
-
-
 # ---------------------------------------------------------------------------------------------------- access
 @dataclass(frozen=True)
 class Principal:
@@ -194,15 +157,19 @@ def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": challenge})
 
 
+def _too_many(settings: Settings, wait: float) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=f"rate limit: {settings.rate_limit:g} requests/s (bursts of {settings.rate_limit_burst})",
+        headers={"Retry-After": retry_after(wait)},
+    )
+
+
 def _rate_limit(request: Request, settings: Settings, client: str) -> None:
     limiter: RateLimiter = request.app.state.rate_limiter
     wait = limiter.take(client)
     if wait > 0:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"rate limit: {settings.rate_limit:g} requests/s (bursts of {settings.rate_limit_burst})",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
-        )
+        raise _too_many(settings, wait)
 
 
 def require(scope: str):
@@ -220,8 +187,14 @@ def require(scope: str):
                 _rate_limit(request, settings, f"ip:{request.client.host if request.client else '?'}")
                 return Principal()
             raise _unauthorized(f"an API key with scope {scope!r} is required (Authorization: Bearer <key>)")
+        limiter: RateLimiter = request.app.state.rate_limiter
+        bad_key_client = f"bad-key:{request.client.host if request.client else '?'}"
+        wait = limiter.exhausted(bad_key_client)  # too many invalid keys from here: 429 without a database query
+        if wait > 0:
+            raise _too_many(settings, wait)
         key = await run_in_threadpool(_authenticate, settings.database_url, credentials.credentials)
         if key is None:
+            limiter.take(bad_key_client)
             raise _unauthorized("invalid or revoked API key", error="invalid_token")
         _rate_limit(request, settings, f"key:{key.name}")
         if SCOPE_LEVEL[key.scope] < needed:

@@ -9,6 +9,8 @@ in the file with the same shape and a floating-point dtype, with no extra tensor
 named in the ``422``. The stored file is the state dict written again with the model spec in its metadata, so the
 worker's ``models.load`` rebuilds the same network.
 
+The torch side of these checks lives in :mod:`worker.uploads` (the API imports nothing below the worker).
+
 A **dataset** is a ``.npz`` checked by :func:`evaluation.datasets.read_npz` (``allow_pickle=False``; shapes, dtypes,
 finite values, labels 0..K−1, sizes), stored as float32 inputs and int64 labels.
 
@@ -26,10 +28,14 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from core.config import Settings
-from core.spec import DatasetSpec, JobSpec, ModelSpec
+from core.spec import MAX_DEPTH, DatasetSpec, JobSpec, ModelSpec
 from db.artifacts import get_artifact, parse_job_ref, parse_ref, spec_references
+from worker.uploads import checkpoint_contents, dataset_dims, store_checkpoint, store_dataset
 
-FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+#: the most tensors a checkpoint of a valid spec can hold: ≤ 6 per layer at depth MAX_DEPTH (hamiltonian), with room
+MAX_CHECKPOINT_TENSORS = 16 * MAX_DEPTH
+#: a header entry of a valid checkpoint is ≤ ~120 bytes (name, dtype, shape, offsets), the model spec ≤ a few KiB
+MAX_HEADER_BYTES = 4 * 1024 * 1024
 
 
 class UploadInvalid(Exception):
@@ -66,10 +72,10 @@ def _dataset_dims(session: Session, dataset: DatasetSpec) -> tuple[int, int]:
                   "type": "value_error"}]
             )  # fmt: skip
         return int(artifact.meta["input_dim"]), int(artifact.meta["num_classes"])
-    from evaluation.datasets import load_dataset
-
-    data = load_dataset(dataset)
-    return data.input_dim, data.num_classes
+    try:
+        return dataset_dims(dataset)
+    except ValueError as exc:
+        raise UploadInvalid([{"loc": ["body", "dataset"], "msg": str(exc), "type": "value_error"}]) from None
 
 
 def resolve_model_spec(
@@ -121,12 +127,30 @@ def resolve_model_spec(
         raise UploadInvalid(_errors(exc, "body", "model")) from None
 
 
-def _dtype_name(dtype) -> str:
-    import torch
-
-    return {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64"}.get(
-        dtype, str(dtype).removeprefix("torch.")
-    )
+def check_safetensors_header(path: Path) -> None:
+    """Bound a safetensors header before a parser builds it: its declared length (the file's first 8 bytes, a
+    little-endian u64) at most :data:`MAX_HEADER_BYTES`, and its entries at most :data:`MAX_CHECKPOINT_TENSORS`.
+    A forged header of 500 000 entries otherwise costs seconds and hundreds of MB in the API before its ``422``."""
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise UploadInvalid("not a valid safetensors file: shorter than its 8-byte header length")
+        length = int.from_bytes(head, "little")
+        if length > MAX_HEADER_BYTES:
+            raise UploadInvalid(
+                f"not a valid safetensors file: header of {length} bytes, over the limit of {MAX_HEADER_BYTES} bytes "
+                f"(a checkpoint has at most {MAX_CHECKPOINT_TENSORS} tensors)"
+            )
+        header = f.read(length)
+    try:
+        entries = json.loads(header)
+    except (ValueError, RecursionError):
+        raise UploadInvalid("not a valid safetensors file: its header is not JSON") from None
+    if not isinstance(entries, dict):
+        raise UploadInvalid("not a valid safetensors file: its header is not a JSON object")
+    tensors = len(entries) - ("__metadata__" in entries)
+    if tensors > MAX_CHECKPOINT_TENSORS:
+        raise UploadInvalid(f"checkpoint has {tensors} tensors, over the limit of {MAX_CHECKPOINT_TENSORS}")
 
 
 def validate_checkpoint(session: Session, path: Path, form: dict[str, str | None], out: Path) -> dict[str, Any]:
@@ -138,79 +162,24 @@ def validate_checkpoint(session: Session, path: Path, form: dict[str, str | None
     Raises:
         UploadInvalid: not a safetensors file, no usable model spec, or the first tensor that does not fit.
     """
-    import torch
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    import models
-
+    check_safetensors_header(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            file_metadata = f.metadata() or {}
-            found = {}
-            for name in f.keys():  # noqa: SIM118  (safe_open has no __iter__)
-                piece = f.get_slice(name)
-                found[name] = (list(piece.get_shape()), piece.get_dtype())
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise UploadInvalid(f"not a valid safetensors file: {exc}") from None
-    model_spec = resolve_model_spec(session, form.get("model"), form.get("spec"), form.get("dataset"), file_metadata)
-    try:
-        with torch.device("meta"):
-            expected = models.build_model(model_spec).state_dict()
-    except Exception as exc:  # a spec that validates but cannot be built: say so rather than 500
-        raise UploadInvalid(f"cannot build the model of this spec: {type(exc).__name__}: {exc}") from None
-
-    def bad(message: str) -> UploadInvalid:
-        return UploadInvalid(f"{message} (model spec: {model_spec.model_dump_json(exclude_defaults=True)})")
-
-    for name, tensor in expected.items():
-        want = list(tensor.shape)
-        if name not in found:
-            raise bad(f"tensor {name!r} is missing from the file: the model needs shape {want}")
-        shape, dtype = found[name]
-        if shape != want:
-            raise bad(f"tensor {name!r} has shape {shape}; the model needs {want}")
-        if tensor.dtype.is_floating_point and dtype not in FLOAT_DTYPES:
-            raise bad(f"tensor {name!r} has dtype {dtype}; the model needs floating point")
-        if not tensor.dtype.is_floating_point and dtype != _dtype_name(tensor.dtype):
-            raise bad(f"tensor {name!r} has dtype {dtype}; the model needs {_dtype_name(tensor.dtype)}")
-    extra = [name for name in found if name not in expected]
-    if extra:
-        raise bad(f"tensor {sorted(extra)[0]!r} is not a tensor of this model ({len(extra)} unexpected)")
-
-    tensors = load_file(str(path), device="cpu")
-    for name, tensor in expected.items():
-        value = tensors[name]
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise UploadInvalid(f"tensor {name!r} has non-finite values (NaN or inf)")
-        tensors[name] = value.to(tensor.dtype)
-    model = models.build_model(model_spec)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise UploadInvalid(f"the weights do not load into the model: {exc}") from None
-    models.save(model, model_spec, out)
-    return {
-        "model_spec": model_spec.model_dump(mode="json"),
-        "tensors": len(expected),
-        "parameters": int(sum(t.numel() for t in expected.values())),
-    }
+        file_metadata, found = checkpoint_contents(path)
+        model_spec = resolve_model_spec(
+            session, form.get("model"), form.get("spec"), form.get("dataset"), file_metadata
+        )
+        return store_checkpoint(path, model_spec, found, out)
+    except ValueError as exc:
+        raise UploadInvalid(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------------- datasets
 def validate_dataset(path: Path, settings: Settings, out: Path) -> dict[str, Any]:
     """Check the ``.npz`` at ``path`` and write the normalised arrays to ``out``; returns the artifact's meta."""
-    import numpy as np
-
-    from evaluation.datasets import read_npz
-
     try:
-        arrays, meta = read_npz(path, max_bytes=settings.max_upload_bytes)
+        return store_dataset(path, settings.max_upload_bytes, out)
     except ValueError as exc:
         raise UploadInvalid(str(exc)) from None
-    with out.open("wb") as f:
-        np.savez(f, **arrays)
-    return meta
 
 
 # ---------------------------------------------------------------------------------------------------- job specs

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -112,31 +111,32 @@ def _settings_table(settings: Settings) -> Table:
 def up(
     host: Annotated[str, typer.Option(help="address the API listens on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port")] = 8000,
-    workers: Annotated[int, typer.Option(help="jobs the worker runs at once (Celery concurrency)")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(help="jobs the worker runs at once (Celery concurrency; default: settings)")
+    ] = None,
 ) -> None:
-    """Migrate the database, start a Celery worker and serve the API (Ctrl-C stops both)."""
+    """Migrate the database, start a Celery worker and serve the API (Ctrl-C, SIGTERM or SIGHUP stops both)."""
     import uvicorn
 
+    from cli.processes import exit_on_signals, start_group, stop_group
     from db.migrate import upgrade
 
     settings = get_settings()
+    if workers is not None:
+        settings = settings.model_copy(update={"worker_concurrency": workers})  # so the table shows what runs
     try:
         upgrade(settings.database_url)
     except Exception as exc:
         _fail(f"database migration failed on {settings.database_url}: {type(exc).__name__}: {exc}")
-    worker = subprocess.Popen(_worker_command(None, workers))
-    console.print(_settings_table(settings))
-    console.print(f"robustlab API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs)")
-    _warn_if_open(settings, host)
-    try:
-        uvicorn.run("api.main:app", host=host, port=port, log_level="info")
-    finally:
-        worker.terminate()
+    with exit_on_signals():
+        worker = start_group(_worker_command(None, settings.worker_concurrency))
         try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+            console.print(_settings_table(settings))
+            console.print(f"robustlab API on [bold]http://{host}:{port}[/]  (docs: http://{host}:{port}/docs)")
+            _warn_if_open(settings, host)
+            uvicorn.run("api.main:app", host=host, port=port, log_level="info")
+        finally:
+            stop_group(worker)
 
 
 @app.command()

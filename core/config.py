@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0, description="a running job's DB lease; renewed by a heartbeat")
     worker_concurrency: int = Field(1, ge=1, description="jobs one worker process runs at once")
     progress_interval: float = Field(0.5, ge=0, description="minimum seconds between progress writes")
+    stop_check_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="how often a worker renews a running job's lease, and so sees that it was cancelled (or taken "
+        "over): the job then stops at the model's next forward pass, in any phase",
+    )
     max_attempts: int = Field(3, ge=1, description="a job whose worker was lost this many times is failed, not re-run")
     recovery_interval: float = Field(
         30.0,
@@ -68,9 +74,34 @@ class Settings(BaseSettings):
     rate_limit: float = Field(
         20.0,
         ge=0,
-        description="with auth=keys: sustained requests per second per API key (or per client IP without one); 0 = off",
+        description="with auth=keys: sustained requests per second per API key (per client IP without one, and per "
+        "client IP for invalid keys); 0 = off",
     )
-    rate_limit_burst: int = Field(100, ge=1, description="token-bucket size of the per-key rate limit")
+    rate_limit_burst: int = Field(
+        100, ge=1, description="the per-key rate limit allows this many requests in any burst/rate seconds"
+    )
+    rate_limit_storage: str | None = Field(
+        None,
+        description="where the rate-limit counters live, shared by all API processes (a `limits` storage URL such "
+        "as redis://host:6379/0); default: the broker's Redis, else this process's memory",
+    )
+    max_parameters: float = Field(
+        1e8, ge=0, description="largest estimated parameter count of a submitted job's model (0 = no limit)"
+    )
+    max_activation_bytes: float = Field(
+        8 * 2**30,
+        ge=0,
+        description="largest estimated activation memory of a job (training batch or attacked test set, float32)",
+    )
+    max_eval_passes: float = Field(
+        1e6,
+        ge=0,
+        description="most passes over the test set a job's evaluation may make (Gaussian draws, attack steps × "
+        "restarts × ε × norms, AutoAttack steps and queries, plug-and-play iterations)",
+    )
+    max_eval_work: float = Field(
+        5e15, ge=0, description="largest estimated evaluation work: passes × n_test × width² × depth (0 = no limit)"
+    )
     max_spec_bytes: int = Field(64 * 1024, ge=1024, description="largest JSON request body (a job spec), in bytes")
     max_upload_bytes: int = Field(
         100 * 1024 * 1024, ge=1024, description="largest uploaded checkpoint or dataset file, in bytes"

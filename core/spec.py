@@ -13,7 +13,8 @@ A spec says what to train (or load), on which data, and how to evaluate it::
     }
 
 Every model rejects unknown fields (``extra="forbid"``), so a typo is a 422 naming the field, never a silently
-ignored option. Bounds on sizes keep one job from exhausting a worker.
+ignored option, and takes no loose types (``strict``: ``"width": true`` or ``"epochs": "10"`` is an error).
+Bounds on sizes keep one job from exhausting a worker.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ BackwardSolverName = Literal["gmres", "neumann", "fixed_point"]
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
+    """Unknown fields and loose types are errors: ``strict`` takes no ``true`` for a number and no ``"10"`` for
+    one (an integer is still a valid float; a float is no integer)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False, strict=True)
 
 
 # ---------------------------------------------------------------------------------------------------- dataset

@@ -11,6 +11,11 @@ SQLite (the embedded default) is shared by the API and the worker, which write a
 runs in WAL mode (readers do not block the writer) with a 30 s busy timeout (a writer waits for the lock instead of
 failing with "database is locked"), and foreign keys on.
 
+A server database (PostgreSQL) bounds every wait for a connection: connecting times out after
+:data:`PG_CONNECT_TIMEOUT_S`, waiting for a pooled one after :data:`POOL_TIMEOUT_S`, and after a connect timed out
+the next ones fail at once for :data:`CONNECT_FAILED_HOLD_S` (:class:`ConnectGate`), so a burst of requests against
+a hung server is answered (API: 503) within about one connect timeout.
+
 A server database (PostgreSQL) checks a pooled connection with a ``SELECT 1`` before handing it out only when it
 has sat idle in the pool for :data:`PING_AFTER_IDLE_S` or more (:func:`_ping_idle_connections`): the server or a
 network device may have dropped it meanwhile. A connection that was in use a moment ago is handed out as it is —
@@ -45,6 +50,9 @@ from core.config import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
+POOL_TIMEOUT_S = PG_CONNECT_TIMEOUT_S  # the longest wait for a pooled connection (SQLAlchemy's default: 30 s)
+SLOW_CONNECT_S = 1.0  # a connect that fails after this long means a hung server (ConnectGate)
+CONNECT_FAILED_HOLD_S = 2.0  # after a slow failed connect, new connects fail at once for this long (then try again)
 PING_AFTER_IDLE_S = 1.0
 POOL_SIZE = 5  # connections a server database's pool keeps open (SQLAlchemy's default; up to 10 more while busy)
 
@@ -94,6 +102,33 @@ def _ping_idle_connections(engine: Engine, idle_seconds: float = PING_AFTER_IDLE
             raise InvalidatePoolError(f"idle connection lost: {exc}") from exc
 
 
+class ConnectGate:
+    """Fail fast while the database is known to hang: after a connect attempt failed *slowly* (no answer for
+    :data:`SLOW_CONNECT_S` or more: a hung server or network, not a refusal), every new connect in the next
+    ``hold_s`` seconds fails at once with the same error instead of waiting out its own timeout. A burst of
+    requests against a hung server then gets its 503s within about one connect timeout: the requests that queued
+    for the pool meanwhile would otherwise each start another 10 s attempt, wave after wave. A quick failure (a
+    refused connection) does not close the gate: retrying it costs nothing, and a restarted server is seen at once.
+    """
+
+    def __init__(self, hold_s: float = CONNECT_FAILED_HOLD_S) -> None:
+        self.hold_s = hold_s
+        self._failed_at = -float("inf")
+        self._error: Exception | None = None
+
+    def connect(self, dialect, cargs, cparams):
+        since = time.monotonic() - self._failed_at
+        if self._error is not None and since < self.hold_s:
+            raise type(self._error)(f"{self._error} (a connect timed out {since:.1f} s ago)")
+        start = time.monotonic()
+        try:
+            return dialect.loaded_dbapi.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError as exc:
+            if time.monotonic() - start >= SLOW_CONNECT_S:
+                self._failed_at, self._error = time.monotonic(), exc
+            raise
+
+
 def _create_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -111,7 +146,15 @@ def _create_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
         # an unreachable server fails the request (API: 503) after this many seconds instead of hanging
         connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
-    engine = create_engine(url, pool_size=POOL_SIZE, connect_args=connect_args, json_deserializer=_json_loads)
+    engine = create_engine(
+        url,
+        pool_size=POOL_SIZE,
+        pool_timeout=POOL_TIMEOUT_S,  # a pool timeout is a 503 too (api.errors), within the same bound
+        connect_args=connect_args,
+        json_deserializer=_json_loads,
+    )
+    gate = ConnectGate()
+    event.listen(engine, "do_connect", lambda dialect, _record, cargs, cparams: gate.connect(dialect, cargs, cparams))
     _ping_idle_connections(engine)
     return engine
 

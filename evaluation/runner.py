@@ -48,6 +48,23 @@ class SanityCheckFailed(RuntimeError):
     """Evaluated numbers break an invariant (e.g. certified > PGD accuracy): a bug, never stored."""
 
 
+class JobStopped(Exception):
+    """``should_stop`` said so (the job was cancelled or its lease lost): raised at the model's next forward pass."""
+
+
+def stop_at_next_forward(model: nn.Module, should_stop: Callable[[], bool]):
+    """A forward pre-hook on ``model`` that raises :class:`JobStopped` once ``should_stop()`` is true: every phase
+    runs the model batch by batch (each training batch, each attack step and restart — torchattacks' loops
+    included —, each Gaussian draw, each plug-and-play iteration), so one check there stops them all at the next
+    batch. Returns the hook's handle (``.remove()`` it)."""
+
+    def check(_module: nn.Module, _inputs: tuple) -> None:
+        if should_stop():
+            raise JobStopped("stopped: the job was cancelled or its lease lost")
+
+    return model.register_forward_pre_hook(check)
+
+
 @dataclass
 class RunResult:
     """``metrics`` and ``info`` go to ``result.json`` (and the database); ``arrays`` holds per-sample data that
@@ -311,11 +328,13 @@ def run_job(
         out_dir: if given, write ``result.json``, ``model.safetensors``, ``spec.json`` and the plots
             ``plot_gaussian.png``, ``plot_eps.png``, ``plot_radius.png`` (those the evaluation supports) there.
         progress: called with ``{"phase": "train", "epoch", "epochs", "loss"}`` / ``{"phase": "evaluate", "step"}``.
-        should_stop: polled between epochs; when it returns True training stops early.
+        should_stop: polled before every forward pass of the model (:func:`stop_at_next_forward`) and between
+            epochs; when it returns True the job stops with :class:`JobStopped`, in whatever phase it is.
     Returns:
         :class:`RunResult` with flat metrics, info (versions, attack settings, solver diagnostics) and the model.
     Raises:
         TrainingDiverged, SanityCheckFailed, ValueError, RuntimeError: the job fails with that message.
+        JobStopped: ``should_stop`` returned True.
     """
     progress = progress or (lambda _event: None)
     device = resolve_device(spec.device)
@@ -332,13 +351,22 @@ def run_job(
         "warnings": [],
     }
     metrics: dict[str, float] = {}
+    stop_hook = stop_at_next_forward(model, should_stop) if should_stop is not None else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        if spec.checkpoint is None:
-            summary = train_classifier(model, data, spec.train, device, progress, should_stop, task=data.task)
-            metrics.update(summary)
-        start = time.perf_counter()
-        eval_metrics, eval_info = evaluate(model, spec, data, device, progress)
+        try:
+            if spec.checkpoint is None:
+                summary = train_classifier(model, data, spec.train, device, progress, should_stop, task=data.task)
+                metrics.update(summary)
+            if should_stop is not None and should_stop():  # training broke off between two epochs
+                raise JobStopped("stopped: the job was cancelled or its lease lost")
+            start = time.perf_counter()
+            eval_metrics, eval_info = evaluate(model, spec, data, device, progress)
+            if should_stop is not None and should_stop():  # a phase without a forward pass at its end (certified)
+                raise JobStopped("stopped: the job was cancelled or its lease lost")
+        finally:
+            if stop_hook is not None:
+                stop_hook.remove()
         metrics.update(eval_metrics)
         metrics["eval_seconds"] = time.perf_counter() - start
     arrays = {RADIUS_KEY: eval_info.pop(RADIUS_KEY)} if RADIUS_KEY in eval_info else {}

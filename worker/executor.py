@@ -6,9 +6,12 @@ Celery-free, so it can be called (and tested) without a broker::
 
 * **claim**: :func:`db.jobs.claim_job` takes the job atomically; a job that is finished, cancelled or held by
   another worker with a live lease is *dropped* (a duplicate delivery).
-* **heartbeat**: a daemon thread renews the lease every ``lease_seconds / 3``; when renewal fails (the job was
-  cancelled, or the lease expired and another worker took over) it raises a stop flag, which the runner polls
-  between epochs (``should_stop``) and the progress callback turns into :class:`JobAborted`.
+* **heartbeat**: a daemon thread renews the lease every ``stop_check_seconds`` (at most every ``lease_seconds / 3``);
+  when renewal fails (the job was cancelled, or the lease expired and another worker took over) it raises a stop
+  flag, which the runner checks before every forward pass of the model (``should_stop``: training, each attack,
+  certification, plug-and-play stop at the next batch, :class:`evaluation.runner.JobStopped`) and the progress
+  callback turns into :class:`JobAborted`. A cancelled job frees its worker within about ``stop_check_seconds``
+  plus one batch.
 * **progress**: written to the database at most every ``settings.progress_interval`` seconds (and at each change
   of phase); training reports carry ``seconds_per_epoch`` and ``eta_seconds`` timed from the epochs so far.
 * **artifacts**: ``artifact:<id>`` references in the spec (uploaded checkpoint or dataset) are resolved to files
@@ -68,7 +71,7 @@ class Heartbeat(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        interval = max(self.settings.lease_seconds / 3.0, 0.05)
+        interval = max(min(self.settings.lease_seconds / 3.0, self.settings.stop_check_seconds), 0.05)
         while not self._stop_event.wait(interval):
             try:
                 with session_scope(self.settings.database_url) as session:
@@ -184,10 +187,13 @@ def execute_job(job_id: str, worker: str | None = None, settings: Settings | Non
         # "artifact:<id>" (uploaded checkpoint / dataset) → the file under this machine's artifacts_dir
         spec = resolve_spec(load_spec(job.spec), settings.artifacts_dir)
         _configure_torch(settings)
-        from evaluation.runner import run_job  # preloaded by the worker (worker.tasks); imported here for tests
+        from evaluation.runner import JobStopped, run_job  # preloaded by the worker (worker.tasks); here for tests
 
         out_dir = settings.artifacts_dir / job_id
-        result = run_job(spec, out_dir=out_dir, progress=progress, should_stop=heartbeat.lost.is_set)
+        try:
+            result = run_job(spec, out_dir=out_dir, progress=progress, should_stop=heartbeat.lost.is_set)
+        except JobStopped as exc:
+            raise JobAborted(str(exc)) from None
         if heartbeat.lost.is_set():
             raise JobAborted("the job is no longer this worker's (cancelled or lease taken over)")
         info = dict(result.info)

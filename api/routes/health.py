@@ -1,7 +1,11 @@
-"""``/healthz``: 200 when the database and the broker both answer, 503 naming the one that does not."""
+"""``/healthz``: 200 when the database and the broker both answer, 503 naming the one that does not.
+
+The route needs no key, so its body says only which service is down ("database unreachable"); the driver's error
+(host, port, database name) goes to the log."""
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter
@@ -15,6 +19,7 @@ from core.provenance import current_code
 from db.session import get_engine
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
 
 
 def _database_error(url: str) -> str | None:
@@ -32,10 +37,13 @@ def healthz(settings: SettingsDep, dispatcher: DispatcherDep) -> Health | JSONRe
         db_future = pool.submit(_database_error, settings.database_url)
         broker_future = pool.submit(dispatcher.broker_error)
         db_error, broker_error = db_future.result(), broker_future.result()
+    for name, error in (("database", db_error), ("broker", broker_error)):
+        if error is not None:
+            log.warning("healthz: %s unreachable: %s", name, error)
     health = Health(
         status="ok" if db_error is None and broker_error is None else "unavailable",
-        database=ComponentHealth(ok=db_error is None, detail=db_error),
-        broker=ComponentHealth(ok=broker_error is None, detail=broker_error),
+        database=ComponentHealth(ok=db_error is None, detail=None if db_error is None else "database unreachable"),
+        broker=ComponentHealth(ok=broker_error is None, detail=None if broker_error is None else "broker unreachable"),
         version=current_code().version,
         code_version=current_code().identity,
         protocol_version=current_protocol(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -13,6 +14,7 @@ from api.deps import DispatcherDep, SessionDep, SettingsDep
 from api.schemas import AUTH_ERRORS, JobFile, JobFiles, JobList, JobOut, JobResults, JobStatusName, Message
 from api.security import ReadAccess, WriteAccess
 from api.uploads import check_spec_references
+from core.budget import over_limits
 from core.protocol import current_protocol
 from core.provenance import current_code
 from core.spec import JobSpec
@@ -74,9 +76,17 @@ def submit_job(
     evaluation protocol version (``X-Robustlab-Reused: succeeded-job``): the runs are seeded, so running it again
     would give the same numbers. Other code, or another protocol, runs a new job.
 
+    A spec whose estimated cost (:mod:`core.budget`: parameters, activation memory, evaluation passes and
+    work) is over a ``ROBUSTLAB_MAX_*`` limit is ``422`` naming the estimate and the limit.
+
     ``checkpoint`` / ``dataset.artifact`` may name uploads as ``artifact:<id>``; an unknown one is ``422`` (with
     ``ROBUSTLAB_AUTH=keys`` they must: a path on the worker's machine is refused). ``checkpoint`` may also be
     ``job:<id>``: the weights a succeeded job kept (``422`` when it kept none)."""
+    too_large = over_limits(spec, settings)  # estimated parameters, memory, evaluation passes and work
+    if too_large:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", field), "msg": msg, "input": None} for field, msg in too_large]
+        )
     source_id = parse_job_ref(spec.checkpoint)
     if source_id is not None:
         source = jobs.get_job(session, source_id) if len(source_id) <= 64 else None

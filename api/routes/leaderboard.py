@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -42,6 +43,8 @@ compare_router = APIRouter(prefix="/compare", tags=["leaderboard"])
 
 METRIC_PATTERN = r"^[A-Za-z0-9_]+(@[0-9.eE+-]+)?$"
 MAX_COMPARE = 50
+MAX_CURSOR_RANK = 2**31 - 1  # a decoded cursor outside these bounds was not made by this API
+MAX_CURSOR_ID = 64
 JSON = "application/json"
 
 
@@ -82,7 +85,10 @@ def decode_cursor(cursor: str, fingerprint: str) -> tuple[tuple[float, str], int
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         after = (float(data["v"]), str(data["id"]))
         rank, query = int(data["r"]), data["q"]
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        if not math.isfinite(after[0]) or not 1 <= rank <= MAX_CURSOR_RANK or len(after[1]) > MAX_CURSOR_ID:
+            raise ValueError("out of range")
+        after[1].encode()  # a lone surrogate (from a "\\ud800" escape) cannot be sent to the database
+    except (ValueError, TypeError, KeyError, OverflowError, UnicodeError, AttributeError):
         raise _invalid("cursor", "not a cursor of this API (pass next_cursor back unchanged)", cursor) from None
     if query != fingerprint:
         raise _invalid("cursor", "this cursor belongs to a query with other filters, metric or order", cursor)

@@ -3,7 +3,9 @@ transport on SQLite): validation errors, 404/409, submission, listing, leaderboa
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,6 +164,28 @@ def test_health_503_names_what_is_down(tmp_path: Path, sqlite_url: str) -> None:
     with TestClient(create_app(down, recovery=False)) as client:
         body = client.get("/healthz").json()
         assert not body["database"]["ok"] and body["broker"]["ok"]
+
+
+def test_health_503_does_not_leak_where_the_services_are(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Unauthenticated: the body says which service is down, the log says where (issue 18, item 8). The real
+    PostgreSQL server, asked for a database that does not exist: its error names host, port and database."""
+    missing = f"robustlab_missing_{uuid.uuid4().hex[:8]}"
+    broker_port = free_port()
+    down = make_settings(
+        tmp_path,
+        f"postgresql+psycopg://postgres@127.0.0.1:5432/{missing}",
+        broker_url=f"redis://127.0.0.1:{broker_port}/0",
+    )
+    app = create_app(down, recovery=False)
+    with caplog.at_level(logging.WARNING, logger="api.routes.health"), TestClient(app) as c:
+        r = c.get("/healthz")
+    assert r.status_code == 503
+    body = r.json()
+    assert body["database"] == {"ok": False, "detail": "database unreachable"}
+    assert body["broker"] == {"ok": False, "detail": "broker unreachable"}
+    for secret in (missing, "5432", "127.0.0.1", str(broker_port)):
+        assert secret not in r.text
+    assert missing in caplog.text and str(broker_port) in caplog.text  # the details are logged
 
 
 def test_openapi_and_docs(client: TestClient) -> None:
