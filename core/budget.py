@@ -90,11 +90,12 @@ def eval_passes(spec: JobSpec) -> float:
     if ev.gaussian is not None:
         passes += len(ev.gaussian.sigmas) * ev.gaussian.repeats
     if ev.pgd is not None:
-        passes += len(ev.pgd.norm) * len(ev.pgd.eps) * ev.pgd.steps * ev.pgd.restarts
+        # and once more with twice the steps at each norm's largest ε (evaluation.best_known's reliability check)
+        passes += len(ev.pgd.norm) * (len(ev.pgd.eps) + 2) * ev.pgd.steps * ev.pgd.restarts
     if ev.autoattack is not None:
         aa = ev.autoattack
-        per_eps = sum(aa.queries if attack == "square" else aa.steps for attack in aa.attacks)
-        passes += len(aa.norm) * len(aa.eps) * per_eps
+        per_eps = sum(aa.queries if attack == "square" else aa.steps for attack in aa.attacks) * aa.restarts
+        passes += len(aa.norm) * (len(aa.eps) + int(aa.sanity)) * per_eps  # the sanity ε too
     if ev.plug_and_play is not None:
         passes += len(ev.plug_and_play.sigmas) * ev.plug_and_play.iterations
     return passes
