@@ -29,6 +29,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from core.families import family_of
 from db.models import Job
 
 CSV_MEDIA_TYPE = "text/csv"
@@ -37,18 +38,6 @@ CSV_FIXED = ("rank", "job_id", "name", "dataset", "family", "task", "width", "de
 CSV_ROBUST = ("threat_model", "eps", "robust_acc", "autoattack_acc", "attack", "flags")
 CSV_TAIL = ("created_at", "finished_at", "hyper_parameters")
 
-ARCHITECTURES = {
-    "explicit": "explicit ResNet (explicit Euler steps)",
-    "implicit": "implicit θ-method residual network",
-    "hamiltonian": "Hamiltonian (symplectic) network",
-    "lipschitz": "1-Lipschitz gradient-flow network",
-    "ode": "neural ODE (θ-method)",
-}
-PAPERS = {
-    "implicit": "Reshniak & Webster, Robust learning with implicit residual networks",
-    "hamiltonian": "Murari, Neural Networks as Dynamical Systems: Hamiltonian and 1-Lipschitz Networks",
-    "lipschitz": "Murari, Neural Networks as Dynamical Systems: Hamiltonian and 1-Lipschitz Networks",
-}
 THREAT_MODELS = {
     f"{kind}_{norm.lower()}_acc": norm for kind in ("robust", "autoattack", "pgd") for norm in ("Linf", "L2")
 } | {"certified_l2_acc": "L2"}
@@ -150,7 +139,8 @@ def _threat(metric: str, metrics: Mapping[str, float]) -> tuple[str, str | None,
 
 def _architecture(entry: Any) -> str:
     hp = entry.hyper_parameters or {}
-    parts = [ARCHITECTURES.get(entry.family, f"{entry.family} network")]
+    family = family_of(entry.family)
+    parts = [family.label if family else f"{entry.family} network"]
     details = []
     if entry.family == "implicit" and hp.get("theta") is not None:
         details.append(f"θ={hp['theta']:g}")
@@ -249,6 +239,7 @@ def robustbench_models(
             footnote += f" Certified L2 accuracy at ε = {eps_text} (a sound lower bound): {percent(certified)}%."
         if r["flags"]:
             footnote += " Unreliable: " + "; ".join(f"{f['flag']} ({f['reason']})" for f in r["flags"]) + "."
+        family = family_of(e.family)
         out.append(
             {
                 "link": job_url.format(job_id=e.job_id),
@@ -269,7 +260,7 @@ def robustbench_models(
                 "flags": r["flags"],
                 "unreliable": bool(r["flags"]),
                 "footnote": footnote,
-                "paper": PAPERS.get(e.family, ""),
+                "paper": family.paper if family else "",
                 "job_id": e.job_id,
             }
         )

@@ -77,7 +77,7 @@ def register_family(family: Family) -> Family:
     return family
 
 
-register_family(Family("explicit", "explicit residual network (ResNet)", theta=lambda _model: 0.0))
+register_family(Family("explicit", "explicit ResNet (explicit Euler steps)", theta=lambda _model: 0.0))
 register_family(Family("implicit", "implicit θ-method residual network", RESHNIAK_WEBSTER, _spec_theta, _solver))
 register_family(Family("ode", "neural ODE (θ-method)", RESHNIAK_WEBSTER, _spec_theta, _ode_extras))
 register_family(Family("hamiltonian", "Hamiltonian (symplectic) network", MURARI))
