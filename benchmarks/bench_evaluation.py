@@ -21,9 +21,9 @@ Three ratios, each on the same model and the same data for both sides:
   information: it is one forward more than "cold, in a job".
 
 Models for PGD and Gaussian: an explicit ResNet and an implicit θ = 0.5 network with spectral normalisation (the
-seed-001 field F^{α,β}), built by ``models.build_model`` from a spec. Weights are the seeded initialisation
-everywhere (throughput does not depend on training; a preset whose initial weights have no bound is skipped).
-Timings interleave the candidates round by round (a load change on a shared machine hits
+Reshniak & Webster's poster's field F^{α,β}), built by ``models.build_model`` from a spec. Weights are the seeded
+initialisation everywhere (throughput does not depend on training; a preset whose initial weights have no bound is
+skipped). Timings interleave the candidates round by round (a load change on a shared machine hits
 both alike); times are medians over rounds and each ratio is the median of the per-round ratios.
 """
 

@@ -2,7 +2,7 @@
 
 ::
 
-    robustlab sweep examples/spirals-theta-sweep.json --compare-seed001
+    robustlab sweep examples/spirals-theta-sweep.json --compare-reshniak-webster
     robustlab sweep examples/spirals-implicit.json --set model.theta=0,0.25,0.5,0.75,1 \\
         --set train.regularizers.stochastic.sigma=0.01,0.05 --out runs/theta --jobs 2
     robustlab sweep examples/spirals-implicit.json --set model.theta=0,1 --server http://127.0.0.1:8000
@@ -25,7 +25,7 @@ from rich.table import Table
 
 from core.metrics import gaussian_kind
 from evaluation.sweep import (
-    SEED001_GAUSSIAN,
+    POSTER_GAUSSIAN,
     PointOutcome,
     SweepError,
     SweepPoint,
@@ -36,8 +36,8 @@ from evaluation.sweep import (
     main_metric_columns,
     merge_axes,
     parse_set,
+    poster_reference,
     run_points_local,
-    seed001_reference,
     spirals_noise_ceiling,
     split_sweep,
     summary,
@@ -129,29 +129,29 @@ def comparison_table(outcomes: Sequence[PointOutcome], title: str) -> Table:
     return table
 
 
-def seed001_table(outcomes: Sequence[PointOutcome], ceiling: Mapping[float, float] | None = None) -> Table | None:
-    """Rows: noise σ of seed 001's table; for every point whose θ the table has, our Gaussian accuracy beside
-    the seed's (both %), after the data's noise ``ceiling`` when given (:func:`shared_noise_ceiling`). ``None``
-    when no point has such a θ."""
-    ours = [(o, seed001_reference(theta_of(o.point))) for o in outcomes if o.ok]
+def poster_table(outcomes: Sequence[PointOutcome], ceiling: Mapping[float, float] | None = None) -> Table | None:
+    """Rows: noise σ of the table of Reshniak & Webster's poster; for every point whose θ the table has, our Gaussian
+    accuracy beside the seed's (both %), after the data's noise ``ceiling`` when given (:func:`shared_noise_ceiling`).
+    ``None`` when no point has such a θ."""
+    ours = [(o, poster_reference(theta_of(o.point))) for o in outcomes if o.ok]
     ours = [(o, ref) for o, ref in ours if ref is not None]
     if not ours:
         return None
     labels = axis_labels(list(ours[0][0].point.params))
     caption = (
-        "seed 001: Reshniak & Webster, poster 'Robust learning with implicit residual networks' "
+        "RW poster: Reshniak & Webster, poster 'Robust learning with implicit residual networks' "
         "(same σ grid; their data and model, not ours)"
     )
     if ceiling is not None:
         caption += "; nearest arm: the rule that knows the spirals' curves, on our noisy draws (the data's ceiling)"
-    table = Table(title="Gaussian-noise accuracy (%): this sweep beside seed 001", caption=caption)
+    table = Table(title="Gaussian-noise accuracy (%): this sweep beside Reshniak & Webster's poster", caption=caption)
     table.add_column("σ", justify="right", style="bold")
     if ceiling is not None:
         table.add_column("nearest\narm", justify="right", style="italic")
     for o, _ in ours:
         table.add_column(f"ours\n{o.point.label(labels)}", justify="right")
-        table.add_column(f"seed 001\nθ={format_value(theta_of(o.point))}", justify="right", style="dim")
-    for sigma in sorted(SEED001_GAUSSIAN):
+        table.add_column(f"RW poster\nθ={format_value(theta_of(o.point))}", justify="right", style="dim")
+    for sigma in sorted(POSTER_GAUSSIAN):
         row = [f"{sigma:.2f}"]
         if ceiling is not None:
             row.append(_pct(_at(ceiling, sigma)))
@@ -259,8 +259,14 @@ def sweep(
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="output directory (default: runs/<name>-sweep)")] = None,
     server: Annotated[str | None, typer.Option("--server", help="submit the points to this API and wait")] = None,
-    compare_seed001: Annotated[
-        bool, typer.Option("--compare-seed001", help="print seed 001's Gaussian-noise table beside ours")
+    compare_reshniak_webster: Annotated[
+        bool,
+        typer.Option(
+            "--compare-reshniak-webster",
+            "--compare-seed001",
+            help="print the Gaussian-noise table of Reshniak & Webster's poster beside ours (--compare-seed001: "
+            "the old name)",
+        ),
     ] = False,
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="in-process: points run in parallel processes")] = 1,
     poll: Annotated[float, typer.Option(help="--server: seconds between status polls")] = 1.0,
@@ -294,17 +300,17 @@ def sweep(
         outcomes.sort(key=lambda o: o.point.index)
 
     print_wide(comparison_table(outcomes, title))
-    if compare_seed001:
+    if compare_reshniak_webster:
         ceiling = shared_noise_ceiling([o for o in outcomes if o.ok])  # one noisy pass of the nearest-arm rule
-        table = seed001_table(outcomes, ceiling)
+        table = poster_table(outcomes, ceiling)
         if table is None:
-            console.print("no point has a θ of seed 001's table (0, 0.25, 0.5, 0.75, 1): nothing to compare")
+            console.print("no point has a θ of the poster's table (0, 0.25, 0.5, 0.75, 1): nothing to compare")
         else:
             print_wide(table)
         for line in trend_lines(outcomes, ceiling):
             console.print(line, highlight=False)
     if out_dir is not None:
-        _write_summary(Path(out_dir), outcomes, base.get("name", "sweep"), compare_seed001)
+        _write_summary(Path(out_dir), outcomes, base.get("name", "sweep"), compare_reshniak_webster)
     if not all(o.ok for o in outcomes):
         raise typer.Exit(1)
 
@@ -325,7 +331,7 @@ def _write_summary(out_dir: Path, outcomes: Sequence[PointOutcome], name: str, r
         refs = {}
         theta_only = list(labels) == ["model.theta"]
         for o in outcomes:
-            ref = seed001_reference(theta_of(o.point))
+            ref = poster_reference(theta_of(o.point))
             if ref is not None:  # a θ-only grid: our label, so the same colour as our curve; else one per θ
                 refs[o.point.label(labels) if theta_only else f"θ={format_value(theta_of(o.point))}"] = ref
     try:

@@ -72,15 +72,15 @@ TaskName = Literal["classification", "regression", "denoising"]
 
 
 class DatasetSpec(StrictModel):
-    """Which data. ``spirals`` is the two-spirals problem of Haber & Ruthotto used in seed 002 (200 points,
+    """Which data. ``spirals`` is the two-spirals problem of Haber & Ruthotto used in Reshniak & Webster (200 points,
     every other point held out); ``digits`` is scikit-learn's bundled 8×8 UCI digits; ``upload`` is a user's
     ``.npz`` named by ``artifact`` (the first ``n_train`` / ``n_test`` rows of its splits).
 
-    Regression (seed 002, 001): ``sine`` fits sin x + 0.1·cos 19x on [−5, 5] from ``n_train`` equally spaced
+    Regression (Reshniak & Webster, 001): ``sine`` fits sin x + 0.1·cos 19x on [−5, 5] from ``n_train`` equally spaced
     points (the seed: 51; test: the ``n_test`` cell midpoints); ``lotka_volterra`` learns the Δt = 0.2 flow map
     z_k ↦ z_{k+1} of ż₁ = 2/3·z₁ − 4/3·z₁z₂, ż₂ = z₁z₂ − z₂ from 50-step trajectories (n_train, n_test count pairs).
     For both, ``noise`` is Gaussian noise on the training targets.
-    Denoising (seed 000; inputs and targets in [0, 1]): ``digits_denoising`` maps clean + ``noise``·N(0, I)
+    Denoising (Reshniak; inputs and targets in [0, 1]): ``digits_denoising`` maps clean + ``noise``·N(0, I)
     (clipped; ``noise`` = σ_train, required > 0) to the clean digit; ``digits_completion`` maps a digit with the
     ``mask``'s pixels set to 0 (plus optional ``noise``) to the clean digit."""
 
@@ -91,8 +91,8 @@ class DatasetSpec(StrictModel):
     noise: NonNegFloat = 0.0
     scale: PosFloat = Field(
         1.0,
-        description="spirals only: multiply the coordinates (points in [-scale, scale]²). 4 puts seed 001's "
-        "Gaussian-noise levels σ = 0…0.5 on the scale of its table (examples/spirals-theta-sweep.json)",
+        description="spirals only: multiply the coordinates (points in [-scale, scale]²). 4 puts the Gaussian-noise "
+        "levels σ = 0…0.5 of Reshniak & Webster's poster on the scale of its table (examples/spirals-theta-sweep.json)",
     )
     artifact: str | None = Field(
         None,
@@ -126,8 +126,8 @@ class DatasetSpec(StrictModel):
 
 # ---------------------------------------------------------------------------------------------------- model
 class SpectralSpec(StrictModel):
-    """Eigenvalue placement of seed 001: F^{α,β}(x) = (α+β)/2·x + (β−α)/2·S(ϑ)⊙F̃(x), F̃ spectrally normalised,
-    so the spectrum of ∂F lies in the disc centred at (α+β)/2 with radius (β−α)/2."""
+    """Eigenvalue placement of Reshniak & Webster's poster: F^{α,β}(x) = (α+β)/2·x + (β−α)/2·S(ϑ)⊙F̃(x), F̃ spectrally
+    normalised, so the spectrum of ∂F lies in the disc centred at (α+β)/2 with radius (β−α)/2."""
 
     lower: float = Field(-1.0, ge=-100.0, le=100.0, allow_inf_nan=False)
     upper: float = Field(1.0, ge=-100.0, le=100.0, allow_inf_nan=False)
@@ -141,7 +141,7 @@ class SpectralSpec(StrictModel):
 
 class SolverSpec(StrictModel):
     """Forward (nonlinear) and backward (linear, implicit differentiation) solvers of an implicit layer.
-    Defaults follow seed 002: TOL = 1e-5, at most 50 iterations."""
+    Defaults follow Reshniak & Webster: TOL = 1e-5, at most 50 iterations."""
 
     forward: ForwardSolverName = "anderson"
     backward: BackwardSolverName = "gmres"
@@ -155,18 +155,18 @@ class ModelSpec(StrictModel):
     """A residual network: input embedding → ``depth`` residual steps of step size ``h`` → linear head.
 
     ``family="explicit"``: y = x + h·F(x) (explicit Euler, a ResNet).
-    ``family="implicit"``: y = x + h[(1−θ)F(x) + θF(y)] (θ-method, seed 002).
+    ``family="implicit"``: y = x + h[(1−θ)F(x) + θF(y)] (θ-method, Reshniak & Webster).
     F(x) = W₂σ(W₁x + b₁) + b₂ with ``hidden`` units (default: ``width``).
-    ``family="hamiltonian"``: symplectic Euler steps on x = (q, p) (seed 003): p ← p − h∇U(q), q ← q + h∇K(p),
+    ``family="hamiltonian"``: symplectic Euler steps on x = (q, p) (Murari): p ← p − h∇U(q), q ← q + h∇K(p),
     ∇K(p) = Aᵀdiag(u)σ(Ap + a) with ``hidden`` units; ``width`` = 2·dim(q) must be even.
     ``family="lipschitz"``: 1-Lipschitz gradient-flow steps x ← x − τWᵀσ(Wx + b), τ ∈ [0, 2/‖W‖²] learned per
-    layer (seed 003; ``h`` unused), between a spectrally normalised embedding and head. With ``conv=True`` the
+    layer (Murari; ``h`` unused), between a spectrally normalised embedding and head. With ``conv=True`` the
     state is ``channels`` × n × n (square single-channel images, n² = input_dim; ``width`` unused), W is a
     ``kernel_size`` convolution and ``hidden`` counts its output channels (default: ``channels``).
     ``conv=True`` with ``family="explicit"``/``"implicit"``: a k×k convolutional lift to ``channels`` maps, then
     F(x) = K₂⋆σ(K₁⋆x + b₁) + b₂ (``hidden`` intermediate channels) on the ``channels`` × n × n state; Lipschitz
     bounds from the exact operator norms of the convolutions (``spectral`` is not available with ``conv``).
-    ``family="ode"``: the neural ODE of seed 002 (eq. 11), ẏ = γ₂σ(γ₁y + b₁) on t ∈ [0, ``t_final``] from the
+    ``family="ode"``: the neural ODE of Reshniak & Webster (eq. 11), ẏ = γ₂σ(γ₁y + b₁) on t ∈ [0, ``t_final``] from the
     augmented y(0) = (x, x) (state 2·input_dim; ``width`` unused), γ₁, γ₂ normalised by the spectral radius of
     γ₂γ₁ at initialisation, b₁ = 0, ``hidden`` units (default 100), discretised by ``depth`` θ-steps of size
     h = t_final/depth (``h`` unused), ``theta`` (default 0.5) and ``solver`` as for ``implicit``.
@@ -182,7 +182,7 @@ class ModelSpec(StrictModel):
         None, ge=0.0, le=1.0, allow_inf_nan=False, description="families 'implicit' and 'ode' only; default 0.5"
     )
     t_final: PosFloat | None = Field(
-        None, description="family 'ode' only: the time horizon T (default 10, seed 002); the step is T/depth"
+        None, description="family 'ode' only: the time horizon T (default 10, Reshniak & Webster); the step is T/depth"
     )
     activation: Literal["tanh", "relu", "softplus", "sigmoid"] = "tanh"
     shared_weights: bool = False
@@ -203,7 +203,7 @@ class ModelSpec(StrictModel):
         if self.family in ("implicit", "ode") and self.theta is None:
             self.theta = 0.5
         if self.family == "ode" and self.t_final is None:
-            self.t_final = 10.0  # seed 002, eq. 11: t ∈ [0, 10]
+            self.t_final = 10.0  # Reshniak & Webster, eq. 11: t ∈ [0, 10]
         if self.family != "ode" and self.t_final is not None:
             raise ValueError(f"model.t_final applies to family 'ode' only, not {self.family!r}")
         if self.family == "explicit" and self.theta not in (None, 0.0):
@@ -227,7 +227,7 @@ class ModelSpec(StrictModel):
         if family == "ode":
             if self.spectral is not None:
                 raise ValueError(
-                    "model.spectral does not apply to family 'ode' (seed 002 normalises γ₁, γ₂ by "
+                    "model.spectral does not apply to family 'ode' (Reshniak & Webster normalises γ₁, γ₂ by "
                     "the spectral radius of γ₂γ₁ at initialisation)"
                 )
             if self.h != defaults["h"].default:
@@ -268,8 +268,8 @@ class ModelSpec(StrictModel):
 
 # ---------------------------------------------------------------------------------------------------- train
 class StochasticRegularizer(StrictModel):
-    """R_rnd of seed 002 (eq. 10): Σ_t (t/T)^power Σ_p ‖y_t − ỹ_t^(p)‖ over ``streams`` perturbation streams, the
-    network's states on the inputs plus Gaussian noise of std ``sigma``, drawn anew for every batch."""
+    """R_rnd of Reshniak & Webster (eq. 10): Σ_t (t/T)^power Σ_p ‖y_t − ỹ_t^(p)‖ over ``streams`` perturbation streams,
+    the network's states on the inputs plus Gaussian noise of std ``sigma``, drawn anew for every batch."""
 
     sigma: PosFloat = 0.05
     weight: NonNegFloat = 1.0
@@ -298,7 +298,7 @@ class WeightedRegularizer(StrictModel):
 
 
 class FixedPointRegularizer(WeightedRegularizer):
-    """R_fp = Σ_t Σ_{k=1}^K (k/K)^p ‖r(y_t^k)‖ over the Picard iterates of each θ-step (seed 002, eq. 9);
+    """R_fp = Σ_t Σ_{k=1}^K (k/K)^p ‖r(y_t^k)‖ over the Picard iterates of each θ-step (Reshniak & Webster, eq. 9);
     families 'implicit' and 'ode'."""
 
     power: float = Field(1.0, ge=0.0, le=10.0, allow_inf_nan=False, description="p")
@@ -306,22 +306,24 @@ class FixedPointRegularizer(WeightedRegularizer):
 
 
 class DivergenceRegularizer(WeightedRegularizer):
-    """1/(dT) Σ_t (t/T)^p ∇·F_t(y_t) by Hutchinson's estimator (seed 001, "Trajectory regularization")."""
+    """1/(dT) Σ_t (t/T)^p ∇·F_t(y_t) by Hutchinson's estimator (Reshniak & Webster's poster, "Trajectory
+    regularization")."""
 
     power: float = Field(1.0, ge=0.0, le=10.0, allow_inf_nan=False, description="p")
     samples: int = Field(1, ge=1, le=16, description="Hutchinson probes per point")
 
 
 class TotalVariationRegularizer(WeightedRegularizer):
-    """1/T Σ_t ‖γ_t − γ_{t−1}‖² over the weights of consecutive steps (seed 001, "Trajectory regularization")."""
+    """1/T Σ_t ‖γ_t − γ_{t−1}‖² over the weights of consecutive steps (Reshniak & Webster's poster, "Trajectory
+    regularization")."""
 
 
 class FieldNormRegularizer(WeightedRegularizer):
-    """R_F = Σ_t ‖F_t(y_{t−1})‖², the vector field on the data (seed 000, eq. 7)."""
+    """R_F = Σ_t ‖F_t(y_{t−1})‖², the vector field on the data (Reshniak, eq. 7)."""
 
 
 class StabilityTraceRegularizer(WeightedRegularizer):
-    """R_λ = Σ_t Tr(R_tᵀR_t), R_t = R_θ(hDF) the step's Jacobian, by Hutchinson's estimator (seed 000, eq. 8)."""
+    """R_λ = Σ_t Tr(R_tᵀR_t), R_t = R_θ(hDF) the step's Jacobian, by Hutchinson's estimator (Reshniak, eq. 8)."""
 
     samples: int = Field(1, ge=1, le=16, description="Hutchinson probes per point")
     iterations: int = Field(50, ge=1, le=500, description="most Neumann iterations for (I − hθJ)ᵀw = v")
@@ -329,7 +331,7 @@ class StabilityTraceRegularizer(WeightedRegularizer):
 
 
 class NormalRegularizer(WeightedRegularizer):
-    """R_n = Σ_t ‖(θ-step from x + αn̂) − x‖², n̂ ∥ ∇‖F(x + ε)‖² the normal of the data manifold (seed 000,
+    """R_n = Σ_t ‖(θ-step from x + αn̂) − x‖², n̂ ∥ ∇‖F(x + ε)‖² the normal of the data manifold (Reshniak,
     eq. 9)."""
 
     alpha: PosFloat = Field(0.1, description="α, the distance of the perturbed point")
@@ -341,8 +343,8 @@ FIELD_REGULARIZERS = ("fixed_point", "divergence", "field_norm", "stability_trac
 
 
 class RegularizersSpec(StrictModel):
-    """``stochastic`` is R_rnd (seed 002, eq. 10); the others are the named functions of ``models.regularizers``,
-    each ``{"weight": w, …options}`` or just ``w``. R_adj (seed 000, eq. 10) is not offered."""
+    """``stochastic`` is R_rnd (Reshniak & Webster, eq. 10); the others are the named functions of
+    ``models.regularizers``, each ``{"weight": w, …options}`` or just ``w``. R_adj (Reshniak, eq. 10) is not offered."""
 
     stochastic: StochasticRegularizer | None = None
     fixed_point: FixedPointRegularizer | None = None
@@ -372,7 +374,7 @@ class TrainSpec(StrictModel):
     logit_scale: PosFloat = Field(
         1.0,
         description="train on cross-entropy of logit_scale·logits (evaluation is unaffected). A 1-Lipschitz model "
-        "has small logit gaps, so plain cross-entropy saturates at a poor optimum; a scale ≫ 1 lets it fit (seed 003)",
+        "has small logit gaps, so plain cross-entropy saturates at a poor optimum; a scale ≫ 1 lets it fit (Murari)",
     )
 
 
@@ -472,17 +474,17 @@ class CertifiedEval(StrictModel):
 
 
 class PlugAndPlayEval(StrictModel):
-    """Plug-and-play forward–backward reconstruction with the trained denoiser D (Murari, seed 003, "The
+    """Plug-and-play forward–backward reconstruction with the trained denoiser D (Murari, "The
     Plug-and-Play Method"): observe y = Kx + σ·N(0, I) (K a ``blur`` of the clean test image x; ``none``: K = I),
     then iterate x ← D_λ(x − α·Kᵀ(Kx − y)) from x₀ = Kᵀy with D_λ = (1 − λ)·id + λ·D (λ = ``relaxation``) and
     α = ``step_size`` (default 1/‖K‖₂²). With Lip(D) ≤ 1 and λ < 1, D_λ is λ-averaged; with α < 2/‖K‖₂² the
     gradient step is α‖K‖²/2-averaged, so the iteration is averaged and converges when it has a fixed point
-    (seed 003, "Convergence Theorem"). Reports ``pnp_psnr@σ`` and convergence diagnostics (``evaluation.pnp``)."""
+    (Murari, "Convergence Theorem"). Reports ``pnp_psnr@σ`` and convergence diagnostics (``evaluation.pnp``)."""
 
     sigmas: list[NonNegFloat] = Field(default_factory=lambda: [0.0, 0.02, 0.05, 0.1], min_length=1)
     iterations: int = Field(50, ge=1, le=10_000)
     blur: Literal["motion", "gaussian", "none"] = Field(
-        "motion", description="motion: horizontal 3-pixel box (seed 003's motion blur); gaussian: 3×3, std 0.8"
+        "motion", description="motion: horizontal 3-pixel box (Murari's motion blur); gaussian: 3×3, std 0.8"
     )
     step_size: PosFloat | None = Field(None, description="α; default 1/‖K‖₂²")
     relaxation: float = Field(0.5, gt=0.0, le=1.0, allow_inf_nan=False, description="λ of D_λ; < 1 for averagedness")

@@ -1,5 +1,5 @@
 """Certified L2 accuracy from Lipschitz margins (Murari, "Neural Networks as Dynamical Systems: Hamiltonian and
-1-Lipschitz Networks", seed 003, margin certificate; Tsuzuku et al., 2018).
+1-Lipschitz Networks", margin certificate; Tsuzuku et al., 2018).
 
 If the logit map f is L-Lipschitz in L2 and M = f_y − max_{k≠y} f_k, no perturbation with ‖δ‖₂ ≤ ε changes the
 class when M > √2·L·ε. For a linear head W on a body with Lipschitz constant L_body, the pairwise bound

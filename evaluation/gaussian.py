@@ -1,5 +1,5 @@
-"""Accuracy under additive Gaussian noise (seed 001, table "Classification accuracy for data corrupted with
-Gaussian noise")."""
+"""Accuracy under additive Gaussian noise (Reshniak & Webster's poster, table "Classification accuracy for data
+corrupted with Gaussian noise")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Three figures, written by :func:`write_plots` next to ``result.json``:
 
-* ``plot_gaussian.png`` — accuracy vs Gaussian noise σ, mean ± std over the draws (seed 001's table
+* ``plot_gaussian.png`` — accuracy vs Gaussian noise σ, mean ± std over the draws (Reshniak & Webster's poster's table
   "Classification accuracy for data corrupted with Gaussian noise", as a curve);
 * ``plot_eps.png`` — accuracy vs ε for PGD L∞, PGD L2, AutoAttack (when run) and certified L2 on one axis (clean
   accuracy at ε = 0);
@@ -330,7 +330,7 @@ def plot_sweep_gaussian(
     path: str | Path,
     title: str,
     reference: Mapping[str, Mapping[float, float]] | None = None,
-    reference_label: str = "seed 001",
+    reference_label: str = "RW poster",
     kind: str = "gaussian_acc",
 ) -> Path | None:
     """One accuracy-vs-σ curve per sweep point (solid) and, optionally, reference curves (dashed, same colour

@@ -1,7 +1,7 @@
 """Plug-and-play image reconstruction with a trained (1-Lipschitz) denoiser.
 
-Murari, "Neural Networks as Dynamical Systems: Hamiltonian and 1-Lipschitz Networks" (seed 003, "The Plug-and-Play
-Method", "Averaged maps", "Convergence Theorem", "Use in a Deblurring Task"). A clean image x is observed as
+Murari, "Neural Networks as Dynamical Systems: Hamiltonian and 1-Lipschitz Networks", "The Plug-and-Play
+Method", "Averaged maps", "Convergence Theorem", "Use in a Deblurring Task". A clean image x is observed as
 y = Kx + σ·ε, ε ~ N(0, I), K a blur (the seed deblurs a motion blur); with the data term f(x) = ½‖Kx − y‖², the
 proximal-gradient (forward–backward) iteration with the denoiser D in place of the proximal map is::
 
@@ -40,7 +40,7 @@ MONOTONE_RTOL, MONOTONE_ATOL = 1e-4, 1e-6
 
 def blur_kernel(kind: str) -> torch.Tensor | None:
     """The blur's kernel (k_h × k_w, float64, summing to 1), or ``None`` for K = I. ``motion``: a horizontal
-    3-pixel box (a short motion blur, as in seed 003's deblurring example); ``gaussian``: 3×3 with std 0.8."""
+    3-pixel box (a short motion blur, as in Murari's deblurring example); ``gaussian``: 3×3 with std 0.8."""
     if kind == "none":
         return None
     if kind == "motion":

@@ -9,7 +9,7 @@ checked by hand::
     mse = ((model(x) - y) ** 2).mean()
     psnr = 10 * log10(peak**2 / mse)
 
-Certified output bound (Murari, seed 003, "Certificates"; Tsuzuku et al., 2018): if Lip₂(f) ≤ L (a sound bound,
+Certified output bound (Murari, "Certificates"; Tsuzuku et al., 2018): if Lip₂(f) ≤ L (a sound bound,
 :func:`models.lipschitz_bound`), then ‖f(x + δ) − f(x)‖₂ ≤ L‖δ‖₂ for every δ, hence for each test pair (x, y) and
 every ‖δ‖₂ ≤ ε, ‖f(x + δ) − y‖₂ ≤ ‖f(x) − y‖₂ + Lε. With m output entries and d input entries this gives
 
@@ -129,8 +129,9 @@ def certified_regression(
 
 @torch.no_grad()
 def rollout_mse(model: nn.Module, trajectories: torch.Tensor) -> float:
-    """Seed 001's trajectory error (1/(50N))·Σ_i Σ_j ‖y_j^i − z^i(0.2j)‖² (as a mean over entries, i.e. divided by
-    the state size too): the model applied ``steps`` times from each true initial state, against the truth."""
+    """Reshniak & Webster's poster's trajectory error (1/(50N))·Σ_i Σ_j ‖y_j^i − z^i(0.2j)‖² (as a mean over entries,
+    i.e. divided by the state size too): the model applied ``steps`` times from each true initial state, against the
+    truth."""
     z = trajectories[:, 0]
     total = torch.zeros((), dtype=torch.float64, device=z.device)
     steps = trajectories.shape[1] - 1

@@ -10,7 +10,7 @@ before validation, so the rest is an ordinary job spec)::
     points = expand_grid(base, axes)               # validated JobSpecs, named <base>-theta=0.25 …
     outcomes = run_points_local(points)            # in-process; see cli/sweep.py for --server
 
-Axes are crossed (a Cartesian product), the first axis varying slowest. :data:`SEED001_GAUSSIAN` holds the
+Axes are crossed (a Cartesian product), the first axis varying slowest. :data:`POSTER_GAUSSIAN` holds the
 reference table of Reshniak & Webster's poster "Robust learning with implicit residual networks":
 classification accuracy (%) under Gaussian noise for θ = 0 … 1.
 """
@@ -36,15 +36,16 @@ from core.spec import JobSpec
 SWEEP_KEY = "sweep"
 MAX_POINTS = 256
 
-# Seed 001 (poster), "Classification accuracy for data corrupted with Gaussian noise": noise σ → {θ: accuracy %}.
-SEED001_THETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-SEED001_GAUSSIAN: dict[float, dict[float, float]] = {
-    0.0: dict(zip(SEED001_THETAS, (100.0, 100.0, 100.0, 100.0, 100.0), strict=True)),
-    0.1: dict(zip(SEED001_THETAS, (98.1, 100.0, 99.9, 99.9, 100.0), strict=True)),
-    0.2: dict(zip(SEED001_THETAS, (90.9, 96.7, 97.1, 97.9, 98.1), strict=True)),
-    0.3: dict(zip(SEED001_THETAS, (78.5, 87.3, 90.3, 91.9, 94.2), strict=True)),
-    0.4: dict(zip(SEED001_THETAS, (63.1, 75.1, 77.0, 78.9, 85.1), strict=True)),
-    0.5: dict(zip(SEED001_THETAS, (50.3, 63.2, 63.6, 65.4, 73.4), strict=True)),
+# Reshniak & Webster, poster "Robust learning with implicit residual networks", "Classification accuracy for data
+# corrupted with Gaussian noise": noise σ → {θ: accuracy %}.
+POSTER_THETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+POSTER_GAUSSIAN: dict[float, dict[float, float]] = {
+    0.0: dict(zip(POSTER_THETAS, (100.0, 100.0, 100.0, 100.0, 100.0), strict=True)),
+    0.1: dict(zip(POSTER_THETAS, (98.1, 100.0, 99.9, 99.9, 100.0), strict=True)),
+    0.2: dict(zip(POSTER_THETAS, (90.9, 96.7, 97.1, 97.9, 98.1), strict=True)),
+    0.3: dict(zip(POSTER_THETAS, (78.5, 87.3, 90.3, 91.9, 94.2), strict=True)),
+    0.4: dict(zip(POSTER_THETAS, (63.1, 75.1, 77.0, 78.9, 85.1), strict=True)),
+    0.5: dict(zip(POSTER_THETAS, (50.3, 63.2, 63.6, 65.4, 73.4), strict=True)),
 }
 
 
@@ -335,14 +336,14 @@ def theta_of(point: SweepPoint) -> float | None:
     return FAMILIES[model.family].theta(model.model_dump())
 
 
-def seed001_reference(theta: float | None) -> dict[float, float] | None:
-    """Seed 001's accuracy (as a fraction) at each noise level for this θ, or ``None`` if the table has no column
+def poster_reference(theta: float | None) -> dict[float, float] | None:
+    """The poster's accuracy (as a fraction) at each noise level for this θ, or ``None`` if the table has no column
     for it."""
     if theta is None:
         return None
-    for t in SEED001_THETAS:
+    for t in POSTER_THETAS:
         if math.isclose(t, theta, abs_tol=1e-9):
-            return {sigma: row[t] / 100 for sigma, row in SEED001_GAUSSIAN.items()}
+            return {sigma: row[t] / 100 for sigma, row in POSTER_GAUSSIAN.items()}
     return None
 
 
@@ -429,8 +430,8 @@ def summary(outcomes: Sequence[PointOutcome]) -> dict[str, Any]:
 
 
 __all__ = [
-    "SEED001_GAUSSIAN",
-    "SEED001_THETAS",
+    "POSTER_GAUSSIAN",
+    "POSTER_THETAS",
     "SWEEP_KEY",
     "PointOutcome",
     "SweepError",
@@ -442,7 +443,7 @@ __all__ = [
     "merge_axes",
     "parse_set",
     "run_points_local",
-    "seed001_reference",
+    "poster_reference",
     "spirals_noise_ceiling",
     "split_sweep",
     "summary",

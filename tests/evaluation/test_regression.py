@@ -32,7 +32,7 @@ from models import build_model, lipschitz_bound
 
 
 # ---------------------------------------------------------------------------------------------------- datasets
-def test_sine_is_the_seed_002_setting():
+def test_sine_is_the_reshniak_webster_setting():
     data = datasets.sine(n_train=51, n_test=50)
     assert data.task == "regression" and data.output_dim == 1 and data.input_dim == 1 and data.valid_range is None
     assert data.x_train.shape == (51, 1) and data.y_train.shape == (51, 1) and data.x_test.shape == (50, 1)

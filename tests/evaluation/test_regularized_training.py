@@ -68,7 +68,7 @@ def test_non_converged_solves_warn_and_are_counted():
     assert sum(len(s.failures) for s in model.solver_stats()) >= summary["solver_train_failures"]
 
 
-def test_stochastic_penalty_is_seed_002_eq_10_over_every_stream():
+def test_stochastic_penalty_is_reshniak_webster_eq_10_over_every_stream():
     """Σ_t (t/T)^r Σ_p ‖y_t − ỹ_t^(p)‖, batch mean, against a direct float64 loop; gradients by finite differences."""
     from evaluation.training import stochastic_state_penalty
 

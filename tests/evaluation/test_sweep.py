@@ -12,18 +12,18 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from cli.main import app
-from cli.sweep import comparison_table, seed001_table, shared_noise_ceiling, trend_lines
+from cli.sweep import comparison_table, poster_table, shared_noise_ceiling, trend_lines
 from evaluation.sweep import (
     MAX_POINTS,
-    SEED001_GAUSSIAN,
+    POSTER_GAUSSIAN,
     PointOutcome,
     SweepError,
     axis_labels,
     expand_grid,
     merge_axes,
     parse_set,
+    poster_reference,
     run_points_local,
-    seed001_reference,
     spirals_noise_ceiling,
     split_sweep,
     trend_check,
@@ -152,11 +152,11 @@ def render(table) -> str:
     return console.export_text()
 
 
-def test_seed001_reference_table_is_the_posters() -> None:
-    assert seed001_reference(1.0)[0.5] == pytest.approx(0.734)
-    assert seed001_reference(0.0)[0.3] == pytest.approx(0.785)
-    assert seed001_reference(0.3) is None and seed001_reference(None) is None
-    assert [SEED001_GAUSSIAN[s][0.25] for s in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)] == [100, 100, 96.7, 87.3, 75.1, 63.2]
+def test_poster_reference_table_is_the_posters() -> None:
+    assert poster_reference(1.0)[0.5] == pytest.approx(0.734)
+    assert poster_reference(0.0)[0.3] == pytest.approx(0.785)
+    assert poster_reference(0.3) is None and poster_reference(None) is None
+    assert [POSTER_GAUSSIAN[s][0.25] for s in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)] == [100, 100, 96.7, 87.3, 75.1, 63.2]
 
 
 def test_tables_show_percentages_per_point_and_the_seed_beside_ours() -> None:
@@ -169,8 +169,8 @@ def test_tables_show_percentages_per_point_and_the_seed_beside_ours() -> None:
     for cell in ("theta", "clean", "gauss@0.3", "pgd∞@0.1", "cert2@0.1", "72.0", "25.0", "failed", "Boom"):
         assert cell in text, cell
     ceiling = shared_noise_ceiling([o for o in outcomes if o.ok])
-    seed = render(seed001_table(outcomes, ceiling))
-    assert "seed 001" in seed and "73.4" in seed and "50.3" in seed and "72.0" in seed
+    seed = render(poster_table(outcomes, ceiling))
+    assert "Reshniak & Webster" in seed and "RW poster" in seed and "73.4" in seed and "50.3" in seed and "72.0" in seed
     assert "0.40" in seed and "–" in seed  # σ = 0.4 is in the seed's table but was not measured here
     assert "nearest" in seed and "ceiling" in seed  # spirals: the data's noise ceiling beside ours
     assert any("below the data's ceiling at σ=0.5" in line for line in trend_lines(outcomes, ceiling))
@@ -223,9 +223,9 @@ def test_sweep_command_prints_one_table_and_writes_a_summary(tmp_path: Path) -> 
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({**BASE, "sweep": {"model.theta": [0, 1]}}))
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["sweep", str(spec), "--out", str(out), "--compare-seed001"])
+    result = CliRunner().invoke(app, ["sweep", str(spec), "--out", str(out), "--compare-reshniak-webster"])
     assert result.exit_code == 0, result.output
-    assert "sweep tiny: 2 point(s)" in result.output and "seed 001" in result.output
+    assert "sweep tiny: 2 point(s)" in result.output and "RW poster" in result.output
     assert "gauss@0.5" in result.output and "accuracy at σ=0.5" in result.output
     summary = json.loads((out / "sweep.json").read_text())
     assert [p["params"] for p in summary["points"]] == [{"model.theta": 0}, {"model.theta": 1}]
