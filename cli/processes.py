@@ -68,9 +68,16 @@ def _group_alive(proc: subprocess.Popen) -> bool:
 
 @contextmanager
 def exit_on_signals() -> Iterator[None]:
-    """Within the block every stop signal raises ``SystemExit(128 + signal)`` (then the old handlers are back)."""
+    """Within the block SIGINT and SIGTERM raise ``SystemExit(128 + signal)``, and SIGHUP / SIGQUIT are turned into
+    a SIGTERM (then the old handlers are back)."""
 
     def leave(signum: int, _frame) -> None:
+        if signum not in (signal.SIGINT, signal.SIGTERM):
+            # SIGHUP / SIGQUIT become a SIGTERM: while uvicorn serves, its own SIGTERM handler shuts it down
+            # gracefully (a SystemExit raised inside its event loop can hang the shutdown); otherwise this handler
+            # runs again for the SIGTERM and leaves.
+            signal.raise_signal(signal.SIGTERM)
+            return
         raise SystemExit(128 + signum)
 
     previous = {sig: signal.signal(sig, leave) for sig in STOP_SIGNALS}

@@ -2,7 +2,7 @@
 
 A real Celery worker (prefork: the job runs in a child process, as in production) on PostgreSQL and Redis, with
 the production lease (60 s: the lease renewal alone would notice the cancel after 20 s). The job trains for a few
-epochs, then runs a PGD evaluation that would take many minutes (10 000 steps × 20 restarts, two norms, two ε).
+epochs, then runs a PGD evaluation that would take many minutes (10 000 steps × 10 restarts, two norms, two ε).
 It is cancelled when its progress shows the phase under test; the worker must log the stop within 5 s, store
 nothing, and run the next job at once.
 """
@@ -19,7 +19,7 @@ from service_helpers import record_timing, tiny_spec
 pytestmark = [pytest.mark.services, pytest.mark.e2e, pytest.mark.timeout(240)]
 
 FREED_WITHIN_S = 5.0
-HUGE_PGD = {"norm": ["Linf", "L2"], "eps": [0.05, 0.1], "steps": 10_000, "restarts": 20}
+HUGE_PGD = {"norm": ["Linf", "L2"], "eps": [0.05, 0.1], "steps": 10_000, "restarts": 10}
 
 
 def _phase(name: str, step: str | None = None):
