@@ -35,6 +35,7 @@ from core.metrics import metric_key
 from core.spec import EvaluateSpec
 from evaluation.autoattack import SuiteOutcome, suite_robust
 from evaluation.pgd import pgd_robust
+from evaluation.registry import CLASSIFICATION, Context, register_evaluation
 from evaluation.reliability import reliability_flags
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
@@ -159,6 +160,30 @@ def attack_classifier(
         chance=float(torch.bincount(y).max()) / len(y),
     )
     return metrics, info, masks
+
+
+#: ``info`` key of the per-sample robust masks; the runner moves them to ``RunResult.arrays`` (not into the JSON)
+MASKS_KEY = "robust_masks"
+
+
+def _attacks_asked(ctx: Context) -> bool:
+    return ctx.spec.evaluate.pgd is not None or ctx.spec.evaluate.autoattack is not None
+
+
+@register_evaluation("attacks", CLASSIFICATION, position=20, wanted=_attacks_asked)
+def run_attacks(ctx: Context) -> None:
+    """A job's ``evaluate.pgd`` and ``evaluate.autoattack``: the suite, PGD and the best-known figure per sample,
+    from the clean pass's logits (robust ≤ clean then holds sample by sample, and no attack repeats that forward),
+    with the reliability flags."""
+    found, attack_info, masks = attack_classifier(
+        ctx.model, ctx.x, ctx.y, ctx.spec.evaluate, ctx.data.num_classes, ctx.data.valid_range, ctx.clean_logits,
+        ctx.progress,
+    )  # fmt: skip
+    ctx.metrics.update(found)
+    ctx.info.update(attack_info)
+    ctx.metrics["reliability_flags"] = float(len(attack_info["reliability"]["flags"]))
+    ctx.per_sample.update({name: mask for name, mask in masks.items() if name in found})  # the metrics' outcomes
+    ctx.info[MASKS_KEY] = masks
 
 
 __all__ = ["AttackRecord", "attack_classifier", "per_sample_robust", "robust_metrics", "solver_failures"]

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from core.metrics import metric_key
+from evaluation.registry import CLASSIFICATION, Context, register_evaluation
 from models import LipschitzBoundUnavailable
 from models.lipschitz import lipschitz_bounds
 
@@ -221,6 +222,31 @@ def certified_accuracy(
     for level, value in zip(QUANTILES, linear_quantiles(radius, QUANTILES), strict=True):
         metrics[metric_key("certified_radius_q", level)] = value
     return metrics, {"method": method, "radius": radius}
+
+
+#: ``info`` key of the per-sample certified radii; the runner moves them to ``RunResult.arrays`` (not into the JSON)
+RADIUS_KEY = "certified_radius"
+
+
+@register_evaluation("certified", CLASSIFICATION, position=30)
+def run_certified(ctx: Context) -> None:
+    """A job's ``evaluate.certified``: certified L2 accuracy per ε from the bounds of the weights (a job certifies
+    its model once: no cache to check or fill) and the clean pass's margins; 21 quantiles of the radii."""
+    from evaluation.plots import radius_quantiles
+
+    ctx.step("certified")
+    try:
+        bounds = compute_bounds(ctx.model)
+        cert_metrics, cert_info = certified_accuracy(
+            ctx.model, ctx.x, ctx.y, ctx.spec.evaluate.certified.eps, ctx.clean_logits, bounds, ctx.per_sample
+        )
+    except LipschitzBoundUnavailable as exc:
+        ctx.warn(f"no certified accuracy: {exc}")
+        return
+    ctx.metrics.update(cert_metrics)
+    radius = cert_info["radius"]
+    ctx.info["certified"] = {"method": cert_info["method"], "radius_quantiles": radius_quantiles(radius.tolist())}
+    ctx.info[RADIUS_KEY] = radius
 
 
 __all__ = [

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from core.metrics import metric_key
+from evaluation.registry import CLASSIFICATION, Context, register_evaluation
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
 PROTOCOL_REVISION = 1
@@ -79,3 +80,15 @@ def gaussian_noise_accuracy(
         if per_sample is not None:
             per_sample[metric_key("gaussian_acc", sigma)] = correct.view(len(sigmas), repeats, n)[i].bool()
     return metrics
+
+
+@register_evaluation("gaussian", CLASSIFICATION, position=10)
+def run_gaussian(ctx: Context) -> None:
+    """A job's ``evaluate.gaussian``: accuracy under Gaussian noise per σ, with its per-sample outcomes."""
+    ctx.step("gaussian")
+    g = ctx.spec.evaluate.gaussian
+    ctx.metrics.update(
+        gaussian_noise_accuracy(
+            ctx.model, ctx.x, ctx.y, g.sigmas, g.repeats, g.seed, ctx.data.valid_range, ctx.per_sample
+        )
+    )

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from core.metrics import metric_key
+from evaluation.registry import REGRESSION, Context, register_evaluation
 from evaluation.regression import mse, psnr
 from models import LipschitzBoundUnavailable, lipschitz_bound
 from models.spectral_norms import exact_spectral_norm
@@ -157,6 +158,20 @@ def plug_and_play(
         metrics[metric_key("pnp_residual", sigma)] = float(relative.max())
         metrics[metric_key("pnp_monotone", sigma)] = float(monotone.float().mean())
     return metrics, info
+
+
+@register_evaluation("plug_and_play", REGRESSION, position=40)
+def run_plug_and_play(ctx: Context) -> None:
+    """A job's ``evaluate.plug_and_play``: deblurring with the model as the denoiser; a warning when convergence
+    is not guaranteed."""
+    ctx.step("plug_and_play")
+    q = ctx.spec.evaluate.plug_and_play
+    pnp_metrics, ctx.info["plug_and_play"] = plug_and_play(
+        ctx.model, ctx.y, q.sigmas, q.iterations, q.blur, q.step_size, q.relaxation, q.seed, ctx.data.peak
+    )
+    ctx.metrics.update(pnp_metrics)
+    if not ctx.info["plug_and_play"]["averaged"]:
+        ctx.warn(f"plug-and-play convergence not guaranteed: {ctx.info['plug_and_play']['reason']}")
 
 
 __all__ = ["averaged_parameter", "blur_kernel", "blur_operator", "convergence_guarantee", "plug_and_play"]

@@ -32,6 +32,9 @@ from torch import nn
 from core.metrics import metric_key
 from evaluation.certified import cached_bounds
 from evaluation.gaussian import noisy_copies, outputs
+from evaluation.pgd import pgd_regression
+from evaluation.registry import REGRESSION, Context, register_evaluation
+from models import LipschitzBoundUnavailable
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
 PROTOCOL_REVISION = 1
@@ -139,6 +142,60 @@ def rollout_mse(model: nn.Module, trajectories: torch.Tensor) -> float:
         z = model(z)
         total = total + (z.double() - trajectories[:, j].double()).pow(2).mean()
     return float(total / steps)
+
+
+def _has_trajectories(ctx: Context) -> bool:
+    return ctx.data.trajectories is not None
+
+
+@register_evaluation("rollout", REGRESSION, position=5, wanted=_has_trajectories)
+def run_rollout(ctx: Context) -> None:
+    """Lotka–Volterra: the multi-step rollout error over the test trajectories (not reported when it diverges)."""
+    rollout = rollout_mse(ctx.model, ctx.data.trajectories.to(ctx.x.device))
+    if math.isfinite(rollout):
+        ctx.metrics["rollout_mse"] = rollout
+    else:
+        ctx.warn(f"rollout diverged (rollout_mse = {rollout}); not reported")
+
+
+@register_evaluation("gaussian", REGRESSION, position=10)
+def run_gaussian_regression(ctx: Context) -> None:
+    """A job's ``evaluate.gaussian``: MSE and PSNR under Gaussian noise per σ (denoising: also the noisy input's)."""
+    ctx.step("gaussian")
+    g, data = ctx.spec.evaluate.gaussian, ctx.data
+    ctx.metrics.update(
+        gaussian_noise_regression(
+            ctx.model, ctx.x, ctx.y, g.sigmas, g.repeats, g.seed, data.valid_range, data.peak,
+            baseline=data.task == "denoising",
+        )
+    )  # fmt: skip
+
+
+@register_evaluation("pgd", REGRESSION, position=20)
+def run_pgd_regression(ctx: Context) -> None:
+    """A job's ``evaluate.pgd``: the worst MSE PGD finds per norm and ε; settings by norm in ``info["pgd"]``."""
+    p = ctx.spec.evaluate.pgd
+    settings = {}
+    for norm in p.norm:
+        ctx.step(f"pgd_{norm}")
+        found, settings[norm] = pgd_regression(
+            ctx.model, ctx.x, ctx.y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, ctx.data.valid_range
+        )
+        ctx.metrics.update(found)
+    ctx.info["pgd"] = settings
+
+
+@register_evaluation("certified", REGRESSION, position=30)
+def run_certified_regression(ctx: Context) -> None:
+    """A job's ``evaluate.certified``: certified bounds on the output error per norm and ε."""
+    ctx.step("certified")
+    try:
+        eps = ctx.spec.evaluate.certified.eps
+        cert_metrics, ctx.info["certified"] = certified_regression(ctx.model, ctx.x, ctx.y, eps)
+    except LipschitzBoundUnavailable as exc:
+        ctx.warn(f"no certified bound: {exc}")
+        return
+    ctx.metrics.update(cert_metrics)
 
 
 __all__ = [

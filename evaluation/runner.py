@@ -18,28 +18,19 @@ import torch
 from torch import nn
 
 import models
-from core.metrics import metric_key
 from core.protocol import current_protocol, current_revisions
 from core.provenance import current_code
 from core.spec import JobSpec
-from evaluation.best_known import attack_classifier
-from evaluation.certified import certified_accuracy, compute_bounds
+from evaluation.best_known import MASKS_KEY
+from evaluation.certified import RADIUS_KEY
 from evaluation.datasets import Dataset, load_dataset
-from evaluation.gaussian import gaussian_noise_accuracy, outputs
+from evaluation.gaussian import outputs
 from evaluation.outcomes import OUTCOMES_KEY, fingerprint_test_set, pack_outcomes
-from evaluation.pgd import pgd_regression
-from evaluation.plots import radius_quantiles, write_plots
-from evaluation.pnp import plug_and_play
-from evaluation.regression import (
-    certified_regression,
-    clean_metrics,
-    gaussian_noise_regression,
-    rollout_mse,
-)
+from evaluation.plots import write_plots
+from evaluation.registry import Context, run_evaluations
+from evaluation.regression import clean_metrics
 from evaluation.training import train_classifier
 
-RADIUS_KEY = "certified_radius"
-MASKS_KEY = "robust_masks"
 MASK_PREFIX = "robust_mask:"
 Progress = Callable[[dict], None]
 
@@ -137,131 +128,29 @@ def prepare_model(spec: JobSpec, data: Dataset, device: torch.device) -> tuple[J
     return spec, models.build_model(model_spec).to(device)
 
 
-def _each_norm(kind: str, norms: list[str], attack: Callable[[str], tuple[dict, dict]], progress, metrics) -> dict:
-    """Run ``attack(norm)`` for each norm (progress step ``<kind>_<norm>``): its metrics go into ``metrics``; returns
-    the attack settings by norm (for ``info[kind]``)."""
-    settings_by_norm = {}
-    for norm in norms:
-        progress({"phase": "evaluate", "step": f"{kind}_{norm}"})
-        found, settings_by_norm[norm] = attack(norm)
-        metrics.update(found)
-    return settings_by_norm
-
-
-def _run_pgd(attack: Callable, model: nn.Module, x, y, pgd, valid_range, progress, metrics: dict, **extra) -> dict:
-    """``attack`` (:func:`pgd_accuracy` or :func:`pgd_regression`) with the spec's ``pgd`` settings (and ``extra``
-    keywords), each norm."""
-    return _each_norm(
-        "pgd",
-        pgd.norm,
-        lambda norm: attack(
-            model, x, y, norm, pgd.eps, pgd.steps, pgd.restarts, pgd.step_size, pgd.seed, valid_range, **extra
-        ),
-        progress,
-        metrics,
-    )
-
-
 def evaluate(
     model: nn.Module, spec: JobSpec, data: Dataset, device: torch.device, progress: Progress
 ) -> tuple[dict, dict]:
-    """Clean, Gaussian, PGD and certified accuracy; sanity relations asserted; every accuracy's per-sample outcomes
-    in ``info["outcomes"]`` (:mod:`evaluation.outcomes`). Regression and denoising tasks are evaluated by
-    :func:`evaluate_regression`."""
-    if data.task != "classification":
-        return evaluate_regression(model, spec, data, device, progress)
+    """The clean pass, then every registered evaluation of the data's task that the spec asks for
+    (:mod:`evaluation.registry`: Gaussian noise, the attacks, certificates, rollout, plug-and-play), then the sanity
+    relations between their numbers. Classification: one clean pass serves clean accuracy, the attacks'
+    clean-correct sets and the margins, and every accuracy's per-sample outcomes go to ``info["outcomes"]``
+    (:mod:`evaluation.outcomes`)."""
     x, y = data.x_test.to(device), data.y_test.to(device)
-    ev = spec.evaluate
     model.eval()
-    clean_logits = outputs(model, x)  # one clean pass: clean accuracy, the attacks' clean-correct sets, the margins
-    per_sample = {"clean_acc": clean_logits.argmax(1) == y}  # metric → per-sample boolean outcomes
-    metrics: dict[str, float] = {"clean_acc": float(per_sample["clean_acc"].float().mean())}
-    info: dict = {}
-    if ev.gaussian is not None:
-        progress({"phase": "evaluate", "step": "gaussian"})
-        g = ev.gaussian
-        metrics.update(gaussian_noise_accuracy(model, x, y, g.sigmas, g.repeats, g.seed, data.valid_range, per_sample))
-    if ev.pgd is not None or ev.autoattack is not None:
-        # the suite, PGD and the best-known figure per sample (evaluation.best_known); the clean pass's logits:
-        # robust ≤ clean then holds sample by sample, and no attack repeats that forward
-        found, attack_info, masks = attack_classifier(
-            model, x, y, ev, data.num_classes, data.valid_range, clean_logits, progress
-        )
-        metrics.update(found)
-        info.update(attack_info)
-        metrics["reliability_flags"] = float(len(attack_info["reliability"]["flags"]))
-        per_sample.update({name: mask for name, mask in masks.items() if name in found})  # the metrics' outcomes
-        info[MASKS_KEY] = masks  # per-sample; run_job moves them to RunResult.arrays (not into the JSON)
-    if ev.certified is not None:
-        progress({"phase": "evaluate", "step": "certified"})
-        try:
-            # a job certifies its model once: its bounds straight from the weights, no cache to check or fill
-            bounds = compute_bounds(model)
-            cert_metrics, cert_info = certified_accuracy(
-                model, x, y, ev.certified.eps, clean_logits, bounds, per_sample
-            )
-            metrics.update(cert_metrics)
-            radius = cert_info["radius"]
-            info["certified"] = {
-                "method": cert_info["method"],
-                # 21 quantiles (0, 0.05, …, 1) of the per-sample radii: the distribution, compactly
-                "radius_quantiles": radius_quantiles(radius.tolist()),
-            }
-            info[RADIUS_KEY] = radius  # per-sample; run_job moves it to RunResult.arrays (not into the JSON)
-        except models.LipschitzBoundUnavailable as exc:
-            info.setdefault("warnings", []).append(f"no certified accuracy: {exc}")
-    info["sanity"] = check_sanity(metrics)
-    info[OUTCOMES_KEY] = pack_outcomes(per_sample, fingerprint_test_set(x, y))
-    return metrics, info
-
-
-def evaluate_regression(
-    model: nn.Module, spec: JobSpec, data: Dataset, device: torch.device, progress: Progress
-) -> tuple[dict, dict]:
-    """Clean MSE/PSNR, Gaussian-noise MSE/PSNR, PGD worst-case MSE, certified output bounds, the Lotka–Volterra
-    rollout error and plug-and-play reconstruction (those the spec asks for); sanity relations asserted."""
-    x, y = data.x_test.to(device), data.y_test.to(device)
-    ev = spec.evaluate
-    denoising = data.task == "denoising"
-    model.eval()
-    metrics: dict[str, float] = clean_metrics(model, x, y, data.peak, denoising)
-    info: dict = {"psnr_peak": data.peak}
-    if data.trajectories is not None:
-        rollout = rollout_mse(model, data.trajectories.to(device))
-        if math.isfinite(rollout):
-            metrics["rollout_mse"] = rollout
-        else:
-            info.setdefault("warnings", []).append(f"rollout diverged (rollout_mse = {rollout}); not reported")
-    if ev.gaussian is not None:
-        progress({"phase": "evaluate", "step": "gaussian"})
-        g = ev.gaussian
-        metrics.update(
-            gaussian_noise_regression(
-                model, x, y, g.sigmas, g.repeats, g.seed, data.valid_range, data.peak, baseline=denoising
-            )
-        )
-    if ev.pgd is not None:
-        info["pgd"] = _run_pgd(pgd_regression, model, x, y, ev.pgd, data.valid_range, progress, metrics)
-    if ev.certified is not None:
-        progress({"phase": "evaluate", "step": "certified"})
-        try:
-            cert_metrics, info["certified"] = certified_regression(model, x, y, ev.certified.eps)
-            metrics.update(cert_metrics)
-        except models.LipschitzBoundUnavailable as exc:
-            info.setdefault("warnings", []).append(f"no certified bound: {exc}")
-    if ev.plug_and_play is not None:
-        progress({"phase": "evaluate", "step": "plug_and_play"})
-        q = ev.plug_and_play
-        pnp_metrics, info["plug_and_play"] = plug_and_play(
-            model, y, q.sigmas, q.iterations, q.blur, q.step_size, q.relaxation, q.seed, data.peak
-        )
-        metrics.update(pnp_metrics)
-        if not info["plug_and_play"]["averaged"]:
-            info.setdefault("warnings", []).append(
-                f"plug-and-play convergence not guaranteed: {info['plug_and_play']['reason']}"
-            )
-    info["sanity"] = check_sanity(metrics)
-    return metrics, info
+    ctx = Context(model, spec, data, x, y, progress)
+    if data.task == "classification":
+        ctx.clean_logits = outputs(model, x)
+        ctx.per_sample["clean_acc"] = ctx.clean_logits.argmax(1) == y
+        ctx.metrics["clean_acc"] = float(ctx.per_sample["clean_acc"].float().mean())
+    else:
+        ctx.metrics.update(clean_metrics(model, x, y, data.peak, data.task == "denoising"))
+        ctx.info["psnr_peak"] = data.peak
+    run_evaluations(ctx)
+    ctx.info["sanity"] = check_sanity(ctx.metrics)
+    if data.task == "classification":
+        ctx.info[OUTCOMES_KEY] = pack_outcomes(ctx.per_sample, fingerprint_test_set(x, y))
+    return ctx.metrics, ctx.info
 
 
 def check_regression_sanity(metrics: dict[str, float]) -> dict[str, bool]:
@@ -427,4 +316,4 @@ def write_outputs(result: RunResult, spec: JobSpec, out_dir: Path) -> None:
         part.replace(out_dir / name)
 
 
-__all__ = ["RunResult", "SanityCheckFailed", "metric_key", "run_job"]
+__all__ = ["RunResult", "SanityCheckFailed", "evaluate", "run_job"]

@@ -130,6 +130,7 @@ def bump_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[C
     source with ``PROTOCOL_REVISION`` one higher — what a developer commits when the evaluation's numbers change on
     purpose; returns the new revision. The registry's cache is cleared then, and again when the test ends."""
     from core import protocol
+    from evaluation import registry
 
     def bump(name: str) -> int:
         module = protocol.EVALUATIONS[name]
@@ -142,6 +143,10 @@ def bump_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[C
         copy = f"bumped_{name}_{uuid.uuid4().hex[:8]}"
         (tmp_path / f"{copy}.py").write_text(source)
         monkeypatch.syspath_prepend(str(tmp_path))
+        # the copy is now the evaluation: its registration replaces the module's (evaluation.registry)
+        registry.registered("classification")  # the real modules are imported and registered first
+        kept = {key: e for key, e in registry._REGISTERED.items() if e.run.__module__ != module}
+        monkeypatch.setattr(registry, "_REGISTERED", kept)
         monkeypatch.setitem(protocol.EVALUATIONS, name, copy)
         protocol.current_revisions.cache_clear()
         return revision

@@ -22,7 +22,7 @@ from core.protocol import (
 RUNNER = Path(__file__).resolve().parents[2] / "evaluation" / "runner.py"
 #: modules the runner imports that are not evaluations (their changes show in the code identity)
 NOT_EVALUATIONS = {"evaluation.datasets", "evaluation.training", "evaluation.plots", "evaluation.outcomes",
-                   "evaluation.sweep"}  # fmt: skip
+                   "evaluation.sweep", "evaluation.registry"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(EVALUATIONS))
@@ -38,6 +38,13 @@ def test_every_evaluation_module_the_runner_uses_is_registered() -> None:
     used = {node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
     evaluations = {m for m in used if m.startswith("evaluation.")} - NOT_EVALUATIONS
     assert evaluations <= set(EVALUATIONS.values()), evaluations - set(EVALUATIONS.values())
+
+
+def test_every_module_that_registers_an_evaluation_declares_a_revision() -> None:
+    from evaluation.registry import registered
+
+    modules = {e.run.__module__ for task in ("classification", "regression", "denoising") for e in registered(task)}
+    assert modules and modules <= set(EVALUATIONS.values()), modules - set(EVALUATIONS.values())
 
 
 def test_the_version_joins_the_revisions_sorted_by_name() -> None:
