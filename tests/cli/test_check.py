@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 import torch
+from check_helpers import gate, text
 from safetensors import safe_open
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
 from cli.check import CheckError, Policy, Rule, Side, compare, metric_direction, parse_rule
 from cli.check import Run as CheckRun
-from cli.main import app
 from core.metrics import CATALOG
 from evaluation.outcomes import unpack_outcomes
 
@@ -36,18 +35,6 @@ SPEC: dict[str, Any] = {
     },
 }
 EXACT = ["--max-drop", "clean_acc=0", "--max-drop", "pgd_*=0", "--max-drop", "gaussian_acc@0.1=0"]
-
-
-def gate(*args: Any) -> Any:
-    result = CliRunner().invoke(app, ["check", *map(str, args)])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def text(result) -> str:
-    """stdout and stderr, with rich's line wrapping undone."""
-    return " ".join((result.stdout + result.stderr).split())
 
 
 def junit(path: Path) -> dict[str, str]:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from check_helpers import gate, text
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -32,17 +33,6 @@ TINY: dict[str, Any] = {
         "certified": {"eps": [0.05]},
     },
 }
-
-
-def gate(*args: Any) -> Any:
-    result = CliRunner().invoke(app, ["check", *map(str, args)])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def text(result) -> str:
-    return " ".join((result.stdout + result.stderr).split())
 
 
 def outcome_file(path: Path, masks: dict[str, np.ndarray], test_set: str = "sha256:same", **extra: float) -> Path:
