@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core.metrics import sort_key as metric_sort_key
+from core.metrics import sort_key
 
 
 class JobProgress:
@@ -64,7 +64,7 @@ def metrics_table(metrics: Mapping[str, float], title: str = "metrics") -> Table
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name in sorted(metrics, key=metric_sort_key):
+    for name in sorted(metrics, key=sort_key):
         table.add_row(name, f"{metrics[name]:.4g}")
     return table
 

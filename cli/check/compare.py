@@ -28,7 +28,7 @@ from cli.check import statistics as st
 from cli.check.files import CheckError
 from cli.check.inputs import Side
 from cli.check.policy import HIGHER, Direction, Policy, Rule, metric_direction
-from cli.display import metric_sort_key
+from core.metrics import sort_key
 
 EPS = 1e-12  # float slack: equal numbers never fail a zero tolerance
 Verdict = Literal["pass", "regression", "error"]
@@ -313,7 +313,7 @@ def compare(baseline: Side | None, candidate: Side, policy: Policy) -> Report:
                     bound.finding = st.bound_t_test(candidate.values(metric) or [], value, below=kind == "min")
                 check.bounds.append(bound)
     _decide(checks, policy)
-    checks.sort(key=lambda c: metric_sort_key(c.metric))
+    checks.sort(key=lambda c: sort_key(c.metric))
     warnings = spec_drift(baseline, candidate) + list(policy.notes)
     for side in (baseline, candidate):
         for run in side.runs if side else ():
