@@ -1,0 +1,112 @@
+"""The job spec: one pydantic v2 schema shared by the API, the worker and the CLI.
+
+A spec says what to train (or load), on which data, and how to evaluate it::
+
+    {
+      "name": "spirals-implicit-theta0.5",
+      "dataset": {"name": "spirals", "n_train": 100, "n_test": 100, "seed": 0},
+      "model": {"family": "implicit", "width": 8, "depth": 10, "h": 0.5, "theta": 0.5},
+      "train": {"epochs": 200, "lr": 0.01},
+      "evaluate": {"gaussian": {"sigmas": [0.0, 0.1, 0.2]},
+                   "pgd": {"norm": ["Linf", "L2"], "eps": [0.05, 0.1]},
+                   "certified": {"eps": [0.05, 0.1]}}
+    }
+
+Every model rejects unknown fields (``extra="forbid"``), so a typo is a 422 naming the field, never a silently
+ignored option, and takes no loose types (``strict``: ``"width": true`` or ``"epochs": "10"`` is an error).
+Bounds on sizes keep one job from exhausting a worker.
+
+The schema is split by section (``base``, ``dataset``, ``model``, ``train``, ``evaluate``, ``job``); every
+name is importable from ``core.spec``.
+"""
+
+from core.spec.base import (
+    DIGITS_IMAGES,
+    MAX_DEPTH,
+    MAX_EPOCHS,
+    MAX_FEATURES,
+    MAX_LIST,
+    MAX_SAMPLES,
+    MAX_WORK,
+    BackwardSolverName,
+    ForwardSolverName,
+    NonNegFloat,
+    PosFloat,
+    StrictModel,
+)
+from core.spec.dataset import DATASET_TASKS, DatasetSpec, MaskSpec, TaskName
+from core.spec.evaluate import (
+    MIN_SUITE_STEPS,
+    SUITE_ATTACKS,
+    SUITE_QUERIES,
+    SUITE_STEPS,
+    AttackEval,
+    AutoAttackEval,
+    CertifiedEval,
+    EvaluateSpec,
+    GaussianEval,
+    PGDEval,
+    PlugAndPlayEval,
+    SuiteAttack,
+)
+from core.spec.job import JobSpec
+from core.spec.model import ModelSpec, SolverSpec, SpectralSpec
+from core.spec.train import (
+    FIELD_REGULARIZERS,
+    DivergenceRegularizer,
+    FieldNormRegularizer,
+    FixedPointRegularizer,
+    NormalRegularizer,
+    RegularizersSpec,
+    StabilityTraceRegularizer,
+    StochasticRegularizer,
+    TotalVariationRegularizer,
+    TrainSpec,
+    WeightedRegularizer,
+)
+
+__all__ = [
+    "AttackEval",
+    "AutoAttackEval",
+    "BackwardSolverName",
+    "CertifiedEval",
+    "DATASET_TASKS",
+    "DIGITS_IMAGES",
+    "DatasetSpec",
+    "DivergenceRegularizer",
+    "EvaluateSpec",
+    "FIELD_REGULARIZERS",
+    "FieldNormRegularizer",
+    "FixedPointRegularizer",
+    "ForwardSolverName",
+    "GaussianEval",
+    "JobSpec",
+    "MAX_DEPTH",
+    "MAX_EPOCHS",
+    "MAX_FEATURES",
+    "MAX_LIST",
+    "MAX_SAMPLES",
+    "MAX_WORK",
+    "MIN_SUITE_STEPS",
+    "MaskSpec",
+    "ModelSpec",
+    "NonNegFloat",
+    "NormalRegularizer",
+    "PGDEval",
+    "PlugAndPlayEval",
+    "PosFloat",
+    "RegularizersSpec",
+    "SUITE_ATTACKS",
+    "SUITE_QUERIES",
+    "SUITE_STEPS",
+    "SolverSpec",
+    "SpectralSpec",
+    "StabilityTraceRegularizer",
+    "StochasticRegularizer",
+    "StrictModel",
+    "SuiteAttack",
+    "TaskName",
+    "TotalVariationRegularizer",
+    "TrainSpec",
+    "WeightedRegularizer",
+]

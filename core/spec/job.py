@@ -1,0 +1,87 @@
+"""The job: a dataset, a model, its training and its evaluation, with the checks that span sections."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from core.spec.base import MAX_WORK, StrictModel, canonical_dump
+from core.spec.dataset import DATASET_TASKS, DatasetSpec, TaskName
+from core.spec.evaluate import EvaluateSpec
+from core.spec.model import ModelSpec
+from core.spec.train import FIELD_REGULARIZERS, TrainSpec
+
+
+class JobSpec(StrictModel):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@+=-]*$")
+    task: TaskName | None = Field(
+        None,
+        description="classification (spirals, digits, upload), regression (sine, lotka_volterra) or denoising "
+        "(digits_denoising, digits_completion); default: the dataset's task, and it must agree with it",
+    )
+    dataset: DatasetSpec
+    model: ModelSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    checkpoint: str | None = Field(
+        None,
+        max_length=500,
+        description="weights to load instead of training: a directory written by `robustlab run --out`, a "
+        ".safetensors file, or 'artifact:<id>' of a checkpoint uploaded to POST /api/v1/artifacts/checkpoints",
+    )
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _task_of_the_dataset(self) -> JobSpec:
+        expected = DATASET_TASKS[self.dataset.name]
+        if self.task is None:
+            self.task = expected
+        elif self.task != expected:
+            raise ValueError(f"task {self.task!r} does not match dataset {self.dataset.name!r} (a {expected} dataset)")
+        if self.task != "classification" and self.train.logit_scale != 1.0:
+            raise ValueError("train.logit_scale applies to task 'classification' only (regression trains on MSE)")
+        if self.evaluate.autoattack is not None and self.task != "classification":
+            raise ValueError("evaluate.autoattack needs task 'classification' (its attacks flip class labels)")
+        if self.evaluate.plug_and_play is not None and self.task != "denoising":
+            raise ValueError("evaluate.plug_and_play needs task 'denoising' (a trained image denoiser)")
+        return self
+
+    @model_validator(mode="after")
+    def _regularizers_fit_the_family(self) -> JobSpec:
+        family, named = self.model.family, self.train.regularizers.named()
+        if "fixed_point" in named and family not in ("implicit", "ode"):
+            raise ValueError(
+                f"train.regularizers.fixed_point needs θ-steps (families 'implicit', 'ode'), not {family!r}"
+            )
+        for name in FIELD_REGULARIZERS:
+            if name in named and family not in ("explicit", "implicit", "ode"):
+                raise ValueError(
+                    f"train.regularizers.{name} needs steps with a residual function F (families 'explicit', "
+                    f"'implicit', 'ode'), not {family!r}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _work_budget(self) -> JobSpec:
+        width = self.model.work_width()
+        work = width**2 * self.model.depth * self.train.epochs * self.dataset.n_train
+        if work > MAX_WORK:
+            raise ValueError(
+                f"job too large: width²·depth·epochs·n_train = {work:.3g} exceeds the limit {MAX_WORK:.3g}"
+            )
+        return self
+
+    def canonical_json(self) -> str:
+        """The spec with all defaults filled in (but the newer options that hold theirs, see
+        :attr:`~core.spec.base.StrictModel.added_fields`), keys sorted: the input of :meth:`spec_hash`."""
+        return json.dumps(canonical_dump(self), sort_keys=True, separators=(",", ":"))
+
+    def spec_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def queue(self) -> str:
+        """Celery queue for this job: ``gpu`` when it asks for CUDA, ``cpu`` otherwise."""
+        return "gpu" if self.device == "cuda" else "cpu"
