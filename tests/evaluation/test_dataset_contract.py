@@ -40,7 +40,8 @@ def test_a_dataset_registers_once_with_a_known_task() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
-def test_every_dataset_loads_as_declared(name: str, tmp_path) -> None:
+def test_every_dataset_loads_as_declared(name: str, tmp_path, image_data_dir) -> None:
+    """Image datasets read the generated files of ``image_data_dir`` (their published formats; no network)."""
     loader = DATASETS[name]
     spec = small_spec(name, tmp_path)
     data = load_dataset(spec)
