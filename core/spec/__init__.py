@@ -53,6 +53,7 @@ from core.spec.job import JobSpec
 from core.spec.model import ModelSpec, SolverSpec, SpectralSpec
 from core.spec.train import (
     FIELD_REGULARIZERS,
+    AugmentSpec,
     DivergenceRegularizer,
     FieldNormRegularizer,
     FixedPointRegularizer,
@@ -67,6 +68,7 @@ from core.spec.train import (
 
 __all__ = [
     "AttackEval",
+    "AugmentSpec",
     "AutoAttackEval",
     "BackwardSolverName",
     "CertifiedEval",
