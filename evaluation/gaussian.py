@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from core.metrics import metric_key
-from evaluation.registry import CLASSIFICATION, Context, register_evaluation
+from evaluation.registry import CLASSIFICATION, Context, register_evaluation, within
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
 PROTOCOL_REVISION = 1
@@ -82,7 +82,15 @@ def gaussian_noise_accuracy(
     return metrics
 
 
-@register_evaluation("gaussian", CLASSIFICATION, position=10)
+def gaussian_relations(metrics: dict[str, float]) -> dict[str, bool]:
+    """An accuracy under noise is a fraction, and the spread of a fraction over draws is at most ½."""
+    return within(metrics, {"gaussian_acc": (0.0, 1.0), "gaussian_acc_std": (0.0, 0.5)})
+
+
+SMOKE = {"gaussian": {"sigmas": [0.0, 0.1], "repeats": 2}}
+
+
+@register_evaluation("gaussian", CLASSIFICATION, position=10, sanity=gaussian_relations, smoke=SMOKE)
 def run_gaussian(ctx: Context) -> None:
     """A job's ``evaluate.gaussian``: accuracy under Gaussian noise per σ, with its per-sample outcomes."""
     ctx.step("gaussian")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from core.metrics import metric_key
-from evaluation.registry import REGRESSION, Context, register_evaluation
+from evaluation.registry import Context, register_evaluation, within
 from evaluation.regression import mse, psnr
 from models import LipschitzBoundUnavailable, lipschitz_bound
 from models.spectral_norms import exact_spectral_norm
@@ -160,7 +160,15 @@ def plug_and_play(
     return metrics, info
 
 
-@register_evaluation("plug_and_play", REGRESSION, position=40)
+def pnp_relations(metrics: dict[str, float]) -> dict[str, bool]:
+    """The monotone fraction is a fraction; the last relative step is ≥ 0."""
+    return within(metrics, {"pnp_monotone": (0.0, 1.0), "pnp_residual": (0.0, math.inf)})
+
+
+@register_evaluation(
+    "plug_and_play", ("denoising",), position=40, sanity=pnp_relations,
+    smoke={"plug_and_play": {"sigmas": [0.0, 0.05], "iterations": 5}},
+)  # fmt: skip
 def run_plug_and_play(ctx: Context) -> None:
     """A job's ``evaluate.plug_and_play``: deblurring with the model as the denoiser; a warning when convergence
     is not guaranteed."""

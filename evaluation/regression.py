@@ -29,11 +29,11 @@ import math
 import torch
 from torch import nn
 
-from core.metrics import metric_key
+from core.metrics import metric_key, split
 from evaluation.certified import cached_bounds
 from evaluation.gaussian import noisy_copies, outputs
 from evaluation.pgd import pgd_regression
-from evaluation.registry import REGRESSION, Context, register_evaluation
+from evaluation.registry import REGRESSION, Context, at_most, register_evaluation, same_level, within
 from models import LipschitzBoundUnavailable
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
@@ -148,7 +148,10 @@ def _has_trajectories(ctx: Context) -> bool:
     return ctx.data.trajectories is not None
 
 
-@register_evaluation("rollout", REGRESSION, position=5, wanted=_has_trajectories)
+@register_evaluation(
+    "rollout", ("regression",), position=5, wanted=_has_trajectories, smoke={},
+    sanity=lambda metrics: within(metrics, {"rollout_mse": (0.0, math.inf)}),
+)  # fmt: skip
 def run_rollout(ctx: Context) -> None:
     """Lotka–Volterra: the multi-step rollout error over the test trajectories (not reported when it diverges)."""
     rollout = rollout_mse(ctx.model, ctx.data.trajectories.to(ctx.x.device))
@@ -158,7 +161,16 @@ def run_rollout(ctx: Context) -> None:
         ctx.warn(f"rollout diverged (rollout_mse = {rollout}); not reported")
 
 
-@register_evaluation("gaussian", REGRESSION, position=10)
+def gaussian_mse_relations(metrics: dict[str, float]) -> dict[str, bool]:
+    """Errors under noise and their spreads are ≥ 0 (and not NaN)."""
+    kinds = ("gaussian_mse", "gaussian_mse_std", "gaussian_psnr_std")
+    return within(metrics, dict.fromkeys(kinds, (0.0, math.inf)))
+
+
+@register_evaluation(
+    "gaussian", REGRESSION, position=10, sanity=gaussian_mse_relations,
+    smoke={"gaussian": {"sigmas": [0.0, 0.1], "repeats": 2}},
+)  # fmt: skip
 def run_gaussian_regression(ctx: Context) -> None:
     """A job's ``evaluate.gaussian``: MSE and PSNR under Gaussian noise per σ (denoising: also the noisy input's)."""
     ctx.step("gaussian")
@@ -171,7 +183,38 @@ def run_gaussian_regression(ctx: Context) -> None:
     )  # fmt: skip
 
 
-@register_evaluation("pgd", REGRESSION, position=20)
+# relative slack of the MSE relations: float32 rounding (the attack evaluates the clean point through the attack
+# box's affine map)
+MSE_RTOL = 1e-5
+PGD_MSE_KINDS = ("pgd_linf_mse", "pgd_l2_mse")
+
+
+def pgd_mse_relations(metrics: dict[str, float]) -> dict[str, bool]:
+    """clean_mse ≤ pgd_<norm>_mse@ε: PGD's search includes δ = 0."""
+    return {
+        f"clean_mse<={name}": at_most(metrics["clean_mse"], value, MSE_RTOL)
+        for name, value in metrics.items()
+        if split(name)[0] in PGD_MSE_KINDS
+    }
+
+
+def certified_mse_relations(metrics: dict[str, float]) -> dict[str, bool]:
+    """pgd_<norm>_mse@ε ≤ certified_<norm>_mse@ε: the certificate bounds the worst case PGD searches for."""
+    flags = {}
+    for name, value in metrics.items():
+        kind = split(name)[0]
+        if kind in PGD_MSE_KINDS:
+            certified = kind.replace("pgd_", "certified_", 1)
+            bound = metrics.get(same_level(name, certified))
+            if bound is not None:
+                flags[f"{name}<={certified}"] = at_most(value, bound, MSE_RTOL)
+    return flags
+
+
+@register_evaluation(
+    "pgd", REGRESSION, position=20, sanity=pgd_mse_relations,
+    smoke={"pgd": {"norm": ["Linf", "L2"], "eps": [0.05], "steps": 5}},
+)  # fmt: skip
 def run_pgd_regression(ctx: Context) -> None:
     """A job's ``evaluate.pgd``: the worst MSE PGD finds per norm and ε; settings by norm in ``info["pgd"]``."""
     p = ctx.spec.evaluate.pgd
@@ -185,7 +228,9 @@ def run_pgd_regression(ctx: Context) -> None:
     ctx.info["pgd"] = settings
 
 
-@register_evaluation("certified", REGRESSION, position=30)
+@register_evaluation(
+    "certified", REGRESSION, position=30, sanity=certified_mse_relations, smoke={"certified": {"eps": [0.05]}}
+)
 def run_certified_regression(ctx: Context) -> None:
     """A job's ``evaluate.certified``: certified bounds on the output error per norm and ε."""
     ctx.step("certified")
