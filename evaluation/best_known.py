@@ -118,7 +118,7 @@ def attack_classifier(
             progress({"phase": "evaluate", "step": f"autoattack_{norm}"})
             outcomes, info["autoattack"][norm] = suite_robust(
                 model, x, y, norm, a.eps, n_classes, tuple(a.attacks), a.steps, a.queries, a.restarts, a.seed,
-                valid_range, clean_logits, a.sanity,
+                valid_range, clean_logits, a.sanity, ev.batch_size,
             )  # fmt: skip
             suite[norm] = outcomes
             records += [AttackRecord("autoattack", norm, eps, outcomes[eps].robust) for eps in a.eps]
@@ -131,13 +131,15 @@ def attack_classifier(
         for norm in p.norm:
             progress({"phase": "evaluate", "step": f"pgd_{norm}"})
             found, info["pgd"][norm] = pgd_robust(
-                model, x, y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, valid_range, clean_logits
-            )
+                model, x, y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, valid_range, clean_logits,
+                ev.batch_size,
+            )  # fmt: skip
             records += [AttackRecord("pgd", norm, eps, robust) for eps, robust in found.items()]
             largest = max(p.eps)  # the step-doubling check, where gradient masking shows first
             twice, _ = pgd_robust(
-                model, x, y, norm, [largest], 2 * p.steps, p.restarts, p.step_size, p.seed, valid_range, clean_logits
-            )
+                model, x, y, norm, [largest], 2 * p.steps, p.restarts, p.step_size, p.seed, valid_range, clean_logits,
+                ev.batch_size,
+            )  # fmt: skip
             doubled.append(AttackRecord("pgd_doubled", norm, largest, twice[largest]))
         seconds["pgd"] = time.perf_counter() - start  # with the step-doubling check
     after = solver_failures(model)

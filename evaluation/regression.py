@@ -31,13 +31,14 @@ from torch import nn
 
 from core.metrics import metric_key, split
 from evaluation.certified import cached_bounds
-from evaluation.gaussian import noisy_copies, outputs
+from evaluation.gaussian import noisy_draws, outputs
 from evaluation.pgd import pgd_regression
 from evaluation.registry import REGRESSION, Context, at_most, register_evaluation, same_level, within
 from models import LipschitzBoundUnavailable
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
-PROTOCOL_REVISION = 1
+# revision 2: Gaussian noise drawn one (σ, repeat) at a time (mini-batch evaluation)
+PROTOCOL_REVISION = 2
 
 MAX_PSNR = 200.0  # dB: the PSNR of an exact reconstruction (MSE = 0) is reported as this cap, never as infinity
 
@@ -75,9 +76,10 @@ def gaussian_noise_regression(
     valid_range: tuple[float, float] | None = None,
     peak: float = 1.0,
     baseline: bool = False,
+    batch_size: int | None = None,
 ) -> dict[str, float]:
     """MSE and PSNR of the outputs on x + σ·N(0, I) against the targets, mean and std over ``repeats`` draws, for
-    every σ, on :func:`evaluation.gaussian.noisy_copies` (the same noise as the classification sweep: same seed,
+    every σ, on :func:`evaluation.gaussian.noisy_draws` (the same noise as the classification sweep: same seed,
     same numbers; in the data's own units, clipped only to a declared ``valid_range``).
 
     Returns ``gaussian_mse@σ``, ``gaussian_mse_std@σ``, ``gaussian_psnr@σ``, ``gaussian_psnr_std@σ`` and, with
@@ -85,13 +87,15 @@ def gaussian_noise_regression(
     noisy inputs themselves.
     """
     n = len(x)
-    noisy = noisy_copies(x, sigmas, repeats, seed, valid_range)
-    target = y.reshape(1, 1, n, -1).double()
-    out = outputs(model, noisy).reshape(len(sigmas), repeats, n, -1)
-    per_draw = (out.double() - target).pow(2).mean(dim=(2, 3))  # (σ, repeat)
-    inputs = None
-    if baseline:
-        inputs = (noisy.reshape(len(sigmas), repeats, n, -1).double() - target).pow(2).mean(dim=(2, 3))
+    target = y.reshape(n, -1).double()
+    per_draw = torch.empty(len(sigmas) * repeats, dtype=torch.float64)  # MSE of each (σ, repeat), σ-major
+    inputs = torch.empty_like(per_draw) if baseline else None
+    for draw, noisy in enumerate(noisy_draws(x, sigmas, repeats, seed, valid_range)):
+        per_draw[draw] = (outputs(model, noisy, batch_size).reshape(n, -1).double() - target).pow(2).mean()
+        if inputs is not None:
+            inputs[draw] = (noisy.reshape(n, -1).double() - target).pow(2).mean()
+    per_draw = per_draw.view(len(sigmas), repeats)
+    inputs = inputs.view(len(sigmas), repeats) if inputs is not None else None
     metrics: dict[str, float] = {}
     for i, sigma in enumerate(sigmas):
         draws = per_draw[i].tolist()
@@ -178,7 +182,7 @@ def run_gaussian_regression(ctx: Context) -> None:
     ctx.metrics.update(
         gaussian_noise_regression(
             ctx.model, ctx.x, ctx.y, g.sigmas, g.repeats, g.seed, data.valid_range, data.peak,
-            baseline=data.task == "denoising",
+            baseline=data.task == "denoising", batch_size=ctx.spec.evaluate.batch_size,
         )
     )  # fmt: skip
 
@@ -222,8 +226,9 @@ def run_pgd_regression(ctx: Context) -> None:
     for norm in p.norm:
         ctx.step(f"pgd_{norm}")
         found, settings[norm] = pgd_regression(
-            ctx.model, ctx.x, ctx.y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, ctx.data.valid_range
-        )
+            ctx.model, ctx.x, ctx.y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, ctx.data.valid_range,
+            ctx.spec.evaluate.batch_size,
+        )  # fmt: skip
         ctx.metrics.update(found)
     ctx.info["pgd"] = settings
 

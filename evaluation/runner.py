@@ -140,7 +140,7 @@ def evaluate(
     model.eval()
     ctx = Context(model, spec, data, x, y, progress)
     if data.task == "classification":
-        ctx.clean_logits = outputs(model, x)
+        ctx.clean_logits = outputs(model, x, spec.evaluate.batch_size)
         ctx.per_sample["clean_acc"] = ctx.clean_logits.argmax(1) == y
         ctx.metrics["clean_acc"] = float(ctx.per_sample["clean_acc"].float().mean())
     else:
