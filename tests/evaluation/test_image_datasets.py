@@ -304,3 +304,30 @@ def _write_members(path: Path, members: dict) -> None:
             for info in infos:
                 archive.addfile(info)
         path.write_bytes(gzip.compress(buffer.getvalue()))
+
+
+# ------------------------------------------------------------------------------------------------ uploaded images
+def test_uploaded_images_keep_their_shape_and_other_uploads_stay_flat(image_files, tmp_path) -> None:
+    from evaluation.datasets import read_npz, uploaded
+
+    train, test = image_files.splits["mnist"]["train"], image_files.splits["mnist"]["test"]
+    x_train, x_test = train.images / np.float32(255), test.images / np.float32(255)
+    arrays = {"y_train": train.labels.astype(np.int64), "y_test": test.labels.astype(np.int64)}
+    images = tmp_path / "images.npz"
+    np.savez(images, x_train=x_train, x_test=x_test, valid_range=np.array([0.0, 1.0]), **arrays)
+    stored, meta = read_npz(images)
+    assert stored["x_train"].shape == (64, 1, 28, 28) and np.array_equal(stored["x_test"], x_test)
+    assert (meta["input_shape"], meta["input_dim"], meta["num_classes"]) == ([1, 28, 28], 784, 10)
+    data = uploaded(images, n_train=10, n_test=5)
+    assert tuple(data.x_train.shape) == (10, 1, 28, 28) and data.input_dim == 784
+    grids = tmp_path / "grids.npz"  # (N, H, W): flattened, as uploads always were
+    np.savez(grids, x_train=x_train[:, 0], x_test=x_test[:, 0], **arrays)
+    stored, meta = read_npz(grids)
+    assert stored["x_train"].shape == (64, 784) and meta["input_shape"] == [784]
+    mixed = tmp_path / "mixed.npz"
+    np.savez(mixed, x_train=x_train, x_test=x_test.reshape(32, -1), **arrays)
+    with pytest.raises(ValueError, match=r"x_train's samples have shape \(1, 28, 28\) but x_test's \(784,\)"):
+        read_npz(mixed)
+    np.savez(mixed, x_train=x_train, x_test=x_test[:, :, :27, :27], **arrays)
+    with pytest.raises(ValueError, match=r"shape \(1, 28, 28\) but x_test's \(1, 27, 27\): both splits must be"):
+        read_npz(mixed)
