@@ -188,7 +188,7 @@ def close_union(base: type[Variant], *variants: type[Variant]) -> Any:
 
     union = typing.Union[variants]  # noqa: UP007
     annotation = Annotated[union, Field(discriminator=tag), WrapValidator(errors_at_the_fields)]
-    _UNIONS[base] = TypeAdapter(annotation)
+    _UNIONS[base] = TypeAdapter(annotation, config=ConfigDict(title=base.__name__))
     return annotation
 
 
