@@ -20,8 +20,9 @@ class JobSpec(StrictModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@+=-]*$")
     task: TaskName | None = Field(
         None,
-        description="classification (spirals, digits, upload), regression (sine, lotka_volterra) or denoising "
-        "(digits_denoising, digits_completion); default: the dataset's task, and it must agree with it",
+        description="classification (spirals, digits, upload, mnist, fashion_mnist, cifar10, cifar100), regression "
+        "(sine, lotka_volterra) or denoising (digits_denoising, digits_completion); default: the dataset's task, and "
+        "it must agree with it",
     )
     dataset: DatasetSpecs
     model: ModelSpecs
