@@ -75,3 +75,20 @@ def test_image_datasets_take_eps_in_pixel_units_and_at_most_their_split() -> Non
                 JobSpec.model_validate({**base, "dataset": over})
     digits = {**base, "dataset": {"name": "digits"}, "evaluate": {"pgd": {"eps": [2.0]}}}
     assert JobSpec.model_validate(digits).evaluate.pgd.eps == [2.0]  # flat datasets keep their own scale
+
+
+def test_an_image_dataset_s_sizes_need_no_files(tmp_path, monkeypatch) -> None:
+    """The API sizes a checkpoint for a named image dataset from its facts: no file, no download."""
+    from core.config import get_settings
+    from core.spec import DatasetSpec
+    from worker.uploads import dataset_dims
+
+    monkeypatch.setenv("ROBUSTLAB_DATA_DIR", str(tmp_path / "nothing"))
+    get_settings.cache_clear()
+    try:
+        assert dataset_dims(DatasetSpec(name="cifar10")) == (3072, 10)
+        assert dataset_dims(DatasetSpec(name="cifar100")) == (3072, 100)
+        assert not (tmp_path / "nothing").exists()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
