@@ -116,7 +116,7 @@ class AugmentSpec(StrictModel):
 
 
 class TrainSpec(StrictModel):
-    added_fields = frozenset({"augment"})
+    added_fields = frozenset({"augment", "checkpoint_every"})
 
     epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
     lr: PosFloat = 0.01
@@ -132,4 +132,11 @@ class TrainSpec(StrictModel):
     )
     augment: AugmentSpec | None = Field(
         None, description="image datasets only: random crops and flips of every training batch (default: none)"
+    )
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="epochs between two training checkpoints a worker resumes from (and after the last epoch); "
+        "default: max(1, epochs // 10). Only where checkpoints are kept (a worker's jobs, robustlab run --resume)",
     )
