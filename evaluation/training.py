@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from evaluation.checkpoints import Checkpointer
 from evaluation.datasets import Dataset
 from models.regularizers import regularization_terms
 from models.steps import SolverStats
@@ -72,6 +74,13 @@ class SolverLog:
             stats.merge(total)
         return self.summary(self.totals, "solver_train_")
 
+    def state_dict(self) -> list[dict]:
+        """The totals so far (at an epoch's end), for a checkpoint."""
+        return [dataclasses.asdict(total) for total in self.totals]
+
+    def load_state_dict(self, totals: list[dict]) -> None:
+        self.totals = [SolverStats(**total) for total in totals]
+
 
 def augment_images(x: torch.Tensor, crop_padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
     """A batch of images (B, C, H, W), each randomly cropped back to H×W from its zero-padded copy (``crop_padding``
@@ -112,6 +121,46 @@ def add_regularizers(
     return loss
 
 
+def _state(epoch: int, log: dict, generators: dict[str, torch.Generator], **stateful) -> dict:
+    """Everything training needs to continue bit for bit after ``epoch``: each stateful object's ``state_dict()``
+    (``model``, ``optimizer``, ``scheduler``, ``scaler``, ``solver_log``; None ones are left out), the generators'
+    states, the global CPU RNG and (when CUDA is in use) every CUDA device's RNG, and ``log`` (the last epoch's loss
+    and regularizer values, which the summary reports)."""
+    rng = {"cpu": torch.get_rng_state(), "generators": {k: g.get_state() for k, g in generators.items()}}
+    if torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    state = {k: obj.state_dict() for k, obj in stateful.items() if obj is not None}
+    return {**state, "epoch": epoch, "rng": rng, "log": log}
+
+
+def _restore(state: dict, generators: dict[str, torch.Generator], **stateful) -> tuple[int, dict]:
+    """Put a checkpoint's :func:`_state` back into the live objects; returns its epoch and ``log``. An object the
+    checkpoint has no entry for (e.g. a scheduler the spec did not have) raises ``KeyError``: the spec hash that
+    :class:`~evaluation.checkpoints.Checkpointer` checks makes that a bug, not a user error."""
+    for key, obj in stateful.items():
+        if obj is not None:
+            obj.load_state_dict(state[key])
+    rng = state["rng"]
+    torch.set_rng_state(rng["cpu"])
+    for key, gen in generators.items():
+        gen.set_state(rng["generators"][key])
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return int(state["epoch"]), dict(state["log"])
+
+
+def _announce_resume(progress: Callable[[dict], None] | None, epoch: int) -> Callable[[dict], None] | None:
+    """``progress`` with ``resumed_from: epoch`` in every training report from now on (the job page and the CLI
+    show "resumed from epoch k" while the rest trains)."""
+    if progress is None:
+        return None
+
+    def report(event: dict) -> None:
+        progress({**event, "resumed_from": epoch} if event.get("phase") == "train" else event)
+
+    return report
+
+
 def train_classifier(
     model: nn.Module,
     data: Dataset,
@@ -120,10 +169,14 @@ def train_classifier(
     progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     task: str = "classification",
+    checkpointer: Checkpointer | None = None,
 ) -> dict:
     """Train ``model`` with cross-entropy (``task="classification"``) or the mean squared error (``"regression"``,
     ``"denoising"``: mean over samples and output entries), + the spec's regularizers; return a summary dict
     (``train_acc`` or ``train_mse`` on the training set after training).
+
+    With a ``checkpointer`` training resumes from its newest state for this spec (epoch k: it goes on at k + 1,
+    every report carries ``resumed_from: k``) and saves one after every ``checkpointer.every`` epochs and the last.
 
     Raises:
         TrainingDiverged: the loss is not finite.
@@ -150,7 +203,15 @@ def train_classifier(
     model.train()
     start = time.perf_counter()
     loss_value = float("nan")
-    for epoch in range(1, train_spec.epochs + 1):
+    # checkpoints (evaluation.checkpoints): resume after the newest one, save every `checkpointer.every` epochs
+    stateful, generators, first = {"model": model, "optimizer": opt, "solver_log": solver_log}, {"train": gen}, 1
+    if checkpointer is not None and (state := checkpointer.load()) is not None:
+        done, logged = _restore(state, generators, **stateful)
+        loss_value, reg_log, first = logged["loss"], logged["reg"], done + 1
+        progress = _announce_resume(progress, done)
+        if progress is not None:
+            progress({"phase": "train", "epoch": done, "epochs": train_spec.epochs})
+    for epoch in range(first, train_spec.epochs + 1):
         order = torch.randperm(n, generator=gen).to(device) if batch < n else torch.arange(n, device=device)
         epoch_loss = 0.0
         reg_sums: dict[str, float] = {}
@@ -195,6 +256,8 @@ def train_classifier(
                     **solver_diag,
                 }
             )
+        if checkpointer is not None and checkpointer.due(epoch, train_spec.epochs):
+            checkpointer.save(epoch, _state(epoch, {"loss": loss_value, "reg": reg_log}, generators, **stateful))
         if should_stop is not None and should_stop():
             break
     diagnostics = {**reg_log, **solver_log.finish()}  # last epoch's regularizer values, training's solver totals
