@@ -64,10 +64,16 @@ class JobSpec(StrictModel):
                     f"train.loss {train.loss!r} applies to task 'classification' only ({self.task} trains on the "
                     "mean squared error)"
                 )
-        if train.amp is not None and self.device == "cpu":
-            raise ValueError(
-                f"train.amp {train.amp!r} needs CUDA (autocast on a GPU), but the job asks for device 'cpu'"
-            )
+        if train.amp is not None:
+            if self.device == "cpu":
+                raise ValueError(
+                    f"train.amp {train.amp!r} needs CUDA (autocast on a GPU), but the job asks for device 'cpu'"
+                )
+            if getattr(self.model, "theta", None):  # θ > 0: every forward solves for a fixed point
+                raise ValueError(
+                    f"train.amp does not apply to family {self.model.family!r} with θ > 0: its fixed-point solves "
+                    f"run to model.solver.tol, which {train.amp} arithmetic cannot reach"
+                )
         return self
 
     @model_validator(mode="after")
