@@ -144,10 +144,34 @@ def worker(
     queues: Annotated[str | None, typer.Option("-Q", "--queues", help="default: cpu, plus gpu if CUDA")] = None,
     concurrency: Annotated[int | None, typer.Option(help="default: settings.worker_concurrency")] = None,
     pool: Annotated[str | None, typer.Option(help="Celery pool: prefork (default), solo, threads")] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="one worker per GPU, e.g. 0,1 (or all): each pinned with CUDA_VISIBLE_DEVICES, on the gpu queue "
+            "(-Q to change), one job at a time (--concurrency to change)",
+        ),
+    ] = None,
 ) -> None:
-    """Run a Celery worker (replaces this process)."""
-    command = _worker_command(queues, concurrency or get_settings().worker_concurrency, pool)
-    os.execv(command[0], command)
+    """Run a Celery worker (replaces this process); with --gpus, one per GPU, supervised by this process."""
+    if gpus is None:
+        command = _worker_command(queues, concurrency or get_settings().worker_concurrency, pool)
+        os.execv(command[0], command)
+    import torch
+
+    from cli.gpu_workers import GpuListError, gpu_workers, parse_gpus, start_workers, supervise
+    from cli.processes import exit_on_signals
+
+    try:
+        ids = parse_gpus(gpus, torch.cuda.device_count())
+    except GpuListError as exc:
+        _fail(str(exc))
+    workers = gpu_workers(ids, lambda q, c: _worker_command(q, c, pool), queues or "gpu", concurrency or 1)
+    for w in workers:
+        console.print(f"GPU {w.gpu}: worker {w.node} on queue(s) {queues or 'gpu'}", highlight=False)
+    with exit_on_signals():
+        code = supervise(start_workers(workers))
+    raise typer.Exit(code)
 
 
 @db_app.command("upgrade")
@@ -334,6 +358,14 @@ def submit(
 def run(
     spec_file: Annotated[Path, typer.Argument(help="job spec (JSON)")],
     out: Annotated[Path | None, typer.Option("--out", help="output directory (default: runs/<name>)")] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="keep training checkpoints in OUT/checkpoints (train.checkpoint_every) and go on from the newest "
+            "one of this spec: an interrupted run continues where it stopped",
+        ),
+    ] = False,
 ) -> None:
     """Run a job in this process, without a server; writes result.json, model.safetensors and spec.json."""
     from core.spec import JobSpec
@@ -357,7 +389,8 @@ def run(
 
     try:
         with JobProgress(console, title=spec.name) as display:
-            result = run_job(spec, out_dir=out, progress=display.update)
+            checkpoints = out / "checkpoints" if resume else None
+            result = run_job(spec, out_dir=out, progress=display.update, checkpoint_dir=checkpoints)
     except KeyboardInterrupt:
         _fail("interrupted", code=130)
     except Exception as exc:

@@ -189,8 +189,8 @@ class MarginSpec(StrictModel):
 
 class TrainSpec(StrictModel):
     added_fields = frozenset(
-        {"augment", "momentum", "nesterov", "schedule", "clip_grad_norm", "label_smoothing", "loss", "margin",
-         "amp", "loader_workers"}
+        {"augment", "checkpoint_every", "momentum", "nesterov", "schedule", "clip_grad_norm", "label_smoothing",
+         "loss", "margin", "amp", "loader_workers"}
     )  # fmt: skip
 
     epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
@@ -209,6 +209,13 @@ class TrainSpec(StrictModel):
     )
     augment: AugmentSpec | None = Field(
         None, description="image datasets only: random crops and flips of every training batch (default: none)"
+    )
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="epochs between two training checkpoints a worker resumes from (and after the last epoch); "
+        "default: max(1, epochs // 10). Only where checkpoints are kept (a worker's jobs, robustlab run --resume)",
     )
     momentum: float = Field(0.9, ge=0.0, lt=1.0, allow_inf_nan=False, description="sgd only: momentum")
     nesterov: bool = Field(False, description="sgd only: Nesterov momentum (needs momentum > 0)")
