@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.families import family_of
+from db.leaderboard import LeaderboardEntry
 from db.models import Job
 
 CSV_MEDIA_TYPE = "text/csv"
@@ -88,8 +89,10 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def leaderboard_csv(entries: Sequence[Any], metric: str, jobs_by_id: Mapping[str, Job] | None = None) -> str:
-    """The entries (``LeaderboardEntry`` objects) as CSV text, with a header row. ``jobs_by_id``: the entries' jobs
+def leaderboard_csv(
+    entries: Sequence[LeaderboardEntry], metric: str, jobs_by_id: Mapping[str, Job] | None = None
+) -> str:
+    """The entries as CSV text, with a header row. ``jobs_by_id``: the entries' jobs
     (what ran and the flags, :func:`robustness`)."""
     names = sorted({name for entry in entries for name in entry.metrics})
     out = io.StringIO()
@@ -137,7 +140,7 @@ def _threat(metric: str, metrics: Mapping[str, float]) -> tuple[str, str | None,
     return "Linf", None, None
 
 
-def _architecture(entry: Any) -> str:
+def _architecture(entry: LeaderboardEntry) -> str:
     hp = entry.hyper_parameters or {}
     family = family_of(entry.family)
     parts = [family.label if family else f"{entry.family} network"]
@@ -180,7 +183,7 @@ def _suite_text(suite: Mapping[str, Any]) -> str:
     )
 
 
-def robustness(entry: Any, metric: str, job: Job | None) -> dict[str, Any]:
+def robustness(entry: LeaderboardEntry, metric: str, job: Job | None) -> dict[str, Any]:
     """What an export says of one entry's robustness at its threat model and ε (module doc): ``threat_model``,
     ``eps``, ``best`` (the headline: best known, or the PGD figure of an older job), ``autoattack`` (``best`` when
     the full standard suite ran there, else ``None``), ``suite`` (the suite's own figure), ``pgd``, ``attack`` (what
@@ -211,9 +214,9 @@ def robustness(entry: Any, metric: str, job: Job | None) -> dict[str, Any]:
 
 
 def robustbench_models(
-    entries: Sequence[Any], metric: str, jobs_by_id: Mapping[str, Job], job_url: str = "/jobs/{job_id}"
+    entries: Sequence[LeaderboardEntry], metric: str, jobs_by_id: Mapping[str, Job], job_url: str = "/jobs/{job_id}"
 ) -> list[dict[str, Any]]:
-    """The entries (``LeaderboardEntry`` objects) as RobustBench ``model_info`` dicts (see the module doc).
+    """The entries as RobustBench ``model_info`` dicts (see the module doc).
     ``jobs_by_id``: the entries' jobs (for the attack settings); ``job_url``: the link, ``{job_id}`` filled in."""
     out = []
     for e in entries:

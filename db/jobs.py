@@ -21,36 +21,26 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Connection,
-    Double,
-    Integer,
-    Select,
-    String,
     and_,
-    bindparam,
     delete,
     exists,
     func,
     or_,
     select,
     true,
-    tuple_,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from core.families import hyper_parameters
 from core.spec import JobSpec
 from db.models import TERMINAL_STATUSES, IdempotencyKey, Job, JobStatus, Result, utcnow
 
@@ -479,19 +469,6 @@ def recover_orphans(session: Session, max_attempts: int) -> tuple[list[Job], lis
     return list(requeued), list(gave_up)
 
 
-def queued_jobs(session: Session, limit: int = 10_000) -> list[Job]:
-    """Queued jobs, oldest first: what must be (re-)sent to the broker after it lost its messages."""
-    return list(
-        session.scalars(
-            select(Job)
-            .where(Job.status == JobStatus.queued.value)
-            .order_by(Job.created_at)
-            .limit(limit)
-            .execution_options(populate_existing=True)
-        ).all()
-    )
-
-
 def claim_redispatch(
     session: Session,
     after: float,
@@ -567,173 +544,7 @@ def release_redispatch(session: Session, job_ids: Sequence[str]) -> None:
     session.commit()
 
 
-# ---------------------------------------------------------------------------------------------------- leaderboard
-@dataclass
-class LeaderboardRow:
-    rank: int
-    job_id: str
-    name: str
-    dataset: str
-    family: str
-    task: str
-    width: int | None
-    depth: int | None
-    theta: float | None
-    h: float | None
-    metric: str
-    value: float
-    clean_acc: float | None
-    created_at: datetime
-    finished_at: datetime | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    hyper_parameters: dict[str, Any] = field(default_factory=dict)
-    code_version: str | None = None
-    protocol_version: str | None = None
-    reevaluation_of: str | None = None
-    weights_kept: bool = False
-    flags: list[dict[str, str]] = field(default_factory=list)  # reliability flags (info.reliability), if any
-
-
-@functools.lru_cache(maxsize=64)
-def _leaderboard_statement(
-    on_postgresql: bool, dataset: bool, family: bool, task: bool, descending: bool, paged: bool, protocol: bool = False
-) -> Select:
-    """The ranking query for one shape of request (which filters are given, the direction, whether it continues
-    after a cursor), with bound parameters ``metric``, ``dataset``, ``family``, ``task``, ``protocol_version``,
-    ``after_value``, ``after_id`` and ``limit``. Built once per shape: the same statement object is executed again,
-    so SQLAlchemy finds its compiled SQL from the memoized cache key instead of rebuilding and re-hashing the
-    expression on each request. Plain Core columns, not ORM entities."""
-    jobs_t, results_t = Job.__table__, Result.__table__
-    conditions = [results_t.c.name == bindparam("metric"), jobs_t.c.status == JobStatus.succeeded.value]
-    filters = (dataset, jobs_t.c.dataset), (family, jobs_t.c.family), (task, jobs_t.c.task)
-    for given, column in (*filters, (protocol, jobs_t.c.protocol_version)):
-        if given:
-            conditions.append(column == bindparam(column.name))
-    key = tuple_(results_t.c.value, results_t.c.job_id)
-    if paged:
-        after = tuple_(bindparam("after_value", type_=Double), bindparam("after_id", type_=String))
-        conditions.append(key < after if descending else key > after)
-    direction = "desc" if descending else "asc"
-    order = [getattr(results_t.c.value, direction)(), getattr(results_t.c.job_id, direction)()]
-    columns = [
-        jobs_t.c.id, jobs_t.c.name, jobs_t.c.dataset, jobs_t.c.family, jobs_t.c.task, jobs_t.c.created_at,
-        jobs_t.c.finished_at, jobs_t.c.spec, results_t.c.value, jobs_t.c.code_version, jobs_t.c.protocol_version,
-        jobs_t.c.reevaluation_of, jobs_t.c.weights_kept,
-    ]  # fmt: skip
-    if on_postgresql:  # each ranked job's metrics in the same query (one round trip less per page)
-        other = results_t.alias("other")
-        all_of_job = select(func.json_object_agg(other.c.name, other.c.value)).where(other.c.job_id == jobs_t.c.id)
-        columns.append(all_of_job.correlate(jobs_t).scalar_subquery().label("all_metrics"))
-    return (
-        select(*columns)
-        .select_from(jobs_t.join(results_t, results_t.c.job_id == jobs_t.c.id))
-        .where(*conditions)
-        .order_by(*order)
-        .limit(bindparam("limit", type_=Integer))
-    )
-
-
-def leaderboard(
-    session: Session | Connection,
-    dataset: str | None = None,
-    family: str | None = None,
-    task: str | None = None,
-    metric: str = "clean_acc",
-    limit: int = 20,
-    descending: bool = True,
-    after: tuple[float, str] | None = None,
-    first_rank: int = 1,
-    protocol_version: str | None = None,
-) -> list[LeaderboardRow]:
-    """Succeeded jobs ranked by ``metric`` (best first: highest when ``descending``), with the key
-    hyper-parameters of their spec and all their metrics.
-
-    Ties are broken by job id (in the same direction), so ``(value, job_id)`` orders the rows totally and
-    ``after`` — the ``(value, job_id)`` of the last row of the previous page — continues the ranking exactly where
-    it stopped (keyset pagination: no row is skipped or repeated, and each page is one index range scan on
-    ``results (name, value, job_id)`` whatever its depth). ``first_rank`` is the rank of the page's first row.
-    ``session`` may be a plain connection (:func:`db.session.read_connection`): the query is Core, not ORM.
-    ``protocol_version``: only jobs evaluated under this protocol (the current one: ``?current=true``).
-    """
-    connection = session.connection() if isinstance(session, Session) else session
-    on_postgresql = connection.dialect.name == "postgresql"
-    statement = _leaderboard_statement(
-        on_postgresql,
-        dataset is not None,
-        family is not None,
-        task is not None,
-        descending,
-        after is not None,
-        protocol_version is not None,
-    )
-    parameters: dict[str, Any] = {"metric": metric, "limit": limit}
-    filters = ("dataset", dataset), ("family", family), ("task", task), ("protocol_version", protocol_version)
-    parameters.update((k, v) for k, v in filters if v is not None)
-    if after is not None:
-        parameters["after_value"], parameters["after_id"] = after
-    ranked = connection.execute(statement, parameters).all()
-    if on_postgresql:  # json_object_agg's numbers come back as int when integral: the metrics are floats
-        all_metrics = {job.id: {k: float(v) for k, v in sorted((job.all_metrics or {}).items())} for job in ranked}
-    else:  # SQLite's JSON renders floats with 15 digits: read them as REALs instead
-        all_metrics = metrics_of(connection, [job.id for job in ranked])
-    # the reliability flags live in the job's info; only jobs with flags (metric reliability_flags > 0) are read
-    flagged = [job.id for job in ranked if all_metrics[job.id].get("reliability_flags", 0.0) > 0]
-    flags = reliability_flags_of(connection, flagged)
-    rows = []
-    for rank, job in enumerate(ranked, start=first_rank):
-        metrics = all_metrics[job.id]
-        hp = hyper_parameters(job.spec)
-        rows.append(
-            LeaderboardRow(
-                rank=rank,
-                job_id=job.id,
-                name=job.name,
-                dataset=job.dataset,
-                family=job.family,
-                task=job.task,
-                metric=metric,
-                value=job.value,
-                clean_acc=metrics.get("clean_acc"),
-                created_at=job.created_at,
-                finished_at=job.finished_at,
-                metrics=metrics,
-                hyper_parameters=hp,
-                width=hp["width"],
-                depth=hp["depth"],
-                theta=hp["theta"],
-                h=hp["h"],
-                code_version=job.code_version,
-                protocol_version=job.protocol_version,
-                reevaluation_of=job.reevaluation_of,
-                weights_kept=bool(job.weights_kept),
-                flags=flags.get(job.id, []),
-            )
-        )
-    return rows
-
-
-def reliability_flags_of(session: Session | Connection, job_ids: Sequence[str]) -> dict[str, list[dict[str, str]]]:
-    """``{job id: [{"flag", "reason"}, …]}``: the reliability flags the worker stored in each job's info."""
-    if not job_ids:
-        return {}
-    rows = session.execute(select(Job.id, Job.info).where(Job.id.in_(list(job_ids))))
-    return {job_id: list(((info or {}).get("reliability") or {}).get("flags") or []) for job_id, info in rows}
-
-
-def metrics_of(session: Session | Connection, job_ids: Sequence[str]) -> dict[str, dict[str, float]]:
-    """``{job id: {metric: value}}`` (names sorted) for ``job_ids``, in one query."""
-    out: dict[str, dict[str, float]] = {job_id: {} for job_id in job_ids}
-    if job_ids:
-        rows = session.execute(
-            select(Result.job_id, Result.name, Result.value)
-            .where(Result.job_id.in_(list(job_ids)))
-            .order_by(Result.job_id, Result.name)
-        )
-        for job_id, name, value in rows:
-            out[job_id][name] = value
-    return out
-
-
+# ---------------------------------------------------------------------------------------------------- read
 def get_jobs(session: Session, job_ids: Sequence[str]) -> dict[str, Job]:
     """The jobs among ``job_ids`` that exist, by id (one query)."""
     if not job_ids:
@@ -750,7 +561,6 @@ def is_terminal(status: str) -> bool:
 
 __all__: Sequence[str] = [
     "IdempotencyConflict",
-    "LeaderboardRow",
     "cancel_job",
     "claim_job",
     "claim_redispatch",
@@ -764,10 +574,7 @@ __all__: Sequence[str] = [
     "get_metrics",
     "is_terminal",
     "json_safe",
-    "leaderboard",
     "list_jobs",
-    "metrics_of",
-    "queued_jobs",
     "recover_orphans",
     "release_redispatch",
     "renew_lease",

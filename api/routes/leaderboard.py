@@ -7,7 +7,7 @@
     GET /api/v1/compare?jobs=<id>,<id>,<id>
     GET /api/v1/leaderboard?…&format=csv           (or format=robustbench: RobustBench model_info objects)
 
-Pages are cut by keyset pagination on ``(value, job id)`` (:func:`db.jobs.leaderboard`): the cursor is an opaque
+Pages are cut by keyset pagination on ``(value, job id)`` (:func:`db.leaderboard.leaderboard`): the cursor is an opaque
 token holding the last row's key, the next rank and a fingerprint of the query, so it is only valid with the same
 filters, and a page is as fast on page 500 as on page 1. :func:`leaderboard_page` and :func:`compare` are the
 query logic, shared with the web pages (:mod:`api.routes.web`); :mod:`api.exports` writes the CSV and RobustBench
@@ -20,7 +20,7 @@ import base64
 import hashlib
 import json
 import math
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -30,12 +30,13 @@ from sqlalchemy.orm import Session
 
 from api import exports
 from api.deps import SessionDep, SettingsDep, run_db
-from api.schemas import CompareJob, Comparison, Leaderboard, Message, leaderboard_entry_data
+from api.schemas import CompareJob, Comparison, Leaderboard, Message
 from api.security import ReadAccess
 from core.families import hyper_parameters
 from core.metrics import metric_key
 from core.protocol import current_protocol
 from db import jobs
+from db.leaderboard import leaderboard, metrics_of
 from db.session import read_connection, session_scope
 
 router = APIRouter(prefix="/leaderboard", tags=["leaderboard"])
@@ -159,7 +160,7 @@ async def get_leaderboard(
 
 def _leaderboard_json(database_url: str, query: tuple) -> bytes:
     with read_connection(database_url) as connection:  # one statement: no session, no transaction needed
-        board = leaderboard_data(connection, *query)
+        board = leaderboard_page(connection, *query)
     return to_json(board)  # pydantic's serialiser: byte for byte what FastAPI writes for the Leaderboard model
 
 
@@ -180,7 +181,7 @@ def _leaderboard_export(request: Request, database_url: str, query: tuple, forma
     return Response(json.dumps(models, ensure_ascii=False), media_type=exports.ROBUSTBENCH_MEDIA_TYPE, headers=headers)
 
 
-def leaderboard_data(
+def leaderboard_page(
     session: Session | Connection,
     dataset: str | None = None,
     family: str | None = None,
@@ -192,15 +193,15 @@ def leaderboard_data(
     limit: int = 20,
     cursor: str | None = None,
     current: bool = False,
-) -> dict[str, Any]:
-    """One page of the leaderboard as the plain data of a :class:`~api.schemas.Leaderboard` (its fields in order,
-    entries from :func:`~api.schemas.leaderboard_entry_data`): ``RequestValidationError`` for a bad metric level or
-    a cursor of another query. ``current``: only entries evaluated under the current protocol version."""
+) -> Leaderboard:
+    """One page of the leaderboard (the JSON API, its exports and the web page): ``RequestValidationError`` for a
+    bad metric level or a cursor of another query. ``current``: only entries evaluated under the current protocol
+    version."""
     metric = full_metric(metric, eps, sigma)
     protocol = current_protocol()
     fingerprint = _fingerprint(metric, order, dataset, family, task, *([protocol] if current else []))
     after, first_rank = decode_cursor(cursor, fingerprint) if cursor else (None, 1)
-    rows = jobs.leaderboard(
+    rows = leaderboard(
         session,
         dataset=dataset,
         family=family,
@@ -217,23 +218,18 @@ def leaderboard_data(
         rows = rows[:limit]
         last = rows[-1]
         next_cursor = encode_cursor(last.value, last.job_id, last.rank + 1, fingerprint)
-    return {
-        "metric": metric,
-        "order": order,
-        "dataset": dataset,
-        "family": family,
-        "task": task,
-        "current": current,
-        "protocol_version": protocol,
-        "limit": limit,
-        "entries": [leaderboard_entry_data(row) for row in rows],
-        "next_cursor": next_cursor,
-    }
-
-
-def leaderboard_page(session: Session, *query: Any, **named: Any) -> Leaderboard:
-    """One page of the leaderboard as a model (the web page): :func:`leaderboard_data` (same arguments), validated."""
-    return Leaderboard.model_validate(leaderboard_data(session, *query, **named))
+    return Leaderboard(
+        metric=metric,
+        order=order,
+        dataset=dataset,
+        family=family,
+        task=task,
+        current=current,
+        protocol_version=protocol,
+        limit=limit,
+        entries=rows,
+        next_cursor=next_cursor,
+    )
 
 
 @compare_router.get(
@@ -265,7 +261,7 @@ def compare(session: Session, jobs_: str, min_jobs: int = 1, max_jobs: int = MAX
     unknown = [job_id for job_id in ids if job_id not in found]
     if unknown:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown job id(s): {', '.join(unknown)}")
-    metrics = jobs.metrics_of(session, ids)
+    metrics = metrics_of(session, ids)
     names = sorted({name for values in metrics.values() for name in values})
     return Comparison(
         jobs=[

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from core.spec import JobSpec
 from db import artifacts, jobs
+from db.leaderboard import leaderboard
 from db.migrate import upgrade
 from db.models import Base
 from db.seed import seed_leaderboard
@@ -57,7 +58,7 @@ def test_keyset_pages_cover_every_row_once(db_url: str, descending: bool) -> Non
     got, after, rank = [], None, 1
     with session_scope(db_url) as s:
         while True:
-            page = jobs.leaderboard(s, metric="clean_acc", limit=7, descending=descending, after=after, first_rank=rank)
+            page = leaderboard(s, metric="clean_acc", limit=7, descending=descending, after=after, first_rank=rank)
             got += page
             if len(page) < 7:
                 break

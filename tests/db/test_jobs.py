@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from core.families import hyper_parameters
 from core.spec import JobSpec
 from db import jobs
+from db.leaderboard import leaderboard
 from db.migrate import downgrade, upgrade
 from db.models import Base, Job, Result, utcnow
 from db.session import get_engine, session_scope
@@ -186,7 +187,8 @@ def test_recover_orphans(session) -> None:
     assert [j.id for j in requeued] == [fresh.id] and requeued[0].status == "queued"
     assert [j.id for j in failed] == [exhausted.id] and "WorkerLost" in failed[0].error
     assert jobs.get_job(session, alive.id).status == "running"
-    assert fresh.id in [j.id for j in jobs.queued_jobs(session)]
+    # the requeued job, and only it, is due to be sent to the broker again at the next sweep
+    assert [j.id for j in jobs.claim_redispatch(session, 60, 600)] == [fresh.id]
 
 
 def test_claim_redispatch_backs_off_with_the_age_of_the_job(session) -> None:
@@ -262,16 +264,16 @@ def test_leaderboard_ranks_filters_and_reports_hyper_parameters(session) -> None
     c = _finished(session, {"clean_acc": 0.95}, name="c", dataset={"name": "digits", "n_train": 100})
     new_job(session, name="queued-one")  # not finished: never on the board
 
-    rows = jobs.leaderboard(session)
+    rows = leaderboard(session)
     assert [r.job_id for r in rows] == [c.id, b.id, a.id] and [r.rank for r in rows] == [1, 2, 3]
-    rows = jobs.leaderboard(session, dataset="spirals", metric="pgd_linf_acc@0.1")
+    rows = leaderboard(session, dataset="spirals", metric="pgd_linf_acc@0.1")
     assert [(r.name, r.value, r.clean_acc) for r in rows] == [("a", 0.6, 0.8), ("b", 0.3, 0.9)]
     assert rows[1].metrics == {"clean_acc": 0.9, "pgd_linf_acc@0.1": 0.3}
     assert (rows[1].family, rows[1].width, rows[1].depth, rows[1].theta, rows[1].h) == ("implicit", 16, 6, 0.75, 0.5)
     assert rows[0].theta == 0.0  # explicit ResNet = θ-method with θ = 0
-    assert [r.name for r in jobs.leaderboard(session, family="implicit")] == ["b"]
-    assert [r.name for r in jobs.leaderboard(session, descending=False, limit=2)] == ["a", "b"]
-    assert jobs.leaderboard(session, metric="no_such_metric") == []
+    assert [r.name for r in leaderboard(session, family="implicit")] == ["b"]
+    assert [r.name for r in leaderboard(session, descending=False, limit=2)] == ["a", "b"]
+    assert leaderboard(session, metric="no_such_metric") == []
 
 
 # ---------------------------------------------------------------------------------------------------- migrations
