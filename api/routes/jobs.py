@@ -255,7 +255,7 @@ def _job_dir(settings, job: Job) -> Path:
     return (Path(settings.artifacts_dir) / job.id).resolve()
 
 
-def _safe_file(base: Path, relative: str) -> Path | None:
+def safe_file(base: Path, relative: str) -> Path | None:
     """``base / relative`` if it is a regular, non-hidden file inside ``base`` (symbolic links resolved), else
     ``None``: no ``..``, no absolute path, no link out of the directory, no temporary ``.partial`` file."""
     if not relative or "\x00" in relative or "\\" in relative:
@@ -278,7 +278,7 @@ def list_job_files(job_id: str, session: SessionDep, settings: SettingsDep, _pri
     if base.is_dir():
         for path in sorted(base.rglob("*")):
             relative = path.relative_to(base).as_posix()
-            if _safe_file(base, relative) is not None:
+            if safe_file(base, relative) is not None:
                 files.append(JobFile(path=relative, size_bytes=path.stat().st_size))
     return JobFiles(job_id=job.id, files=files)
 
@@ -298,7 +298,7 @@ def download_job_file(
     """One file of the job's artifacts directory, e.g. ``model.safetensors`` (weights, with the model spec in the
     safetensors metadata: ``models.load(path)``). Paths are relative to that directory and cannot leave it."""
     job = _get_or_404(session, job_id)
-    target = _safe_file(_job_dir(settings, job), path)
+    target = safe_file(_job_dir(settings, job), path)
     if target is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id!r} has no file {path!r}")
     return FileResponse(target, filename=target.name, media_type="application/octet-stream")

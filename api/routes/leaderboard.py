@@ -49,7 +49,8 @@ MAX_CURSOR_ID = 64
 JSON = "application/json"
 
 
-def _invalid(location: str, message: str, value: object = None) -> RequestValidationError:
+def invalid_query(location: str, message: str, value: object = None) -> RequestValidationError:
+    """A 422 naming the query parameter ``location`` (the JSON API answers it as FastAPI does, a web page as HTML)."""
     return RequestValidationError([{"loc": ("query", location), "msg": message, "type": "value_error", "input": value}])
 
 
@@ -57,16 +58,17 @@ def full_metric(metric: str, eps: float | None, sigma: float | None) -> str:
     """``metric`` with its level: ``pgd_linf_acc`` + ``eps=0.1`` → ``pgd_linf_acc@0.1``; ``gaussian_acc@0.30`` →
     ``gaussian_acc@0.3`` (levels are written as the runner writes them)."""
     if eps is not None and sigma is not None:
-        raise _invalid("sigma", "give eps or sigma, not both", sigma)
+        raise invalid_query("sigma", "give eps or sigma, not both", sigma)
     level = eps if eps is not None else sigma
     kind, at, written = metric.partition("@")
     if at:
         try:
             parsed = float(written)
         except ValueError:
-            raise _invalid("metric", f"{written!r} after '@' is not a number", metric) from None
+            raise invalid_query("metric", f"{written!r} after '@' is not a number", metric) from None
         if level is not None and metric_key(kind, level) != metric_key(kind, parsed):
-            raise _invalid("eps" if eps is not None else "sigma", f"contradicts the level in metric {metric!r}", level)
+            where = "eps" if eps is not None else "sigma"
+            raise invalid_query(where, f"contradicts the level in metric {metric!r}", level)
         level = parsed
     return metric_key(kind, level)
 
@@ -90,9 +92,9 @@ def decode_cursor(cursor: str, fingerprint: str) -> tuple[tuple[float, str], int
             raise ValueError("out of range")
         after[1].encode()  # a lone surrogate (from a "\\ud800" escape) cannot be sent to the database
     except (ValueError, TypeError, KeyError, OverflowError, UnicodeError, AttributeError):
-        raise _invalid("cursor", "not a cursor of this API (pass next_cursor back unchanged)", cursor) from None
+        raise invalid_query("cursor", "not a cursor of this API (pass next_cursor back unchanged)", cursor) from None
     if query != fingerprint:
-        raise _invalid("cursor", "this cursor belongs to a query with other filters, metric or order", cursor)
+        raise invalid_query("cursor", "this cursor belongs to a query with other filters, metric or order", cursor)
     return after, rank
 
 
@@ -252,11 +254,11 @@ def compare(session: Session, jobs_: str, min_jobs: int = 1, max_jobs: int = MAX
     ``HTTPException(404)`` naming unknown ones."""
     ids = list(dict.fromkeys(part.strip() for part in jobs_.split(",") if part.strip()))
     if not ids:
-        raise _invalid("jobs", "give one or more comma-separated job ids", jobs_)
+        raise invalid_query("jobs", "give one or more comma-separated job ids", jobs_)
     if len(ids) < min_jobs:
-        raise _invalid("jobs", f"give at least {min_jobs} job ids", len(ids))
+        raise invalid_query("jobs", f"give at least {min_jobs} job ids", len(ids))
     if len(ids) > max_jobs:
-        raise _invalid("jobs", f"at most {max_jobs} jobs", len(ids))
+        raise invalid_query("jobs", f"at most {max_jobs} jobs", len(ids))
     found = jobs.get_jobs(session, ids)
     unknown = [job_id for job_id in ids if job_id not in found]
     if unknown:
