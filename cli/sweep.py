@@ -20,33 +20,32 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cli.common import console, err_console, fail, read_spec_file
 from core.metrics import gaussian_kind
-from evaluation.sweep import (
+from evaluation.poster import (
     POSTER_GAUSSIAN,
+    gaussian_curve,
+    poster_reference,
+    spirals_noise_ceiling,
+    theta_of,
+    trend_check,
+)
+from evaluation.sweep import (
     PointOutcome,
     SweepError,
     SweepPoint,
     axis_labels,
     expand_grid,
     format_value,
-    gaussian_curve,
     main_metric_columns,
     merge_axes,
     parse_set,
-    poster_reference,
     run_points_local,
-    spirals_noise_ceiling,
     split_sweep,
     summary,
-    theta_of,
-    trend_check,
 )
-
-console = Console()
-err_console = Console(stderr=True)
 
 SHORT = {
     "clean_acc": "clean",
@@ -75,11 +74,6 @@ REGRESSION_CAPTION = (
     "MSE (lower is better), PSNR in dB (gauss@σ: mean over draws; pgd: worst MSE the attack found, a lower bound; "
     "cert: certified upper bound on the worst-case MSE)"
 )
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def _pct(value: float | None) -> str:
@@ -166,7 +160,7 @@ def _at(curve: Mapping[float, float], sigma: float) -> float | None:
 
 
 def shared_noise_ceiling(outcomes: Sequence[PointOutcome]) -> dict[float, float] | None:
-    """The spirals' noise ceiling (:func:`evaluation.sweep.spirals_noise_ceiling`) when every point shares its
+    """The spirals' noise ceiling (:func:`evaluation.poster.spirals_noise_ceiling`) when every point shares its
     data and noise draws (a θ or model grid); ``None`` otherwise."""
     if not outcomes:
         return None
@@ -221,7 +215,7 @@ def run_points_server(points: Sequence[SweepPoint], server: str, poll: float, ti
             try:
                 job = client.submit(p.data)
             except ApiError as exc:
-                raise _fail(f"submitting {p.name}: {exc}") from None
+                raise fail(f"submitting {p.name}: {exc}") from None
             console.print(f"submitted {p.name}: job {job['id']}", highlight=False)
             submitted.append((p, job["id"]))
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -273,15 +267,13 @@ def sweep(
     timeout: Annotated[float | None, typer.Option(help="--server: give up waiting after this many seconds")] = None,
 ) -> None:
     """Run a grid of jobs over dotted spec paths and print one comparison table (exit 1 if a point failed)."""
-    from cli.main import _read_spec_file
-
-    data = _read_spec_file(spec_file)
+    data = read_spec_file(spec_file)
     try:
         base, file_axes = split_sweep(data)
         axes = merge_axes(file_axes, dict(parse_set(option) for option in set_ or []))
         points = expand_grid(base, axes)
     except SweepError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     title = f"sweep {base.get('name', spec_file.stem)}: {len(points)} point(s)"
     console.print(title + (f" on {server}" if server else " in-process"), highlight=False)
 
@@ -296,7 +288,7 @@ def sweep(
         try:
             outcomes = run_points_local(points, out_dir, jobs=jobs, torch_threads=threads, on_done=_report)
         except KeyboardInterrupt:
-            raise _fail("interrupted", code=130) from None
+            raise fail("interrupted", code=130) from None
         outcomes.sort(key=lambda o: o.point.index)
 
     print_wide(comparison_table(outcomes, title))

@@ -18,7 +18,7 @@ from core.budget import over_limits
 from core.protocol import current_protocol
 from core.provenance import current_code
 from core.spec import JobSpec
-from db import jobs
+from db import jobs, lifecycle
 from db.artifacts import parse_job_ref
 from db.models import Job
 from db.reevaluation import reevaluate, reevaluation_blocker, reevaluation_spec_data
@@ -172,7 +172,7 @@ def cancel_job(job_id: str, session: SessionDep, _principal: WriteAccess) -> Job
     """Cancel a queued job (at once: no worker will run it) or a running one: its worker stops between two epochs
     (at its next progress write or lease renewal) and stores nothing."""
     job = _get_or_404(session, job_id)
-    cancelled = jobs.cancel_job(session, job.id)
+    cancelled = lifecycle.cancel_job(session, job.id)
     if cancelled is None:
         job = _get_or_404(session, job_id)
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job {job_id!r} has already finished ({job.status})")
@@ -187,7 +187,7 @@ def cancel_job(job_id: str, session: SessionDep, _principal: WriteAccess) -> Job
 def retry_job(job_id: str, session: SessionDep, dispatcher: DispatcherDep, _principal: WriteAccess) -> Job:
     """Queue a failed or cancelled job again (attempts, error and progress reset) and send it to the broker."""
     _get_or_404(session, job_id)
-    job = jobs.retry_job(session, job_id)
+    job = lifecycle.retry_job(session, job_id)
     if job is None:
         current = _get_or_404(session, job_id)
         raise HTTPException(

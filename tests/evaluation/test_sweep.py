@@ -13,20 +13,17 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from cli.sweep import comparison_table, poster_table, shared_noise_ceiling, trend_lines
+from evaluation.poster import POSTER_GAUSSIAN, poster_reference, spirals_noise_ceiling, trend_check
 from evaluation.sweep import (
     MAX_POINTS,
-    POSTER_GAUSSIAN,
     PointOutcome,
     SweepError,
     axis_labels,
     expand_grid,
     merge_axes,
     parse_set,
-    poster_reference,
     run_points_local,
-    spirals_noise_ceiling,
     split_sweep,
-    trend_check,
 )
 
 BASE = {
