@@ -26,10 +26,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.families import family_of
+from core.metrics import is_fraction, kind_of, level_of, split, threat_model
 from db.leaderboard import LeaderboardEntry
 from db.models import Job
 
@@ -39,10 +41,8 @@ CSV_FIXED = ("rank", "job_id", "name", "dataset", "family", "task", "width", "de
 CSV_ROBUST = ("threat_model", "eps", "robust_acc", "autoattack_acc", "attack", "flags")
 CSV_TAIL = ("created_at", "finished_at", "hyper_parameters")
 
-THREAT_MODELS = {
-    f"{kind}_{norm.lower()}_acc": norm for kind in ("robust", "autoattack", "pgd") for norm in ("Linf", "L2")
-} | {"certified_l2_acc": "L2"}
-#: the kinds whose largest ε names an entry's default threat model, first present wins
+#: the kinds whose largest ε names an entry's default threat model, first present wins (their threat models:
+#: the catalog's, :func:`core.metrics.threat_model`)
 DEFAULT_THREAT_KINDS = ("robust_linf_acc", "pgd_linf_acc", "robust_l2_acc", "pgd_l2_acc")
 
 ROBUSTBENCH_ITEM_SCHEMA: dict[str, Any] = {
@@ -119,25 +119,17 @@ def percent(value: float | None) -> str | None:
     return None if value is None else f"{100.0 * value:.2f}"
 
 
-def _level(name: str) -> tuple[str, float | None]:
-    kind, at, level = name.partition("@")
-    try:
-        return kind, float(level) if at else None
-    except ValueError:
-        return kind, None
-
-
-def _threat(metric: str, metrics: Mapping[str, float]) -> tuple[str, str | None, float | None]:
-    """``(threat model, eps string, eps)`` for one entry (see the module doc)."""
-    kind, eps = _level(metric)
-    if kind in THREAT_MODELS and eps is not None:
-        return THREAT_MODELS[kind], metric.partition("@")[2], eps
+def _threat(metric: str, metrics: Mapping[str, float]) -> tuple[str, str | None]:
+    """``(threat model, eps as written)`` for one entry (see the module doc)."""
+    threat = threat_model(metric) if is_fraction(metric) else None  # an accuracy under attack or certified
+    if threat is not None and math.isfinite(level_of(metric)):
+        return threat, split(metric)[1]
     for kind in DEFAULT_THREAT_KINDS:
-        levels = [(level, name) for name in metrics for k, level in [_level(name)] if k == kind and level is not None]
+        levels = [(level_of(name), name) for name in metrics if kind_of(name) == kind]
+        levels = [(level, name) for level, name in levels if math.isfinite(level)]
         if levels:
-            level, name = max(levels)
-            return THREAT_MODELS[kind], name.partition("@")[2], level
-    return "Linf", None, None
+            return threat_model(kind) or "Linf", split(max(levels)[1])[1]
+    return "Linf", None
 
 
 def _architecture(entry: LeaderboardEntry) -> str:
@@ -188,7 +180,7 @@ def robustness(entry: LeaderboardEntry, metric: str, job: Job | None) -> dict[st
     ``eps``, ``best`` (the headline: best known, or the PGD figure of an older job), ``autoattack`` (``best`` when
     the full standard suite ran there, else ``None``), ``suite`` (the suite's own figure), ``pgd``, ``attack`` (what
     ran, in words), ``library`` and ``flags``."""
-    threat, eps_text, _ = _threat(metric, entry.metrics)
+    threat, eps_text = _threat(metric, entry.metrics)
     norm = threat.lower()
     at = f"@{eps_text}" if eps_text is not None else None
     figure = {kind: entry.metrics.get(f"{kind}_{norm}_acc{at}") if at else None for kind in ("robust", "autoattack",

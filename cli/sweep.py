@@ -23,7 +23,7 @@ import typer
 from rich.table import Table
 
 from cli.common import console, err_console, fail, read_spec_file
-from core.metrics import gaussian_kind
+from core import metrics
 from evaluation.poster import (
     POSTER_GAUSSIAN,
     gaussian_curve,
@@ -39,7 +39,6 @@ from evaluation.sweep import (
     axis_labels,
     expand_grid,
     format_value,
-    main_metric_columns,
     merge_axes,
     parse_set,
     run_points_local,
@@ -47,25 +46,6 @@ from evaluation.sweep import (
     summary,
 )
 
-SHORT = {
-    "clean_acc": "clean",
-    "gaussian_acc": "gauss",
-    "robust_linf_acc": "rob∞",
-    "robust_l2_acc": "rob2",
-    "pgd_linf_acc": "pgd∞",
-    "pgd_l2_acc": "pgd2",
-    "autoattack_linf_acc": "aa∞",
-    "autoattack_l2_acc": "aa2",
-    "certified_l2_acc": "cert2",
-    "clean_mse": "clean MSE",
-    "clean_psnr": "clean PSNR",
-    "gaussian_psnr": "gauss PSNR",
-    "gaussian_mse": "gauss MSE",
-    "pgd_linf_mse": "pgd∞ MSE",
-    "pgd_l2_mse": "pgd2 MSE",
-    "certified_linf_mse": "cert∞ MSE",
-    "certified_l2_mse": "cert2 MSE",
-}
 ACCURACY_CAPTION = (
     "accuracy in % (gauss@σ: mean over draws; rob: best known over every attack; pgd, aa: PGD, the attack suite; "
     "cert2: certified L2)"
@@ -76,26 +56,26 @@ REGRESSION_CAPTION = (
 )
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
-
-
 def format_metric(metric: str, value: float | None) -> str:
-    """An accuracy in %, a PSNR in dB (2 decimals), an MSE or other error with 4 significant digits."""
-    if value is None:
-        return "–"
-    kind = metric.partition("@")[0]
-    if kind.endswith("_acc"):
-        return _pct(value)
-    if kind.endswith("_psnr"):
-        return f"{value:.2f}"
-    return f"{value:.4g}"
+    """A cell: the catalog's format without the unit (an accuracy in %, a PSNR in dB with 2 decimals, an MSE or
+    other error with 4 significant digits); ``–`` when not measured."""
+    return "–" if value is None else metrics.format_value(metric, value, unit=False)
+
+
+def _pct(value: float | None) -> str:
+    return format_metric("gaussian_acc", value)
 
 
 def column_title(metric: str) -> str:
-    base, _, level = metric.partition("@")
-    short = SHORT.get(base, base)
+    """The catalog's short label and the level as written: ``gauss@0.3``, ``pgd∞ MSE@0.1``."""
+    kind, level = metrics.split(metric)
+    info = metrics.kind_info(kind)
+    short = info.short if info else kind
     return f"{short}@{level}" if level else short
+
+
+def _tasks(columns: Sequence[str]) -> set[str]:
+    return {task for c in columns if (info := metrics.kind_info(c)) for task in info.tasks}
 
 
 def comparison_table(outcomes: Sequence[PointOutcome], title: str) -> Table:
@@ -104,9 +84,9 @@ def comparison_table(outcomes: Sequence[PointOutcome], title: str) -> Table:
     bound per ε."""
     paths = list(outcomes[0].point.params) if outcomes else []
     labels = axis_labels(paths)
-    columns = main_metric_columns([o.metrics for o in outcomes if o.ok])
-    regression = any(c.partition("@")[0].endswith(("_mse", "_psnr")) for c in columns)
-    accuracy = any(c.partition("@")[0].endswith("_acc") for c in columns)
+    columns = metrics.summary_columns([o.metrics for o in outcomes if o.ok])
+    regression = bool(_tasks(columns) & set(metrics.REGRESSION))
+    accuracy = bool(_tasks(columns) & set(metrics.CLASSIFICATION))
     captions = [ACCURACY_CAPTION] if accuracy or not regression else []
     caption = "; ".join(captions + ([REGRESSION_CAPTION] if regression else []))
     table = Table(title=title, caption=caption)
@@ -223,11 +203,11 @@ def run_points_server(points: Sequence[SweepPoint], server: str, poll: float, ti
             left = None if deadline is None else max(1.0, deadline - time.monotonic())
             try:
                 job = client.wait(job_id, None, poll, left)
-                metrics = client.results(job_id)["metrics"] if job["status"] == "succeeded" else {}
+                found = client.results(job_id)["metrics"] if job["status"] == "succeeded" else {}
             except (ApiError, TimeoutError) as exc:
                 outcomes.append(PointOutcome(p, "failed", {}, str(exc), job_id=job_id))
                 continue
-            outcome = PointOutcome(p, job["status"], metrics, job.get("error"), job_id=job_id)
+            outcome = PointOutcome(p, job["status"], found, job.get("error"), job_id=job_id)
             _report(outcome)
             outcomes.append(outcome)
     return outcomes
@@ -314,7 +294,7 @@ def _write_summary(out_dir: Path, outcomes: Sequence[PointOutcome], name: str, r
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sweep.json").write_text(json.dumps(summary(outcomes), indent=2, sort_keys=True))
     labels = axis_labels(list(outcomes[0].point.params)) if outcomes else {}
-    kind = gaussian_kind([o.metrics for o in outcomes if o.ok]) or "gaussian_acc"
+    kind = metrics.gaussian_kind([o.metrics for o in outcomes if o.ok]) or "gaussian_acc"
     curves: dict[str, Mapping[float, float]] = {
         o.point.label(labels): gaussian_curve(o.metrics, kind) for o in outcomes
     }

@@ -20,14 +20,13 @@ import copy
 import itertools
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from core.metrics import summary_columns
 from core.spec import JobSpec
 
 SWEEP_KEY = "sweep"
@@ -297,14 +296,6 @@ def run_points_local(
 
 
 # ---------------------------------------------------------------------------------------------------- summary
-def main_metric_columns(metrics_list: Iterable[Mapping[str, float]]) -> list[str]:
-    """The main metrics present in any point, in a fixed order (:func:`core.metrics.summary_columns`):
-    classification: clean, Gaussian per σ, PGD L∞, PGD L2, certified L2 accuracy (each by level); regression and
-    denoising: clean MSE and PSNR, Gaussian PSNR (or MSE) per σ, PGD L∞ / L2 worst MSE and certified L∞ / L2 MSE
-    bounds per ε."""
-    return summary_columns(metrics_list)
-
-
 def summary(outcomes: Sequence[PointOutcome]) -> dict[str, Any]:
     """A JSON-able record of the sweep (``sweep.json``): grid values, status and metrics of every point."""
     return {
@@ -330,7 +321,6 @@ __all__ = [
     "SweepPoint",
     "axis_labels",
     "expand_grid",
-    "main_metric_columns",
     "merge_axes",
     "parse_set",
     "run_points_local",

@@ -56,9 +56,9 @@ def compare_page(request: Request, session: SessionDep, _reader: WebReader, jobs
     per_job = [{n: vals[i] for n, vals in comparison.metrics.items() if vals[i] is not None} for i in range(len(jobs))]
     joined = ",".join(jobs)
     plots = [
-        (kind, COMPARE_KINDS[kind][1], link(request, "/compare/plot.png", jobs=joined, kind=kind))
-        for kind in COMPARE_KINDS
-        if has_data(kind, per_job)
+        (kind, record.chart.title, link(request, "/compare/plot.png", jobs=joined, kind=kind))
+        for kind, record in COMPARE_KINDS.items()
+        if record.chart and has_data(kind, per_job)
     ]
     context = {
         "comparison": comparison,
