@@ -22,10 +22,11 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from cli.backend import BackendError, InProcess, OnServer
 from cli.check import check as check_command
 from cli.client import ApiError, RobustlabClient, format_validation_errors
 from cli.common import ServerOption, console, err_console, fail, read_spec_file
-from cli.display import JobProgress, leaderboard_table, metrics_table
+from cli.display import leaderboard_table, metrics_table
 from cli.keys import keys_app
 from cli.reevaluate import reevaluate as reevaluate_command
 from cli.service import db_app, up, worker
@@ -57,32 +58,29 @@ def submit(
 ) -> None:
     """Submit a job to the server; with --wait show its progress and metrics. Exit 1 if the job fails."""
     spec = read_spec_file(spec_file)
-    with RobustlabClient(server or get_settings().server_url) as client:
-        try:
-            job = client.submit(spec)
-        except ApiError as exc:
-            raise fail(str(exc)) from None
+
+    def submitted(_i: int, _spec: dict, job: dict) -> None:
         console.print(f"submitted job [bold]{job['id']}[/] ({job['name']}): {job['status']}", highlight=False)
+
+    with RobustlabClient(server or get_settings().server_url) as client:
+        backend = OnServer(client, poll, timeout, on_submitted=submitted)
+        try:
+            [job] = backend.submit([spec])
+        except BackendError as exc:
+            raise fail(str(exc)) from None
         if not wait:
             console.print(job["id"], highlight=False)
             return
         try:
-            with JobProgress(console, title=job["name"]) as display:
-                job = client.wait(job["id"], lambda j: display.update(j.get("progress"), j["status"]), poll, timeout)
+            [run] = backend.wait([job], progress=console)
         except KeyboardInterrupt:
             raise fail(f"stopped following; job {job['id']} goes on on the server", code=130) from None
-        except (ApiError, TimeoutError) as exc:
-            raise fail(str(exc)) from None
-        if job["status"] != "succeeded":
-            err_console.print(
-                f"[bold red]job {job['id']} {job['status']}:[/] {job.get('error') or ''}", highlight=False
-            )
-            raise typer.Exit(1)
-        try:
-            results = client.results(job["id"])
-        except ApiError as exc:
-            raise fail(str(exc)) from None
-    console.print(metrics_table(results["metrics"], title=job["name"]))
+    if run.status == "unknown":
+        raise fail(run.error or "the job's end is unknown")
+    if not run.ok:
+        err_console.print(f"[bold red]job {run.job_id} {run.status}:[/] {run.error or ''}", highlight=False)
+        raise typer.Exit(1)
+    console.print(metrics_table(run.metrics, title=run.name))
 
 
 @app.command()
@@ -103,21 +101,13 @@ def run(
     except ValidationError as exc:
         raise fail(f"invalid job spec {spec_file}:\n{format_validation_errors(exc.errors())}") from None
     out = out or Path("runs") / spec.name
-    settings = get_settings()
-    import torch
-
-    if settings.torch_threads > 0:
-        torch.set_num_threads(settings.torch_threads)
-    from evaluation.runner import run_job
-
     try:
-        with JobProgress(console, title=spec.name) as display:
-            result = run_job(spec, out_dir=out, progress=display.update)
+        [result] = InProcess().run([data], [out], progress=console)
     except KeyboardInterrupt:
         raise fail("interrupted", code=130) from None
-    except Exception as exc:
-        err_console.print(f"[bold red]job failed:[/] {type(exc).__name__}: {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    if not result.ok:
+        err_console.print(f"[bold red]job failed:[/] {result.error}", highlight=False)
+        raise typer.Exit(1)
     console.print(metrics_table(result.metrics, title=spec.name))
     console.print(f"wrote {out}/result.json, {out}/model.safetensors, {out}/spec.json", highlight=False)
 

@@ -14,7 +14,6 @@ renders the tables. Exit codes: 0 every point succeeded, 1 some point failed, 2 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +21,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cli.backend import Backend, BackendError, InProcess, JobRun, OnServer
+from cli.client import RobustlabClient
 from cli.common import console, err_console, fail, read_spec_file
 from core import metrics
 from evaluation.poster import (
@@ -41,7 +42,6 @@ from evaluation.sweep import (
     format_value,
     merge_axes,
     parse_set,
-    run_points_local,
     split_sweep,
     summary,
 )
@@ -183,34 +183,25 @@ def trend_lines(outcomes: Sequence[PointOutcome], ceiling: Mapping[float, float]
     return lines
 
 
-# ---------------------------------------------------------------------------------------------------- server
-def run_points_server(points: Sequence[SweepPoint], server: str, poll: float, timeout: float | None):
-    """Submit every point, then wait for all of them (they run concurrently on the workers)."""
-    from cli.client import ApiError, RobustlabClient
+# ---------------------------------------------------------------------------------------------------- running
+def run_points(points: Sequence[SweepPoint], backend: Backend, out_dir: Path | None) -> list[PointOutcome]:
+    """Every point through ``backend`` (in-process: each writes to ``out_dir/<point name>/``), reported as it
+    ends; a point whose end is unknown (the server stopped answering, the timeout passed) counts as failed."""
+    outcomes: list[PointOutcome | None] = [None] * len(points)
 
-    outcomes: list[PointOutcome] = []
-    with RobustlabClient(server) as client:
-        submitted = []
-        for p in points:
-            try:
-                job = client.submit(p.data)
-            except ApiError as exc:
-                raise fail(f"submitting {p.name}: {exc}") from None
-            console.print(f"submitted {p.name}: job {job['id']}", highlight=False)
-            submitted.append((p, job["id"]))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for p, job_id in submitted:
-            left = None if deadline is None else max(1.0, deadline - time.monotonic())
-            try:
-                job = client.wait(job_id, None, poll, left)
-                found = client.results(job_id)["metrics"] if job["status"] == "succeeded" else {}
-            except (ApiError, TimeoutError) as exc:
-                outcomes.append(PointOutcome(p, "failed", {}, str(exc), job_id=job_id))
-                continue
-            outcome = PointOutcome(p, job["status"], found, job.get("error"), job_id=job_id)
-            _report(outcome)
-            outcomes.append(outcome)
-    return outcomes
+    def done(i: int, run: JobRun) -> None:
+        status = "failed" if run.status == "unknown" else run.status
+        outcomes[i] = PointOutcome(points[i], status, run.metrics, run.error, run.out_dir, run.job_id)
+        _report(outcomes[i])
+
+    dirs = None if out_dir is None or not isinstance(backend, InProcess) else [out_dir / p.name for p in points]
+    try:
+        backend.run([p.data for p in points], dirs, on_done=done)
+    except BackendError as exc:
+        raise fail(f"submitting {exc.name}: {exc}" if exc.name else str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", code=130) from None
+    return [o for o in outcomes if o is not None]
 
 
 def _report(o: PointOutcome) -> None:
@@ -258,18 +249,16 @@ def sweep(
     console.print(title + (f" on {server}" if server else " in-process"), highlight=False)
 
     if server is not None:
-        outcomes = run_points_server(points, server, poll, timeout)
+
+        def submitted(i: int, _spec: Mapping, job: dict) -> None:
+            console.print(f"submitted {points[i].name}: job {job['id']}", highlight=False)
+
+        with RobustlabClient(server) as client:
+            outcomes = run_points(points, OnServer(client, poll, timeout, on_submitted=submitted), None)
         out_dir = out
     else:
-        from core.config import get_settings
-
         out_dir = out or Path("runs") / f"{base.get('name', spec_file.stem)}-sweep"
-        threads = get_settings().torch_threads
-        try:
-            outcomes = run_points_local(points, out_dir, jobs=jobs, torch_threads=threads, on_done=_report)
-        except KeyboardInterrupt:
-            raise fail("interrupted", code=130) from None
-        outcomes.sort(key=lambda o: o.point.index)
+        outcomes = run_points(points, InProcess(jobs=jobs), out_dir)
 
     print_wide(comparison_table(outcomes, title))
     if compare_reshniak_webster:

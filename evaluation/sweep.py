@@ -8,7 +8,7 @@ before validation, so the rest is an ordinary job spec)::
     from evaluation.sweep import split_sweep, expand_grid, run_points_local
     base, axes = split_sweep(json.load(open("examples/spirals-theta-sweep.json")))
     points = expand_grid(base, axes)               # validated JobSpecs, named <base>-theta=0.25 …
-    outcomes = run_points_local(points)            # in-process; see cli/sweep.py for --server
+    # cli/sweep.py runs the points (in-process or on a server: cli/backend.py) into PointOutcomes
 
 Axes are crossed (a Cartesian product), the first axis varying slowest. A sweep's numbers beside Reshniak &
 Webster's poster (its Gaussian-noise table, the θ trend): :mod:`evaluation.poster`.
@@ -20,9 +20,8 @@ import copy
 import itertools
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -239,62 +238,6 @@ class PointOutcome:
         return self.status == "succeeded"
 
 
-def _run_one(spec_json: str, out_dir: str | None, torch_threads: int) -> tuple[str, dict, str | None]:
-    """Run one point in this process (also the body of a pool worker): (status, metrics, error)."""
-    import torch
-
-    from evaluation.runner import run_job
-
-    if torch_threads > 0:
-        torch.set_num_threads(torch_threads)
-    spec = JobSpec.model_validate_json(spec_json)
-    try:
-        result = run_job(spec, out_dir=out_dir)
-    except Exception as exc:
-        return "failed", {}, f"{type(exc).__name__}: {exc}"
-    return "succeeded", result.metrics, None
-
-
-def run_points_local(
-    points: Sequence[SweepPoint],
-    out_dir: str | Path | None = None,
-    jobs: int = 1,
-    torch_threads: int = 1,
-    on_done: Callable[[PointOutcome], None] | None = None,
-) -> list[PointOutcome]:
-    """Run every point in-process (``jobs`` > 1: that many worker processes, each with ``torch_threads``
-    threads). Each point writes to ``out_dir/<point name>/`` when ``out_dir`` is given. A failed point is
-    reported in its outcome; the others still run. Results do not depend on ``jobs`` (every job seeds itself).
-    """
-    dirs = [None if out_dir is None else str(Path(out_dir) / p.name) for p in points]
-    outcomes: list[PointOutcome | None] = [None] * len(points)
-
-    def done(i: int, status: str, metrics: dict, error: str | None) -> None:
-        outcomes[i] = PointOutcome(points[i], status, metrics, error, dirs[i])
-        if on_done is not None:
-            on_done(outcomes[i])
-
-    if jobs <= 1 or len(points) <= 1:
-        for i, p in enumerate(points):
-            done(i, *_run_one(p.spec.model_dump_json(), dirs[i], torch_threads))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        context = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch threads
-        with ProcessPoolExecutor(max_workers=min(jobs, len(points)), mp_context=context) as pool:
-            futures = {
-                pool.submit(_run_one, p.spec.model_dump_json(), dirs[i], torch_threads): i for i, p in enumerate(points)
-            }
-            for future in as_completed(futures):
-                i = futures[future]
-                try:
-                    done(i, *future.result())
-                except Exception as exc:  # a worker process died
-                    done(i, "failed", {}, f"{type(exc).__name__}: {exc}")
-    return [o for o in outcomes if o is not None]
-
-
 # ---------------------------------------------------------------------------------------------------- summary
 def summary(outcomes: Sequence[PointOutcome]) -> dict[str, Any]:
     """A JSON-able record of the sweep (``sweep.json``): grid values, status and metrics of every point."""
@@ -323,7 +266,6 @@ __all__ = [
     "expand_grid",
     "merge_axes",
     "parse_set",
-    "run_points_local",
     "split_sweep",
     "summary",
 ]
