@@ -45,8 +45,6 @@ PROTOCOL_REVISION = 2
 
 #: the standard suite's members, in the order they run
 STANDARD = SUITE_ATTACKS
-ENSEMBLE = STANDARD  # the name earlier versions exported
-GRADIENT_ATTACKS = frozenset({"apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "fab-t"})
 
 
 def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -275,8 +273,6 @@ def autoattack_accuracy(
 
 
 __all__ = [
-    "ENSEMBLE",
-    "GRADIENT_ATTACKS",
     "STANDARD",
     "SuiteOutcome",
     "autoattack_accuracy",
