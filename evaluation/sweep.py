@@ -5,7 +5,7 @@ before validation, so the rest is an ordinary job spec)::
 
     {"name": "spirals-theta-sweep", …, "sweep": {"model.theta": [0, 0.25, 0.5, 0.75, 1]}}
 
-    from evaluation.sweep import split_sweep, expand_grid, run_points_local
+    from evaluation.sweep import split_sweep, expand_grid
     base, axes = split_sweep(json.load(open("examples/spirals-theta-sweep.json")))
     points = expand_grid(base, axes)               # validated JobSpecs, named <base>-theta=0.25 …
     # cli/sweep.py runs the points (in-process or on a server: cli/backend.py) into PointOutcomes
