@@ -22,7 +22,7 @@ import pytest
 from service_helpers import REPO, service_env, tiny_spec
 
 from cli.gpu_workers import GpuListError, gpu_workers, parse_gpus, start_workers, supervise
-from cli.main import _worker_command
+from cli.service import _worker_command
 from core.config import Settings
 from core.spec import JobSpec
 from db import jobs
