@@ -68,6 +68,9 @@ def test_a_job_whose_worker_was_killed_resumes_from_its_checkpoint_to_the_same_m
         info = jobs.get_job(s, job["id"]).info
     assert info["checkpoints"]["resumed_from"] == k and info["checkpoints"]["every"] == EVERY
     assert [p.name for p in checkpoints.iterdir()] == [checkpoint_name(EPOCHS)]  # pruned to the final one
+    with stack.client() as c:  # the job page says so (and which device ran it)
+        page = c.get(f"/jobs/{job['id']}").text
+    assert f"resumed from the checkpoint of epoch {k}" in page and 'id="hardware">cpu' in page
     record_timing(
         fault="SIGKILL worker mid-training, resumed",
         killed_at_epoch=killed_at,
