@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.metrics import is_timing
 from core.spec import JobSpec
 from evaluation.checkpoints import Checkpointer, CheckpointRefused, checkpoint_name, default_every
 from evaluation.runner import JobStopped, run_job
@@ -136,7 +137,7 @@ def resumable_spec(family: dict, **train) -> JobSpec:
 
 
 def timeless(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if not k.endswith("_seconds")}
+    return {k: v for k, v in metrics.items() if not is_timing(k)}
 
 
 @pytest.mark.parametrize(
