@@ -107,21 +107,27 @@ def augment_images(x: torch.Tensor, crop_padding: int, flip: bool, gen: torch.Ge
     """A batch of images (B, C, H, W), each randomly cropped back to H×W from its zero-padded copy (``crop_padding``
     pixels on every side: a shift of up to ± that much, zeros coming in) and, with ``flip``, mirrored left-right
     with probability ½; the offsets and flips are drawn from ``gen`` (on the CPU: seeded, reproducible on any
-    device). He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition" (2016), §4.2."""
-    n, _, height, width = x.shape
-    if crop_padding > 0:
-        p = crop_padding
-        padded = nn.functional.pad(x, (p, p, p, p)).permute(0, 2, 3, 1)  # (B, H + 2p, W + 2p, C)
-        top = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)
-        left = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)
-        rows = (top[:, None] + torch.arange(height, device=x.device))[:, :, None]  # (B, H, 1)
-        cols = (left[:, None] + torch.arange(width, device=x.device))[:, None, :]  # (B, 1, W)
-        batch = torch.arange(n, device=x.device)[:, None, None]
-        x = padded[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+    device), the top offsets, the left offsets, then the flips. He, Zhang, Ren & Sun, "Deep Residual Learning for
+    Image Recognition" (2016), §4.2.
+
+    One gather from the padded batch makes the whole output: pixel (h, w) of image b is padded pixel
+    (top_b + h, left_b + w), or (top_b + h, left_b + W − 1 − w) when b is mirrored."""
+    n, channels, height, width = x.shape
+    p = crop_padding
+    if p == 0 and not flip:
+        return x
+    rows = torch.arange(height, device=x.device).expand(n, height)
+    cols = torch.arange(width, device=x.device).expand(n, width)
+    if p > 0:
+        rows = rows + torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)[:, None]
+        cols = cols + torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)[:, None]
     if flip:
         mirrored = (torch.rand(n, generator=gen) < 0.5).to(x.device)
-        x = torch.where(mirrored[:, None, None, None], x.flip(3), x)
-    return x
+        cols = torch.where(mirrored[:, None], cols.flip(1), cols)
+    padded = nn.functional.pad(x, (p, p, p, p)) if p > 0 else x
+    index = (rows[:, :, None] * (width + 2 * p) + cols[:, None, :]).reshape(n, 1, height * width)
+    out = padded.reshape(n, channels, -1).gather(2, index.expand(n, channels, height * width))
+    return out.reshape(n, channels, height, width)
 
 
 __all__ = ["EpochBatches", "InMemoryPairs", "LoaderWorkersUnavailable", "augment_images", "training_loader"]

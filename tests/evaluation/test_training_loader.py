@@ -18,9 +18,27 @@ from models.regularizers import regularization_terms
 CPU = torch.device("cpu")
 
 
+def old_augment_images(x: torch.Tensor, crop_padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """A copy of the crop-and-flip as it stood before (commit c6dc1fe): pad, index, permute, then flip."""
+    n, _, height, width = x.shape
+    if crop_padding > 0:
+        p = crop_padding
+        padded = nn.functional.pad(x, (p, p, p, p)).permute(0, 2, 3, 1)
+        top = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+        left = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+        rows = (top[:, None] + torch.arange(height))[:, :, None]
+        cols = (left[:, None] + torch.arange(width))[:, None, :]
+        x = padded[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2).contiguous()
+    if flip:
+        mirrored = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(mirrored[:, None, None, None], x.flip(3), x)
+    return x
+
+
 def old_loop(model: nn.Module, data: Dataset, spec: TrainSpec) -> None:
     """A copy of the training loop as it stood before the DataLoader (commit c6dc1fe, evaluation/training.py),
-    classification, without its logging: the reference the new loop's batches are held to."""
+    classification, without its logging, with the augmentation of then: the reference the new loop's batches are
+    held to."""
     gen = torch.Generator(device="cpu").manual_seed(spec.seed)
     x, y = data.x_train, data.y_train
     n = len(x)
@@ -42,7 +60,7 @@ def old_loop(model: nn.Module, data: Dataset, spec: TrainSpec) -> None:
             idx = order[i : i + batch]
             xb, yb = x[idx], y[idx]
             if augment is not None:
-                xb = augment_images(xb, augment.crop_padding, augment.flip, gen)
+                xb = old_augment_images(xb, augment.crop_padding, augment.flip, gen)
             if stochastic is not None:
                 logits, states = model(xb, return_states=True)
                 copies = xb.repeat(stochastic.streams, *([1] * (xb.dim() - 1)))
@@ -143,3 +161,12 @@ def test_the_loader_touches_neither_the_training_generator_nor_the_global_rng() 
         ((xb, yb),) = list(loader)
         assert torch.equal(xb, x) and torch.equal(yb, y)
     assert torch.equal(gen.get_state(), before) and torch.equal(torch.get_rng_state(), global_before)
+
+
+@pytest.mark.parametrize(("padding", "flip"), [(4, True), (2, False), (0, True), (0, False), (5, True)])
+@pytest.mark.parametrize("shape", [(128, 3, 32, 32), (64, 1, 28, 28), (9, 2, 5, 7)])
+def test_the_one_gather_augmentation_gives_the_old_images_from_the_same_draws(shape, padding, flip) -> None:
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(2))
+    old_gen, new_gen = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert torch.equal(augment_images(x, padding, flip, new_gen), old_augment_images(x, padding, flip, old_gen))
+    assert torch.equal(new_gen.get_state(), old_gen.get_state())  # the same number of draws
