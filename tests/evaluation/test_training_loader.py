@@ -4,6 +4,9 @@ results do not change; worker processes change nothing; the per-epoch permutatio
 
 from __future__ import annotations
 
+import multiprocessing
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -11,7 +14,7 @@ from torch import nn
 from core.spec import AugmentSpec, ModelSpec, TrainSpec
 from evaluation.datasets import Dataset, two_spirals
 from evaluation.training import augment_images, stochastic_state_penalty, train_classifier
-from evaluation.training.data import EpochBatches, training_loader
+from evaluation.training.data import EpochBatches, LoaderWorkersUnavailable, loader_workers, training_loader
 from models import build_model
 from models.regularizers import regularization_terms
 
@@ -170,3 +173,23 @@ def test_the_one_gather_augmentation_gives_the_old_images_from_the_same_draws(sh
     old_gen, new_gen = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     assert torch.equal(augment_images(x, padding, flip, new_gen), old_augment_images(x, padding, flip, old_gen))
     assert torch.equal(new_gen.get_state(), old_gen.get_state())  # the same number of draws
+
+
+def _workers_in_a_daemon(queue) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        granted = loader_workers(2)
+    queue.put((granted, [str(w.message) for w in caught if issubclass(w.category, LoaderWorkersUnavailable)]))
+
+
+def test_a_daemonic_worker_process_gathers_batches_in_process() -> None:
+    """A Celery prefork child is daemonic and may not start children: the loader falls back to 0 workers (the same
+    batches) and says so; elsewhere the workers asked for are granted."""
+    assert loader_workers(2) == 2 and loader_workers(0) == 0
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_workers_in_a_daemon, args=(queue,), daemon=True)
+    child.start()
+    granted, messages = queue.get(timeout=30)
+    child.join(timeout=30)
+    assert granted == 0 and len(messages) == 1 and "train.loader_workers = 2 ignored" in messages[0]
