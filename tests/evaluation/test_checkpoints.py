@@ -137,6 +137,7 @@ def resumable_spec(family: dict, **train) -> JobSpec:
 
 
 def timeless(metrics: dict[str, float]) -> dict[str, float]:
+    """The results, without the times and throughputs (which differ between any two runs)."""
     return {k: v for k, v in metrics.items() if not is_timing(k)}
 
 
@@ -147,8 +148,30 @@ def timeless(metrics: dict[str, float]) -> dict[str, float]:
         ({"family": "explicit", "width": 8, "depth": 3, "h": 0.2}, {"regularizers": {"stochastic": {"sigma": 0.1}}}),
         # solver diagnostics accumulate over the whole training (solver_train_*): the totals are in the checkpoint
         ({"family": "implicit", "width": 6, "depth": 2, "h": 0.3, "theta": 0.5}, {"optimizer": "sgd"}),
+        # the schedule steps per batch: its state (and the warm-up's) comes back, mid-schedule
+        (
+            {"family": "explicit", "width": 8, "depth": 3, "h": 0.2},
+            {
+                "optimizer": "sgd",
+                "nesterov": True,
+                "schedule": {"kind": "cosine", "warmup_epochs": 2},
+                "clip_grad_norm": 1.0,
+                "label_smoothing": 0.1,
+            },
+        ),
+        # certified training: the margin √2·ε·L follows the restored weights; one-cycle and AdamW states
+        (
+            {"family": "lipschitz", "width": 8, "hidden": 8, "depth": 2},
+            {
+                "optimizer": "adamw",
+                "weight_decay": 0.01,
+                "schedule": {"kind": "one_cycle"},
+                "loss": "multi_margin",
+                "margin": {"eps": 0.1},
+            },
+        ),
     ],
-    ids=["explicit-stochastic", "implicit-sgd"],
+    ids=["explicit-stochastic", "implicit-sgd", "cosine-warmup-nesterov", "lipschitz-margin-one-cycle"],
 )
 def test_a_job_stopped_mid_training_resumes_to_the_same_metrics(tmp_path: Path, family: dict, train: dict) -> None:
     spec = resumable_spec(family, **train)
