@@ -26,6 +26,7 @@ name is importable from ``core.spec``.
 """
 
 from core.spec.base import (
+    AUTO_SOLVER,
     DIGITS_IMAGES,
     MAX_DEPTH,
     MAX_EPOCHS,
@@ -100,6 +101,7 @@ from core.spec.train import (
 __all__ = [
     "AttackEval",
     "AutoAttackEval",
+    "AUTO_SOLVER",
     "BackwardSolverName",
     "CertifiedEval",
     "DATASET_TASKS",
