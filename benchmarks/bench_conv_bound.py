@@ -28,13 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.conv_norms import (  # noqa: E402
     EXACT_MAX_ENTRIES,
-    circular_gram_bound,
     circular_grid,
     conv_norm_upper_bound,
     conv_operator_norm,
     conv_output_size,
     polyphase_kernel,
 )
+from models.gram_iteration import circular_gram_bound  # noqa: E402
 
 
 def kernel(c_out: int, c_in: int, k: int, gen: torch.Generator) -> torch.Tensor:

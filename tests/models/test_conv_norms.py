@@ -10,7 +10,6 @@ from torch.autograd.functional import jacobian
 
 from models.conv_norms import (
     EXACT_MAX_ENTRIES,
-    circular_gram_bound,
     circular_grid,
     conv_lipschitz_bound,
     conv_norm_upper_bound,
@@ -20,6 +19,7 @@ from models.conv_norms import (
     pixel_unshuffle_norm,
     polyphase_kernel,
 )
+from models.gram_iteration import circular_gram_bound
 
 
 def kernel(c_out, c_in, k, seed):
@@ -81,6 +81,25 @@ def test_gram_iteration_brackets_the_circular_norm(c_in, c_out, k, grid):
     bound = circular_gram_bound(w, grid, rtol=1e-3)
     assert bound.lower <= exact * (1 + 1e-12) and exact <= bound.upper
     assert bound.upper <= exact * (1 + 1e-3) * (1 + 1e-6)  # stopped certified within rtol
+
+
+@pytest.mark.parametrize("rows_per_chunk", [None, 4])
+@pytest.mark.parametrize("smooth", [False, True])
+def test_float32_screening_and_chunks_keep_the_maximum(monkeypatch, rows_per_chunk, smooth):
+    """16 channels on a 33×33 grid: large enough for the float32 screening; in chunks of 4 frequency rows the later
+    chunks are pruned with the lower bound of the earlier ones. A smooth kernel (a low-pass 1×1 part) has a sharp
+    maximum, a random one many frequencies close to it."""
+    import models.gram_iteration as gram_iteration
+
+    if rows_per_chunk is not None:
+        monkeypatch.setattr(gram_iteration, "_CHUNK_ENTRIES", rows_per_chunk * 2 * 17 * 16 * 16)
+    w = kernel(16, 16, 3, 11) / 12
+    if smooth:
+        w = w / 4 + kernel(16, 16, 1, 12).expand(-1, -1, 3, 3) / 12
+    blocks = torch.fft.fft2(w, s=(33, 33)).permute(2, 3, 0, 1)
+    exact = float(torch.linalg.matrix_norm(blocks, ord=2).amax())
+    bound = circular_gram_bound(w, 33, rtol=1e-3)
+    assert bound.lower <= exact * (1 + 1e-12) and exact <= bound.upper <= exact * (1 + 1e-3) * (1 + 1e-6)
 
 
 SMALL = [
