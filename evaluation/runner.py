@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import models
+from core.metrics import metric_key, parse
 from core.protocol import current_protocol, current_revisions
 from core.provenance import current_code
 from core.spec import JobSpec
@@ -177,7 +178,8 @@ def check_regression_sanity(metrics: dict[str, float]) -> dict[str, bool]:
 def check_sanity(metrics: dict[str, float]) -> dict[str, bool]:
     """certified_l2_acc@ε ≤ pgd_l2_acc@ε ≤ clean_acc, pgd_linf_acc@ε ≤ clean_acc, and the same for the
     attack suite's autoattack_<norm>_acc@ε and the best known robust_<norm>_acc@ε, which is also ≤ each attack's
-    figure at its ε; for regression and denoising
+    figure at its ε; randomized smoothing's certified accuracy ≤ its clean accuracy (PREDICT) at each σ,
+    smoothed_certified_l2_acc_sigma<σ>@ε ≤ smoothed_clean_acc@σ; for regression and denoising
     clean_mse ≤ pgd_<norm>_mse@ε ≤ certified_<norm>_mse@ε (:func:`check_regression_sanity`); raise on violation."""
     if "clean_acc" not in metrics:
         flags = check_regression_sanity(metrics)
@@ -198,6 +200,11 @@ def check_sanity(metrics: dict[str, float]) -> dict[str, bool]:
                     attacked = metrics.get(f"{attack}@" + name.split("@", 1)[1])
                     if attacked is not None:
                         flags[f"{name}<={attack}"] = value <= attacked + 1e-12
+            parsed = parse(name)
+            if parsed.base == "smoothed_certified_l2_acc" and parsed.param:
+                smoothed_clean = metric_key("smoothed_clean_acc", float(parsed.param))
+                if smoothed_clean in metrics:
+                    flags[f"{name}<={smoothed_clean}"] = value <= metrics[smoothed_clean] + 1e-12
     broken = [k for k, ok in flags.items() if not ok]
     if broken:
         raise SanityCheckFailed(f"sanity relations violated (a bug, results not stored): {broken}; metrics={metrics}")
@@ -288,6 +295,10 @@ def write_result_plots(result: RunResult, spec: JobSpec, out_dir: Path) -> list[
         settings = f"PGD: {p.steps} steps, {p.restarts} restart(s), seed {p.seed}; certified: Lipschitz margin"
         if spec.task != "classification":
             settings = f"PGD: {p.steps} steps, {p.restarts} restart(s), seed {p.seed}; certified: (‖f(x)−y‖ + Lε)²"
+    if ev.smoothing is not None:
+        sm = ev.smoothing
+        smoothing = f"smoothing (dashed): the smoothed classifier, n={sm.n}, prob. ≥ 1 − {sm.alpha:g}"
+        settings = smoothing if settings is None else f"{settings}\n{smoothing}"
     try:
         return write_plots(
             out_dir,

@@ -36,6 +36,7 @@ from core.spec.base import (
 )
 from core.spec.dataset import DATASET_TASKS, DatasetSpec, MaskSpec, TaskName
 from core.spec.evaluate import (
+    MAX_SMOOTHING_SAMPLES,
     MIN_SUITE_STEPS,
     SUITE_ATTACKS,
     SUITE_QUERIES,
@@ -47,6 +48,7 @@ from core.spec.evaluate import (
     GaussianEval,
     PGDEval,
     PlugAndPlayEval,
+    SmoothingEval,
     SuiteAttack,
 )
 from core.spec.job import JobSpec
@@ -86,6 +88,7 @@ __all__ = [
     "MAX_FEATURES",
     "MAX_LIST",
     "MAX_SAMPLES",
+    "MAX_SMOOTHING_SAMPLES",
     "MAX_WORK",
     "MIN_SUITE_STEPS",
     "MaskSpec",
@@ -99,6 +102,7 @@ __all__ = [
     "SUITE_ATTACKS",
     "SUITE_QUERIES",
     "SUITE_STEPS",
+    "SmoothingEval",
     "SolverSpec",
     "SpectralSpec",
     "StabilityTraceRegularizer",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -106,6 +106,8 @@ class RegularizersSpec(StrictModel):
 
 
 class TrainSpec(StrictModel):
+    added_fields: ClassVar[frozenset[str]] = frozenset({"noise_sigma"})
+
     epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
     lr: PosFloat = 0.01
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -117,4 +119,10 @@ class TrainSpec(StrictModel):
         1.0,
         description="train on cross-entropy of logit_scale·logits (evaluation is unaffected). A 1-Lipschitz model "
         "has small logit gaps, so plain cross-entropy saturates at a poor optimum; a scale ≫ 1 lets it fit (Murari)",
+    )
+    noise_sigma: NonNegFloat = Field(
+        0.0,
+        description="Gaussian data augmentation: train on x + noise_sigma·N(0, I), drawn anew for every batch, as "
+        "Cohen et al. train the base models of randomized smoothing (0: off). Not R_rnd, which perturbs the inputs "
+        "to penalise the growth of the hidden states (regularizers.stochastic)",
     )
