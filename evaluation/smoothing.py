@@ -18,8 +18,8 @@ draws when a two-sided binomial test of its count against the runner-up's reject
 PREDICT counts CERTIFY's ``n`` estimation draws (each procedure sees ``n`` i.i.d. draws, as in the paper, so
 each keeps its guarantee; sharing them halves the cost). Every test point draws its own noise from a generator
 seeded by (seed, phase, point), in blocks of :data:`NOISE_BLOCK` rows, so the numbers are bitwise reproducible on
-a CPU and do not depend on ``batch`` (how many noisy copies go through one forward pass) nor on the other
-points; every σ scales the same standard-normal draws. The noise is not clipped to the data's range (as in the
+a CPU and the draws do not depend on ``batch`` (how many noisy copies go through one forward pass); every σ
+scales the same standard-normal draws. The noise is not clipped to the data's range (as in the
 paper): the certificate is about the base classifier as it is applied to x + δ.
 
 With ``n`` draws the largest certifiable radius is σ·Φ⁻¹(α^{1/n}) (:func:`max_radius`: all draws agree); a
