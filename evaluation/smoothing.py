@@ -9,7 +9,7 @@ the job reports it: the Lipschitz margin certifies the network itself, determini
 each certificate with probability ≥ 1 − α)::
 
     from evaluation.smoothing import certify
-    c_hat, radius = certify(model, x, sigma=0.25, n0=100, n=10_000, alpha=0.001, batch=1000, seed=0)
+    c_hat, radius, counts = certify(model, x, [0.25], n0=100, n=10_000, alpha=0.001, batch=1000, seed=0)
 
 :func:`certify` and :func:`predict` are the paper's pseudocode (CERTIFY and PREDICT): the class is selected
 from ``n0`` draws, its probability bounded from ``n`` *other* draws by the one-sided Clopper–Pearson bound
@@ -36,9 +36,9 @@ import torch
 from scipy.stats import beta, binomtest, norm
 from torch import nn
 
-from core.metrics import metric_key
+from core.metrics import metric_key, parse
 from evaluation.certified import QUANTILES, linear_quantiles
-from evaluation.registry import CLASSIFICATION, Context, register_evaluation
+from evaluation.registry import CLASSIFICATION, Context, at_most, register_evaluation
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
 PROTOCOL_REVISION = 1
@@ -248,7 +248,32 @@ def uncertifiable(sigmas: Sequence[float], eps: Sequence[float], n: int, alpha: 
     return found
 
 
-@register_evaluation("smoothing", CLASSIFICATION, position=40)
+#: the kinds of accuracy the smoothing evaluation reports, each a fraction
+FRACTIONS = ("smoothed_certified_l2_acc", "smoothed_clean_acc", "smoothed_abstain_rate")
+
+
+def smoothing_relations(metrics: dict[str, float]) -> dict[str, bool]:
+    """``smoothed_certified_l2_acc_sigma<σ>@ε`` ≤ ``smoothed_clean_acc@σ`` (PREDICT counts CERTIFY's estimation
+    draws, so a point certified at any but the smallest ε, where the one-sided bound and the two-sided test part,
+    is also predicted correctly), every accuracy and abstain rate a fraction, every radius quantile ≥ 0."""
+    flags = {}
+    for name, value in metrics.items():
+        parsed = parse(name)
+        if parsed.base in FRACTIONS:
+            flags[f"0<={name}<=1"] = 0.0 <= value <= 1.0
+        if parsed.base == "smoothed_radius_q":
+            flags[f"0<={name}"] = value >= 0.0
+        if parsed.base == "smoothed_certified_l2_acc" and parsed.param:
+            clean = metric_key("smoothed_clean_acc", float(parsed.param))
+            if clean in metrics:
+                flags[f"{name}<={clean}"] = at_most(value, metrics[clean])
+    return flags
+
+
+SMOKE = {"smoothing": {"sigmas": [0.25], "eps": [0.05, 0.1], "n0": 10, "n": 100}}
+
+
+@register_evaluation("smoothing", CLASSIFICATION, position=40, sanity=smoothing_relations, smoke=SMOKE)
 def run_smoothing(ctx: Context) -> None:
     """A job's ``evaluate.smoothing``: CERTIFY and PREDICT for every σ on the test set, with per-sample outcomes
     and a warning for each ε that ``n`` draws cannot certify."""
@@ -256,8 +281,9 @@ def run_smoothing(ctx: Context) -> None:
     sm = ctx.spec.evaluate.smoothing
     for message in uncertifiable(sm.sigmas, sm.eps, sm.n, sm.alpha):
         ctx.warn(message)
+    batch = sm.batch or ctx.spec.evaluate.batch_size
     found, info = smoothing_accuracy(
-        ctx.model, ctx.x, ctx.y, sm.sigmas, sm.eps, sm.n0, sm.n, sm.alpha, sm.batch, sm.seed, ctx.per_sample
+        ctx.model, ctx.x, ctx.y, sm.sigmas, sm.eps, sm.n0, sm.n, sm.alpha, batch, sm.seed, ctx.per_sample
     )
     ctx.metrics.update(found)
     ctx.info["smoothing"] = info
@@ -276,5 +302,6 @@ __all__ = [
     "smoothed_predict",
     "smoothed_radius",
     "smoothing_accuracy",
+    "smoothing_relations",
     "uncertifiable",
 ]

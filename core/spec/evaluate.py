@@ -107,8 +107,8 @@ class SmoothingEval(StrictModel):
     Smoothing", ICML 2019), for each σ: CERTIFY picks the class from ``n0`` noisy copies of each test point,
     counts it among ``n`` more, and certifies the smoothed classifier g in L2 within σ·Φ⁻¹(p_A) where p_A is the
     one-sided Clopper–Pearson lower bound at level ``alpha`` (abstains when p_A ≤ ½); PREDICT (binomial test at
-    ``alpha``) gives g's clean accuracy. ``batch`` noisy copies go through the model per forward pass
-    (``evaluation.smoothing``)."""
+    ``alpha``) gives g's clean accuracy. ``batch`` noisy copies go through the model per forward pass (default:
+    ``evaluate.batch_size``; the draws do not depend on it) (``evaluation.smoothing``)."""
 
     sigmas: list[PosFloat] = Field(default_factory=lambda: [0.12, 0.25, 0.5], min_length=1)
     eps: list[PosFloat] = Field(min_length=1, description="radii ε (input units, L2) to report certified accuracy at")
@@ -117,7 +117,9 @@ class SmoothingEval(StrictModel):
     )
     n0: int = Field(100, ge=1, le=MAX_SMOOTHING_SAMPLES, description="selection draws; at most n")
     alpha: float = Field(0.001, gt=0.0, lt=1.0, allow_inf_nan=False, description="failure probability α ∈ (0, 1)")
-    batch: int = Field(1000, ge=1, le=MAX_SMOOTHING_SAMPLES, description="noisy copies per forward pass")
+    batch: int | None = Field(
+        None, ge=1, le=MAX_SMOOTHING_SAMPLES, description="noisy copies per forward pass; default evaluate.batch_size"
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
     @field_validator("sigmas")
@@ -162,8 +164,12 @@ class PlugAndPlayEval(StrictModel):
         return bounded_unique(v, "sigma")
 
 
+#: test samples per batch in every evaluation (``evaluate.batch_size``'s default)
+EVAL_BATCH = 1000
+
+
 class EvaluateSpec(StrictModel):
-    added_fields: ClassVar[frozenset[str]] = frozenset({"smoothing"})
+    added_fields: ClassVar[frozenset[str]] = frozenset({"smoothing", "batch_size"})
 
     gaussian: GaussianEval | None = Field(default_factory=GaussianEval)
     pgd: PGDEval | None = Field(None, description="PGD with the cross-entropy: the cheap named option")
@@ -176,4 +182,11 @@ class EvaluateSpec(StrictModel):
     )
     plug_and_play: PlugAndPlayEval | None = Field(
         None, description="task 'denoising' on digits only: plug-and-play deblurring with the trained denoiser"
+    )
+    batch_size: int = Field(
+        EVAL_BATCH,
+        ge=1,
+        le=100_000,
+        description="test samples per batch in every evaluation (the clean pass, each Gaussian draw, every attack, "
+        "plug-and-play): peak memory grows with it, not with n_test",
     )
