@@ -114,22 +114,28 @@ def class_counts(
     owners: list[torch.Tensor] = []
 
     def run(z: torch.Tensor, owner: torch.Tensor) -> None:
-        base, z = x[owner.to(x.device)], z.to(x.device)
-        first = int(owner[0])
+        first, last = int(owner[0]), int(owner[-1])
+        # one point: x broadcasts over its draws, no gathered copy
+        base = x[first : first + 1] if first == last else x[owner.to(x.device)]
+        z = z.to(x.device)
+        noisy = torch.empty_like(z)
         local = (owner - first) * classes
-        span = (int(owner[-1]) - first + 1) * classes
         for s, sigma in enumerate(sigmas):
-            predicted = model(torch.add(base, z, alpha=sigma)).argmax(1).cpu()
-            hits = torch.bincount(local + predicted, minlength=span).view(-1, classes)
-            counts[s, first : first + len(hits)] += hits
+            predicted = model(torch.add(base, z, alpha=sigma, out=noisy)).argmax(1).cpu()
+            hits = torch.bincount(local + predicted, minlength=(last - first + 1) * classes).view(-1, classes)
+            counts[s, first : last + 1] += hits
 
-    def drain(final: bool) -> None:
-        z, owner = torch.cat(noise), torch.cat(owners)
+    def drain(final: bool) -> int:
+        """Run every full batch of the pending draws (and the rest when ``final``); returns how many are left."""
+        z = noise[0] if len(noise) == 1 else torch.cat(noise)
+        owner = owners[0] if len(owners) == 1 else torch.cat(owners)
         start = 0
         while len(z) - start >= batch or (final and start < len(z)):
             run(z[start : start + batch], owner[start : start + batch])
             start += batch
-        noise[:], owners[:] = [z[start:]], [owner[start:]]
+        left = len(z) - start
+        noise[:], owners[:] = ([z[start:]], [owner[start:]]) if left else ([], [])
+        return left
 
     pending = 0
     for point, block in _noise_blocks(len(x), num, tuple(x.shape[1:]), seed, phase, x.dtype):
@@ -137,8 +143,7 @@ def class_counts(
         owners.append(torch.full((len(block),), point, dtype=torch.int64))
         pending += len(block)
         if pending >= batch:
-            drain(final=False)
-            pending = len(noise[0])
+            pending = drain(final=False)
     if pending:
         drain(final=True)
     return counts

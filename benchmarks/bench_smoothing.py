@@ -1,0 +1,162 @@
+"""Benchmark of randomized smoothing (a script, not a test).
+
+    python benchmarks/bench_smoothing.py                 # both parts, CPU with 1 thread
+    python benchmarks/bench_smoothing.py --part throughput --rounds 5
+    python benchmarks/bench_smoothing.py --part families --dataset spirals
+
+* **Throughput** — noisy samples per second through the smoothing path (``evaluation.smoothing.class_counts``:
+  the seeded per-point noise, x + σ·z, the forward, the vote count) against raw batched forwards of the same
+  model (the same number of rows, ``batch`` at a time, from one noisy tensor made beforehand, argmax only), for
+  one σ and for three σ (which share their standard-normal draws). Ratio = ours ÷ raw samples/s; goal ≥ 0.9.
+  Models: the digits presets' explicit and 1-Lipschitz networks and the spirals implicit one, seeded
+  initialisation (throughput does not depend on training). Calls are interleaved round by round (a load change
+  on a shared machine hits both alike); each ratio is the median of the per-round ratios.
+* **Families** — for every family (explicit, implicit, ode, hamiltonian, lipschitz) a model trained with
+  Gaussian noise σ = 0.25 (``train.noise_sigma``) through ``evaluation.runner.run_job`` on digits (or spirals),
+  then its certified L2 accuracy at ε = 0.25 from the Lipschitz margin (the network itself, deterministic) beside
+  randomized smoothing's at σ = 0.25 (the smoothed classifier, probability ≥ 1 − α), with the clean accuracies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.spec import JobSpec  # noqa: E402
+from evaluation.datasets import load_dataset  # noqa: E402
+from evaluation.runner import prepare_model, run_job  # noqa: E402
+from evaluation.smoothing import ESTIMATION, class_counts  # noqa: E402
+
+GOAL = 0.9
+THROUGHPUT_PRESETS = ("digits-explicit", "digits-lipschitz", "spirals-implicit")
+#: the families' models: the digits / spirals presets' (ode: Reshniak & Webster's spirals-ode on digits too)
+FAMILY_PRESETS = {
+    "digits": {f: f"digits-{f}" for f in ("explicit", "implicit", "hamiltonian", "lipschitz")} | {"ode": "spirals-ode"},
+    "spirals": {f: f"spirals-{f}" for f in ("explicit", "implicit", "ode", "hamiltonian", "lipschitz")},
+}
+DIGITS_TRAIN = {"epochs": 40, "lr": 0.005, "optimizer": "adam", "batch_size": 100, "seed": 0}
+
+
+def preset(name: str) -> dict:
+    return json.loads((ROOT / "examples" / f"{name}.json").read_text())
+
+
+def throughput(name: str, sigmas: list[float], points: int, num: int, batch: int, rounds: int) -> dict:
+    """Seconds of the smoothing path and of raw forwards over the same rows; the median per-round ratio."""
+    spec = JobSpec.model_validate(preset(name))
+    data = load_dataset(spec.dataset)
+    _, model = prepare_model(spec, data, torch.device("cpu"))
+    model.eval()
+    x = data.x_test[:points]
+    classes = data.output_dim
+    rows = points * num * len(sigmas)
+    noisy = x[:1] + 0.25 * torch.randn(batch, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+
+    def ours() -> None:
+        class_counts(model, x, sigmas, num, batch, 0, ESTIMATION, classes)
+
+    @torch.no_grad()
+    def raw() -> None:
+        for start in range(0, rows, batch):
+            model(noisy[: min(batch, rows - start)]).argmax(1)
+
+    ours(), raw()  # warm-up
+    times: dict[str, list[float]] = {"ours": [], "raw": []}
+    for i in range(rounds):
+        for key, fn in (("ours", ours), ("raw", raw)) if i % 2 == 0 else (("raw", raw), ("ours", ours)):
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    ratio = statistics.median(r / o for o, r in zip(times["ours"], times["raw"], strict=True))
+    return {"model": name, "sigmas": len(sigmas), "rows": rows, "ours_per_s": rows / statistics.median(times["ours"]),
+            "raw_per_s": rows / statistics.median(times["raw"]), "ratio": ratio}  # fmt: skip
+
+
+def family_spec(family: str, dataset: str, n: int, n_test: int | None) -> JobSpec:
+    """The preset's model of ``family`` trained with noise σ = 0.25, certified (Lipschitz) and smoothed at 0.25."""
+    base = preset(FAMILY_PRESETS[dataset][family])
+    spec = {"name": f"bench-smoothing-{dataset}-{family}", "model": base["model"], "train": dict(base["train"])}
+    if dataset == "digits":
+        spec["dataset"] = {"name": "digits", "n_train": 1000, "n_test": n_test or 797, "seed": 0}
+        if base["dataset"]["name"] != "digits":  # the ode preset is a spirals one: digits training settings
+            spec["train"] = {**DIGITS_TRAIN, "regularizers": base["train"].get("regularizers", {})}
+    else:
+        spec["dataset"] = {**base["dataset"], "n_test": n_test or base["dataset"]["n_test"]}
+    spec["train"]["noise_sigma"] = 0.25
+    spec["evaluate"] = {
+        "gaussian": None,
+        "certified": {"eps": [0.25]},
+        "smoothing": {"sigmas": [0.25], "eps": [0.25], "n0": 100, "n": n, "alpha": 0.001},
+    }
+    return JobSpec.model_validate(spec)
+
+
+def families(dataset: str, n: int, n_test: int | None) -> list[dict]:
+    rows = []
+    for family in FAMILY_PRESETS[dataset]:
+        start = time.perf_counter()
+        result = run_job(family_spec(family, dataset, n, n_test))
+        m = result.metrics
+        rows.append({
+            "family": family,
+            "clean": m["clean_acc"],
+            "lipschitz_bound": m.get("lipschitz_bound"),
+            "lipschitz_certified@0.25": m.get("certified_l2_acc@0.25"),
+            "smoothed_clean@0.25": m["smoothed_clean_acc@0.25"],
+            "smoothed_certified@0.25": m["smoothed_certified_l2_acc_sigma0.25@0.25"],
+            "seconds": time.perf_counter() - start,
+            "warnings": [w for w in result.info.get("warnings", []) if "certified" in w],
+        })  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=["throughput", "families", "both"], default="both")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--points", type=int, default=100, help="test points in the throughput part")
+    parser.add_argument("--num", type=int, default=1000, help="draws per point in the throughput part")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--dataset", choices=["digits", "spirals"], default="digits")
+    parser.add_argument("--n", type=int, default=1000, help="smoothing's n in the families part")
+    parser.add_argument("--n-test", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.part in ("throughput", "both"):
+        print(f"throughput: {args.points} points × {args.num} draws, batch {args.batch}, {args.rounds} rounds")
+        print(f"{'model':<18} {'σ':>2} {'ours /s':>11} {'raw /s':>11} {'ratio':>6}  (goal ≥ {GOAL})")
+        for name in THROUGHPUT_PRESETS:
+            for sigmas in ([0.25], [0.12, 0.25, 0.5]):
+                r = throughput(name, sigmas, args.points, args.num, args.batch, args.rounds)
+                rates = f"{r['ours_per_s']:>11.0f} {r['raw_per_s']:>11.0f}"
+                print(f"{name:<18} {r['sigmas']:>2} {rates} {r['ratio']:>6.2f}")
+    if args.part in ("families", "both"):
+        print(f"\nfamilies on {args.dataset}, trained with noise σ = 0.25; smoothing n0 = 100, n = {args.n}, α = 0.001")
+        rows = families(args.dataset, args.n, args.n_test)
+        print(f"{'family':<12} {'clean':>6} {'Lip bound':>10} {'Lip cert@0.25':>13} {'g clean':>8} "
+              f"{'smoothed cert@0.25':>18} {'s':>6}")  # fmt: skip
+        for r in rows:
+            bound = "none" if r["lipschitz_bound"] is None else f"{r['lipschitz_bound']:.3g}"
+            lipschitz = percent(r["lipschitz_certified@0.25"])
+            print(f"{r['family']:<12} {percent(r['clean']):>6} {bound:>10} {lipschitz:>13} "
+                  f"{percent(r['smoothed_clean@0.25']):>8} {percent(r['smoothed_certified@0.25']):>18} "
+                  f"{r['seconds']:>6.0f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
