@@ -178,8 +178,9 @@ def certify(
 def predict(counts: torch.Tensor, alpha: float) -> np.ndarray:
     """Cohen et al.'s PREDICT from the class counts of ``n`` draws (…, K): the top class when the two-sided
     binomial test of its count against the runner-up's rejects p = ½ at level α, else ABSTAIN (−1)."""
-    top = counts.topk(2, dim=-1)
-    n_a, n_b = top.values[..., 0].numpy(), top.values[..., 1].numpy()
+    top = counts.topk(min(2, counts.shape[-1]), dim=-1)
+    n_a = top.values[..., 0].numpy()
+    n_b = top.values[..., 1].numpy() if counts.shape[-1] > 1 else np.zeros_like(n_a)
     return np.where(binomial_p_value(n_a, n_b) <= alpha, top.indices[..., 0].numpy(), ABSTAIN)
 
 
