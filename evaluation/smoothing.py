@@ -80,10 +80,22 @@ def max_radius(sigma: float, n: int, alpha: float) -> float:
     return float(sigma * norm.ppf(alpha ** (1.0 / n)))
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(value: int) -> int:
+    """One SplitMix64 output (Steele, Lea & Flood, OOPSLA 2014): a bijective 64-bit mix, the usual way to derive
+    independent generator seeds from consecutive integers."""
+    value = (value + 0x9E3779B97F4A7C15) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
+
+
 def point_seed(seed: int, phase: int, index: int) -> int:
-    """The noise seed of one test point in one phase: independent streams from NumPy's SeedSequence."""
-    words = np.random.SeedSequence(seed, spawn_key=(phase, index)).generate_state(2, np.uint32)
-    return (int(words[0]) << 31) ^ int(words[1])
+    """The noise seed of one test point in one phase: SplitMix64 chained over (seed, phase, point), 63 bits (a
+    fraction of a microsecond, where NumPy's SeedSequence takes ~0.3 ms: as long as drawing 1000 digits)."""
+    return _splitmix64(_splitmix64(_splitmix64(seed) ^ phase) ^ index) >> 1
 
 
 def _noise_blocks(points: int, num: int, shape: tuple[int, ...], seed: int, phase: int, dtype) -> Iterator:
@@ -149,6 +161,7 @@ def class_counts(
     return counts
 
 
+@torch.no_grad()
 def certify(
     model: nn.Module,
     x: torch.Tensor,
