@@ -13,8 +13,9 @@
   draws its noise as any smoothing must, so ours ÷ Cohen's loop is our own overhead, and Cohen ÷ raw the cost
   of the draws themselves (a fresh noisy tensor per batch also leaves the CPU caches colder than a re-used one).
   Models: the digits presets' explicit and 1-Lipschitz networks and the spirals implicit one, seeded
-  initialisation (throughput does not depend on training). Calls are interleaved round by round (a load change
-  on a shared machine hits both alike); each ratio is the median of the per-round ratios.
+  initialisation (throughput does not depend on training). Times are this process's CPU time (one torch thread:
+  time the machine's other work takes from it is not counted); calls are interleaved round by round, and each
+  ratio is the median of the per-round ratios.
 * **Families** — for every family (explicit, implicit, ode, hamiltonian, lipschitz) a model trained with
   Gaussian noise σ = 0.25 (``train.noise_sigma``) through ``evaluation.runner.run_job`` on digits (or spirals),
   then its certified L2 accuracy at ε = 0.25 from the Lipschitz margin (the network itself, deterministic) beside
@@ -92,9 +93,9 @@ def throughput(name: str, sigmas: list[float], points: int, num: int, batch: int
     times: dict[str, list[float]] = {key: [] for key in fns}
     for i in range(rounds):
         for key in list(fns) if i % 2 == 0 else list(fns)[::-1]:
-            start = time.perf_counter()
+            start = time.process_time()
             fns[key]()
-            times[key].append(time.perf_counter() - start)
+            times[key].append(time.process_time() - start)
 
     def ratio(num_key: str, den_key: str) -> float:  # samples/s of num ÷ of den, median over rounds
         return statistics.median(d / n for n, d in zip(times[num_key], times[den_key], strict=True))
