@@ -29,39 +29,22 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from core.metrics import CATALOG, LEVEL_SYMBOLS, PLOT_FILE, metric_key, param_series, plot_kinds, series
+from core.metrics import (
+    CATALOG,
+    LEVEL_SYMBOLS,
+    MORE_COLOURS,
+    PLOT_FILE,
+    metric_key,
+    param_series,
+    plot_kinds,
+    series,
+)
 
 GAUSSIAN_FILE, EPS_FILE, RADIUS_FILE, PNP_FILE = (PLOT_FILE[p] for p in ("gaussian", "eps", "radius", "pnp"))
 SWEEP_FILE = "sweep_gaussian.png"
 PLOT_FILES = (GAUSSIAN_FILE, EPS_FILE, RADIUS_FILE)
-#: Gaussian kind of a sweep plot → (title word, y label)
-SWEEP_QUANTITY = {
-    "gaussian_acc": ("Accuracy", "accuracy"),
-    "gaussian_psnr": ("PSNR", "PSNR (dB, mean over draws)"),
-    "gaussian_mse": ("MSE", "mean squared error (mean over draws)"),
-}
-
-#: colour, marker and line style of each curve (the catalog, :mod:`core.metrics`, says which kinds a plot draws and
-#: gives their legends)
-STYLES = {
-    "robust_linf_acc": ("black", "x", "-"),
-    "robust_l2_acc": ("tab:gray", "+", "-"),
-    "pgd_linf_acc": ("tab:red", "o", "-"),
-    "pgd_l2_acc": ("tab:blue", "s", "-"),
-    "autoattack_linf_acc": ("tab:orange", "D", "-"),
-    "autoattack_l2_acc": ("tab:purple", "v", "-"),
-    "certified_l2_acc": ("tab:green", "^", "-"),
-    "smoothed_certified_l2_acc": ("tab:cyan", "P", "--"),
-    "pgd_linf_mse": ("tab:red", "o", "-"),
-    "pgd_l2_mse": ("tab:blue", "s", "-"),
-    "certified_linf_mse": ("tab:red", "v", "--"),
-    "certified_l2_mse": ("tab:blue", "^", "--"),
-}
+#: the style of a curve whose kind the catalog gives none (each kind's own: :attr:`core.metrics.MetricKind.style`)
 OTHER_STYLE = ("tab:gray", "x", ":")
-#: colours of the second, third … curve of a kind drawn once per σ (the first takes its STYLES colour)
-MORE_COLOURS = ("tab:olive", "tab:brown", "tab:pink", "darkgreen", "navy")
-#: a kind drawn once per σ starts at ε = 0 from this kind at that σ (smoothing: PREDICT's clean accuracy)
-START_KIND = {"smoothed_certified_l2_acc": "smoothed_clean_acc"}
 
 
 def _figure(title: str, subtitle: str | None = None):
@@ -177,10 +160,11 @@ Curve = tuple[str, str, tuple[str, str, str], list[tuple[float, float]], float |
 def _present(metrics: Mapping[str, float], plot: str, task: str, clean: float | None = None) -> list[Curve]:
     """The curves of each kind the catalog draws on ``plot`` for ``task`` that was measured, in catalog order:
     ``(kind, legend, (colour, marker, line), (level, value) points, value at level 0)``; a kind with a second
-    level (σ) gives one curve per σ, starting from :data:`START_KIND`'s value at that σ."""
+    level (σ) gives one curve per σ, starting from its chart's ``start`` metric at that σ (smoothing: PREDICT's
+    clean accuracy)."""
     curves: list[Curve] = []
     for kind in plot_kinds(plot, task):
-        style = STYLES.get(kind.name, OTHER_STYLE)
+        style = kind.style or OTHER_STYLE
         if kind.param is None:
             points = series(metrics, kind.name)
             if points:
@@ -188,7 +172,7 @@ def _present(metrics: Mapping[str, float], plot: str, task: str, clean: float | 
             continue
         for i, (param, points) in enumerate(param_series(metrics, kind.name).items()):
             colour = style[0] if i == 0 else MORE_COLOURS[(i - 1) % len(MORE_COLOURS)]
-            start = START_KIND.get(kind.name)
+            start = kind.chart.start if kind.chart else None
             zero = metrics.get(metric_key(start, float(param))) if start else None
             legend = f"{kind.legend}, {LEVEL_SYMBOLS[kind.param]}={param}"
             curves.append((kind.name, legend, (colour, style[1], style[2]), points, zero))
@@ -365,9 +349,11 @@ def plot_sweep_gaussian(
         return None
     from matplotlib import colormaps
 
-    what, ylabel = SWEEP_QUANTITY.get(kind, ("Accuracy", "accuracy"))
+    record = CATALOG.get(kind)
+    chart = (record.chart if record else None) or CATALOG["gaussian_acc"].chart
+    assert chart is not None  # the catalog's Gaussian kinds have charts
     subtitle = "solid: this run; dashed: reference" if kind == "gaussian_acc" or reference else "mean over draws"
-    fig, ax = _figure(f"{what} under Gaussian noise — {title}", subtitle)
+    fig, ax = _figure(f"{chart.title} — {title}", subtitle)
     cmap = colormaps["viridis"]
     labels = list(dict.fromkeys([*curves, *(reference or {})]))
     colour = {lab: cmap(i / max(1, len(labels) - 1)) for i, lab in enumerate(labels)}
@@ -377,8 +363,8 @@ def plot_sweep_gaussian(
     for lab, points in (reference or {}).items():
         xs = sorted(points)
         ax.plot(xs, [points[x] for x in xs], ls="--", marker="x", color=colour[lab], label=f"{lab} ({reference_label})")
-    ax.set_xlabel("noise standard deviation σ (input units)")
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(chart.x)
+    ax.set_ylabel(chart.y)
     if kind == "gaussian_acc":
         ax.set_ylim(-0.02, 1.02)
     elif kind == "gaussian_mse" and all(v > 0 for points in curves.values() for v in points.values()):
