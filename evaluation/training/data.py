@@ -5,10 +5,11 @@ epoch, worker processes and pinned memory on request, and image augmentation dra
 ``torch.randperm(n, generator=gen)`` from the training generator (seeded with ``train.seed``, on the CPU) and cuts
 it into consecutive batches of ``train.batch_size`` (the last one shorter); a full batch (no ``batch_size``) takes
 the samples in order and draws nothing. Augmentation (:func:`augment_images`) draws from the same generator, in the
-training process, right after each batch arrives, so every draw comes in the old order whatever the number of
-workers. The workers only gather ``x[idx]``, ``y[idx]``: they draw nothing, so their seeds cannot change a batch.
-The DataLoader's own generator (its workers' base seed, drawn at every epoch's ``iter``) is a separate one, so
-neither the training generator nor the global RNG sees that draw.
+training process, right after each batch arrives (then ``train.noise_sigma``'s Gaussian noise, also from it), so
+every draw comes in the old order whatever the number of workers. The workers only gather ``x[idx]``, ``y[idx]``:
+they draw nothing, so their seeds cannot change a batch. The DataLoader's own generator (its workers' base seed,
+drawn at every epoch's ``iter``) is a separate one, so neither the training generator nor the global RNG sees that
+draw.
 """
 
 from __future__ import annotations
@@ -130,4 +131,18 @@ def augment_images(x: torch.Tensor, crop_padding: int, flip: bool, gen: torch.Ge
     return out.reshape(n, channels, height, width)
 
 
-__all__ = ["EpochBatches", "InMemoryPairs", "LoaderWorkersUnavailable", "augment_images", "training_loader"]
+def gaussian_augmentation(x: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
+    """x + σ·N(0, I), the noise drawn from ``gen`` on the CPU (the same numbers on any device) and not clipped:
+    the inputs randomized smoothing will classify (Cohen, Rosenfeld & Kolter, ICML 2019, section 4: base
+    classifiers trained with Gaussian data augmentation at the σ they are smoothed with)."""
+    return x + sigma * torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+
+
+__all__ = [
+    "EpochBatches",
+    "InMemoryPairs",
+    "LoaderWorkersUnavailable",
+    "augment_images",
+    "gaussian_augmentation",
+    "training_loader",
+]

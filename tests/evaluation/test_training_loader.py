@@ -64,6 +64,8 @@ def old_loop(model: nn.Module, data: Dataset, spec: TrainSpec) -> None:
             xb, yb = x[idx], y[idx]
             if augment is not None:
                 xb = old_augment_images(xb, augment.crop_padding, augment.flip, gen)
+            if spec.noise_sigma > 0:  # train.noise_sigma, as main added it to this loop (randomized smoothing)
+                xb = xb + spec.noise_sigma * torch.randn(xb.shape, generator=gen, dtype=xb.dtype)
             if stochastic is not None:
                 logits, states = model(xb, return_states=True)
                 copies = xb.repeat(stochastic.streams, *([1] * (xb.dim() - 1)))
@@ -117,6 +119,9 @@ CASES = {
     # batches of 8 over 26 images (the last one 2), crop and flip drawn per batch, SGD
     "augmented-images": (tiny_images, image_model, dict(epochs=3, lr=0.05, batch_size=8, optimizer="sgd",
                                                         augment=AugmentSpec(crop_padding=2, flip=True))),
+    # Gaussian data augmentation after the crops and flips, from the same generator
+    "noisy-images": (tiny_images, image_model, dict(epochs=2, lr=0.05, batch_size=8, noise_sigma=0.25,
+                                                    augment=AugmentSpec(crop_padding=1, flip=True))),
     # R_rnd noise and Hutchinson probes from the same generator as the permutation
     "regularized-spirals": (lambda: two_spirals(40, 10), spirals_model,
                             dict(epochs=2, lr=0.02, batch_size=16, regularizers={"stochastic": {"sigma": 0.1},
