@@ -247,6 +247,12 @@ def run_job(
         metrics["solver_failures"] = float(failures)
         if failures:
             info["warnings"].append(f"{failures} solver calls did not reach their tolerance")
+        pairs: dict[str, int] = {}  # which forward + backward solvers ran ("auto" resolves per step): solve counts
+        for stats in {id(s): s for s in solver_stats}.values():
+            for name, count in stats.pairs.items():
+                pairs[name] = pairs.get(name, 0) + count
+        if pairs:
+            info["solver"] = {"pairs": dict(sorted(pairs.items()))}
     info["warnings"] += sorted({str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)})[:20]
     info["hardware"] = facts.as_dict()
     if checkpointer is not None:  # trained and evaluated: the final checkpoint is kept, the older ones go
@@ -269,6 +275,10 @@ def write_result_plots(result: RunResult, spec: JobSpec, out_dir: Path) -> list[
         settings = f"PGD: {p.steps} steps, {p.restarts} restart(s), seed {p.seed}; certified: Lipschitz margin"
         if spec.task != "classification":
             settings = f"PGD: {p.steps} steps, {p.restarts} restart(s), seed {p.seed}; certified: (‖f(x)−y‖ + Lε)²"
+    if ev.smoothing is not None:
+        sm = ev.smoothing
+        smoothing = f"smoothing (dashed): the smoothed classifier, n={sm.n}, prob. ≥ 1 − {sm.alpha:g}"
+        settings = smoothing if settings is None else f"{settings}\n{smoothing}"
     try:
         return write_plots(
             out_dir,

@@ -6,18 +6,17 @@ works on the flat state (N, channels·n²) through :class:`ConvResidualFunction`
 
     F(x) = K₂ ⋆ σ(K₁ ⋆ x + b₁) + b₂        (zero padding k//2, stride 1: 'same' size)
 
-Lipschitz bounds use the **exact** spectral norm of each convolution as a linear operator on C×n×n images
-(:func:`conv_operator_norm`): the operator's matrix is built once, in float64, by writing each kernel tap where
-it acts (:func:`conv_operator_matrix`), and its largest singular value is taken exactly
-(:mod:`models.spectral_norms`). On the small images of this project that is affordable (C·n² = 512 for 8
-channels on 8×8: about 26 ms per convolution on one CPU core) and, unlike power iteration, never an
-underestimate; unlike the circular-convolution (FFT) bound of :mod:`models.lipschitz_layers`, it is exact for the
-zero-padded operator rather than an upper bound. Example::
+Lipschitz bounds use the norm of each convolution as a linear operator on C×n×n images from
+:func:`models.conv_norms.conv_lipschitz_bound`: exact (the largest singular value of the operator's matrix, in
+float64) where the matrix is small — 8 channels on 8×8 images, 512×512, about 26 ms per convolution — and above that
+a provable upper bound by Gram iteration on the circular convolution that contains the zero-padded one, which never
+forms the matrix (Delattre et al., ICML 2023; see :mod:`models.conv_norms`). Never power iteration, which
+underestimates. Example::
 
     embed = ConvEmbedding(channels=8, side=8, kernel_size=3)
     f = ConvResidualFunction(channels=8, hidden=8, side=8)
     y = f(embed(x))                    # x: (N, 64) → (N, 512)
-    f.lipschitz_bound()                # Lip(σ)·‖K₂‖₂·‖K₁‖₂, exact
+    f.lipschitz_bound()                # Lip(σ)·‖K₂‖₂·‖K₁‖₂, exact at this size
 """
 
 from __future__ import annotations
@@ -25,34 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.conv_norms import conv_lipschitz_bound, conv_operator_matrix, conv_operator_norm
 from models.residual import ACTIVATIONS
-from models.spectral_norms import exact_spectral_norm
-
-
-def conv_operator_matrix(kernel: torch.Tensor, side: int) -> torch.Tensor:
-    """The (C'·n²)×(C·n²) matrix of the zero-padded ('same', stride 1) convolution with ``kernel`` (C'×C×k×k) on
-    C×n×n images, in float64. Conv2d is a cross-correlation: output pixel (i, j) reads input pixel
-    (i + a − k//2, j + b − k//2) through tap (a, b), so each C'×C block of taps is written where that input pixel
-    lies inside the image (zero padding: nowhere else)."""
-    c_out, c_in, k = kernel.shape[0], kernel.shape[1], kernel.shape[-1]
-    device = kernel.device
-    pixel = torch.arange(side, device=device)
-    tap = torch.arange(k, device=device)
-    # (i, j, a, b) for every output pixel and tap, and the input pixel (ii, jj) it reads
-    i, j, a, b = torch.meshgrid(pixel, pixel, tap, tap, indexing="ij")
-    ii, jj = i + a - k // 2, j + b - k // 2
-    inside = (ii >= 0) & (ii < side) & (jj >= 0) & (jj < side)
-    out_pixel, in_pixel = (i * side + j)[inside], (ii * side + jj)[inside]
-    blocks = torch.zeros(side * side, side * side, c_out, c_in, dtype=torch.float64, device=device)
-    blocks[out_pixel, in_pixel] = kernel.detach().double().permute(2, 3, 0, 1)[a[inside], b[inside]]
-    return blocks.permute(2, 0, 3, 1).reshape(c_out * side * side, c_in * side * side)
-
-
-def conv_operator_norm(kernel: torch.Tensor, side: int) -> float:
-    """Exact ‖·‖₂ of the zero-padded convolution with ``kernel`` on C×n×n images: the largest singular value of
-    :func:`conv_operator_matrix` (:func:`models.spectral_norms.exact_spectral_norm`, float64)."""
-    with torch.no_grad():
-        return exact_spectral_norm(conv_operator_matrix(kernel, side))
 
 
 class ConvEmbedding(nn.Module):
@@ -69,8 +42,9 @@ class ConvEmbedding(nn.Module):
         return self.conv(x.reshape(x.shape[0], 1, self.side, self.side)).flatten(1)
 
     def lipschitz_bound(self) -> float:
-        """Exact operator norm of the convolution (the bias does not change the Lipschitz constant)."""
-        return conv_operator_norm(self.conv.weight, self.side)
+        """The convolution's operator norm, exact or a sound upper bound (:func:`conv_lipschitz_bound`; the bias
+        does not change the Lipschitz constant)."""
+        return conv_lipschitz_bound(self.conv.weight, self.side)
 
 
 class ConvResidualFunction(nn.Module):
@@ -102,10 +76,10 @@ class ConvResidualFunction(nn.Module):
         return self.apply(self.weights(), x)
 
     def lipschitz_bound(self) -> float:
-        """Lip(F) ≤ Lip(σ)·‖K₂‖₂·‖K₁‖₂ with the exact operator norms of the two convolutions."""
-        return self.activation_lipschitz * conv_operator_norm(self.conv2.weight, self.side) * conv_operator_norm(
-            self.conv1.weight, self.side
-        )
+        """Lip(F) ≤ Lip(σ)·‖K₂‖₂·‖K₁‖₂ with the operator norms of the two convolutions, exact or sound upper bounds
+        (:func:`conv_lipschitz_bound`)."""
+        norm2 = conv_lipschitz_bound(self.conv2.weight, self.side)
+        return self.activation_lipschitz * norm2 * conv_lipschitz_bound(self.conv1.weight, self.side)
 
 
 __all__ = ["ConvEmbedding", "ConvResidualFunction", "conv_operator_matrix", "conv_operator_norm"]

@@ -26,6 +26,7 @@ name is importable from ``core.spec``.
 """
 
 from core.spec.base import (
+    AUTO_SOLVER,
     DIGITS_IMAGES,
     MAX_DEPTH,
     MAX_EPOCHS,
@@ -61,6 +62,7 @@ from core.spec.dataset import (
     UploadSpec,
 )
 from core.spec.evaluate import (
+    MAX_SMOOTHING_SAMPLES,
     MIN_SUITE_STEPS,
     SUITE_ATTACKS,
     SUITE_QUERIES,
@@ -72,6 +74,7 @@ from core.spec.evaluate import (
     GaussianEval,
     PGDEval,
     PlugAndPlayEval,
+    SmoothingEval,
     SuiteAttack,
 )
 from core.spec.job import JobSpec
@@ -113,6 +116,7 @@ __all__ = [
     "AttackEval",
     "AugmentSpec",
     "AutoAttackEval",
+    "AUTO_SOLVER",
     "BackwardSolverName",
     "CertifiedEval",
     "Cifar100Spec",
@@ -146,6 +150,7 @@ __all__ = [
     "MAX_FEATURES",
     "MAX_LIST",
     "MAX_SAMPLES",
+    "MAX_SMOOTHING_SAMPLES",
     "MAX_WORK",
     "MIN_SUITE_STEPS",
     "MODEL_VARIANTS",
@@ -168,6 +173,7 @@ __all__ = [
     "ScheduleKind",
     "ScheduleSpec",
     "SineSpec",
+    "SmoothingEval",
     "SolverSpec",
     "SpectralSpec",
     "SpiralsSpec",

@@ -10,7 +10,7 @@ precision and checkpoints, split by concern:
 * :mod:`~evaluation.training.diagnostics`: divergence and solver diagnostics.
 """
 
-from evaluation.training.data import augment_images
+from evaluation.training.data import augment_images, gaussian_augmentation
 from evaluation.training.diagnostics import SolverLog, TrainingDiverged
 from evaluation.training.loop import train_classifier
 from evaluation.training.losses import add_regularizers, lipschitz_margin, multi_margin_hinge, stochastic_state_penalty
@@ -23,6 +23,7 @@ __all__ = [
     "TrainingDiverged",
     "add_regularizers",
     "augment_images",
+    "gaussian_augmentation",
     "lipschitz_margin",
     "multi_margin_hinge",
     "stochastic_state_penalty",

@@ -5,10 +5,11 @@ epoch, worker processes and pinned memory on request, and image augmentation dra
 ``torch.randperm(n, generator=gen)`` from the training generator (seeded with ``train.seed``, on the CPU) and cuts
 it into consecutive batches of ``train.batch_size`` (the last one shorter); a full batch (no ``batch_size``) takes
 the samples in order and draws nothing. Augmentation (:func:`augment_images`) draws from the same generator, in the
-training process, right after each batch arrives, so every draw comes in the old order whatever the number of
-workers. The workers only gather ``x[idx]``, ``y[idx]``: they draw nothing, so their seeds cannot change a batch.
-The DataLoader's own generator (its workers' base seed, drawn at every epoch's ``iter``) is a separate one, so
-neither the training generator nor the global RNG sees that draw.
+training process, right after each batch arrives (then ``train.noise_sigma``'s Gaussian noise, also from it), so
+every draw comes in the old order whatever the number of workers. The workers only gather ``x[idx]``, ``y[idx]``:
+they draw nothing, so their seeds cannot change a batch. The DataLoader's own generator (its workers' base seed,
+drawn at every epoch's ``iter``) is a separate one, so neither the training generator nor the global RNG sees that
+draw.
 """
 
 from __future__ import annotations
@@ -107,21 +108,41 @@ def augment_images(x: torch.Tensor, crop_padding: int, flip: bool, gen: torch.Ge
     """A batch of images (B, C, H, W), each randomly cropped back to H×W from its zero-padded copy (``crop_padding``
     pixels on every side: a shift of up to ± that much, zeros coming in) and, with ``flip``, mirrored left-right
     with probability ½; the offsets and flips are drawn from ``gen`` (on the CPU: seeded, reproducible on any
-    device). He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition" (2016), §4.2."""
-    n, _, height, width = x.shape
-    if crop_padding > 0:
-        p = crop_padding
-        padded = nn.functional.pad(x, (p, p, p, p)).permute(0, 2, 3, 1)  # (B, H + 2p, W + 2p, C)
-        top = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)
-        left = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)
-        rows = (top[:, None] + torch.arange(height, device=x.device))[:, :, None]  # (B, H, 1)
-        cols = (left[:, None] + torch.arange(width, device=x.device))[:, None, :]  # (B, 1, W)
-        batch = torch.arange(n, device=x.device)[:, None, None]
-        x = padded[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+    device), the top offsets, the left offsets, then the flips. He, Zhang, Ren & Sun, "Deep Residual Learning for
+    Image Recognition" (2016), §4.2.
+
+    One gather from the padded batch makes the whole output: pixel (h, w) of image b is padded pixel
+    (top_b + h, left_b + w), or (top_b + h, left_b + W − 1 − w) when b is mirrored."""
+    n, channels, height, width = x.shape
+    p = crop_padding
+    if p == 0 and not flip:
+        return x
+    rows = torch.arange(height, device=x.device).expand(n, height)
+    cols = torch.arange(width, device=x.device).expand(n, width)
+    if p > 0:
+        rows = rows + torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)[:, None]
+        cols = cols + torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)[:, None]
     if flip:
         mirrored = (torch.rand(n, generator=gen) < 0.5).to(x.device)
-        x = torch.where(mirrored[:, None, None, None], x.flip(3), x)
-    return x
+        cols = torch.where(mirrored[:, None], cols.flip(1), cols)
+    padded = nn.functional.pad(x, (p, p, p, p)) if p > 0 else x
+    index = (rows[:, :, None] * (width + 2 * p) + cols[:, None, :]).reshape(n, 1, height * width)
+    out = padded.reshape(n, channels, -1).gather(2, index.expand(n, channels, height * width))
+    return out.reshape(n, channels, height, width)
 
 
-__all__ = ["EpochBatches", "InMemoryPairs", "LoaderWorkersUnavailable", "augment_images", "training_loader"]
+def gaussian_augmentation(x: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
+    """x + σ·N(0, I), the noise drawn from ``gen`` on the CPU (the same numbers on any device) and not clipped:
+    the inputs randomized smoothing will classify (Cohen, Rosenfeld & Kolter, ICML 2019, section 4: base
+    classifiers trained with Gaussian data augmentation at the σ they are smoothed with)."""
+    return x + sigma * torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+
+
+__all__ = [
+    "EpochBatches",
+    "InMemoryPairs",
+    "LoaderWorkersUnavailable",
+    "augment_images",
+    "gaussian_augmentation",
+    "training_loader",
+]

@@ -15,7 +15,7 @@ from core.spec import TrainSpec
 from evaluation.batching import batch_slices
 from evaluation.checkpoints import Checkpointer
 from evaluation.datasets import Dataset
-from evaluation.training.data import augment_images, training_loader
+from evaluation.training.data import augment_images, gaussian_augmentation, training_loader
 from evaluation.training.diagnostics import SolverLog, TrainingDiverged
 from evaluation.training.losses import TaskLoss, add_regularizers, stochastic_state_penalty
 from evaluation.training.optim import build_optimizer, build_schedule
@@ -127,7 +127,10 @@ def train_classifier(
     ``train_images_per_second`` (training samples through the optimizer per second of the epochs run here).
 
     The batches come from a DataLoader (:func:`~evaluation.training.data.training_loader`; the same batches as
-    before it, whatever ``train.loader_workers``), augmented per batch; each step runs under ``precision``
+    before it, whatever ``train.loader_workers``), augmented per batch (crops and flips, then with ``noise_sigma``
+    > 0 Gaussian data augmentation x + noise_sigma·N(0, I), fresh noise each time, as Cohen, Rosenfeld & Kolter
+    train the base classifiers of randomized smoothing; the training accuracy is still taken on clean x); each step
+    runs under ``precision``
     (default: from ``train.amp`` and ``device``), clips the gradient (``train.clip_grad_norm``), steps the
     optimizer and then the schedule (per batch).
 
@@ -178,6 +181,8 @@ def train_classifier(
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             if augment is not None:
                 xb = augment_images(xb, augment.crop_padding, augment.flip, gen)
+            if train_spec.noise_sigma > 0:
+                xb = gaussian_augmentation(xb, train_spec.noise_sigma, gen)
             with precision.autocast():
                 if stochastic is not None:
                     logits, states = model(xb, return_states=True)

@@ -4,6 +4,9 @@ results do not change; worker processes change nothing; the per-epoch permutatio
 
 from __future__ import annotations
 
+import multiprocessing
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -11,16 +14,34 @@ from torch import nn
 from core.spec import AugmentSpec, ModelSpec, TrainSpec
 from evaluation.datasets import Dataset, two_spirals
 from evaluation.training import augment_images, stochastic_state_penalty, train_classifier
-from evaluation.training.data import EpochBatches, training_loader
+from evaluation.training.data import EpochBatches, LoaderWorkersUnavailable, loader_workers, training_loader
 from models import build_model
 from models.regularizers import regularization_terms
 
 CPU = torch.device("cpu")
 
 
+def old_augment_images(x: torch.Tensor, crop_padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """A copy of the crop-and-flip as it stood before (commit c6dc1fe): pad, index, permute, then flip."""
+    n, _, height, width = x.shape
+    if crop_padding > 0:
+        p = crop_padding
+        padded = nn.functional.pad(x, (p, p, p, p)).permute(0, 2, 3, 1)
+        top = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+        left = torch.randint(0, 2 * p + 1, (n,), generator=gen)
+        rows = (top[:, None] + torch.arange(height))[:, :, None]
+        cols = (left[:, None] + torch.arange(width))[:, None, :]
+        x = padded[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2).contiguous()
+    if flip:
+        mirrored = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(mirrored[:, None, None, None], x.flip(3), x)
+    return x
+
+
 def old_loop(model: nn.Module, data: Dataset, spec: TrainSpec) -> None:
     """A copy of the training loop as it stood before the DataLoader (commit c6dc1fe, evaluation/training.py),
-    classification, without its logging: the reference the new loop's batches are held to."""
+    classification, without its logging, with the augmentation of then: the reference the new loop's batches are
+    held to."""
     gen = torch.Generator(device="cpu").manual_seed(spec.seed)
     x, y = data.x_train, data.y_train
     n = len(x)
@@ -42,7 +63,9 @@ def old_loop(model: nn.Module, data: Dataset, spec: TrainSpec) -> None:
             idx = order[i : i + batch]
             xb, yb = x[idx], y[idx]
             if augment is not None:
-                xb = augment_images(xb, augment.crop_padding, augment.flip, gen)
+                xb = old_augment_images(xb, augment.crop_padding, augment.flip, gen)
+            if spec.noise_sigma > 0:  # train.noise_sigma, as main added it to this loop (randomized smoothing)
+                xb = xb + spec.noise_sigma * torch.randn(xb.shape, generator=gen, dtype=xb.dtype)
             if stochastic is not None:
                 logits, states = model(xb, return_states=True)
                 copies = xb.repeat(stochastic.streams, *([1] * (xb.dim() - 1)))
@@ -96,6 +119,9 @@ CASES = {
     # batches of 8 over 26 images (the last one 2), crop and flip drawn per batch, SGD
     "augmented-images": (tiny_images, image_model, dict(epochs=3, lr=0.05, batch_size=8, optimizer="sgd",
                                                         augment=AugmentSpec(crop_padding=2, flip=True))),
+    # Gaussian data augmentation after the crops and flips, from the same generator
+    "noisy-images": (tiny_images, image_model, dict(epochs=2, lr=0.05, batch_size=8, noise_sigma=0.25,
+                                                    augment=AugmentSpec(crop_padding=1, flip=True))),
     # R_rnd noise and Hutchinson probes from the same generator as the permutation
     "regularized-spirals": (lambda: two_spirals(40, 10), spirals_model,
                             dict(epochs=2, lr=0.02, batch_size=16, regularizers={"stochastic": {"sigma": 0.1},
@@ -143,3 +169,32 @@ def test_the_loader_touches_neither_the_training_generator_nor_the_global_rng() 
         ((xb, yb),) = list(loader)
         assert torch.equal(xb, x) and torch.equal(yb, y)
     assert torch.equal(gen.get_state(), before) and torch.equal(torch.get_rng_state(), global_before)
+
+
+@pytest.mark.parametrize(("padding", "flip"), [(4, True), (2, False), (0, True), (0, False), (5, True)])
+@pytest.mark.parametrize("shape", [(128, 3, 32, 32), (64, 1, 28, 28), (9, 2, 5, 7)])
+def test_the_one_gather_augmentation_gives_the_old_images_from_the_same_draws(shape, padding, flip) -> None:
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(2))
+    old_gen, new_gen = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert torch.equal(augment_images(x, padding, flip, new_gen), old_augment_images(x, padding, flip, old_gen))
+    assert torch.equal(new_gen.get_state(), old_gen.get_state())  # the same number of draws
+
+
+def _workers_in_a_daemon(queue) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        granted = loader_workers(2)
+    queue.put((granted, [str(w.message) for w in caught if issubclass(w.category, LoaderWorkersUnavailable)]))
+
+
+def test_a_daemonic_worker_process_gathers_batches_in_process() -> None:
+    """A Celery prefork child is daemonic and may not start children: the loader falls back to 0 workers (the same
+    batches) and says so; elsewhere the workers asked for are granted."""
+    assert loader_workers(2) == 2 and loader_workers(0) == 0
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_workers_in_a_daemon, args=(queue,), daemon=True)
+    child.start()
+    granted, messages = queue.get(timeout=30)
+    child.join(timeout=30)
+    assert granted == 0 and len(messages) == 1 and "train.loader_workers = 2 ignored" in messages[0]
