@@ -146,3 +146,16 @@ def test_run_resume_keeps_checkpoints_in_the_output_directory(tmp_path: Path) ->
     info = json.loads((out / "result.json").read_text())["info"]
     assert info["checkpoints"] == {"every": 1, "resumed_from": None, "refused": [], "kept": ["epoch-000004.pt"]}
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["epoch-000004.pt"]
+
+
+def test_the_progress_line_says_where_a_resumed_job_went_on_from() -> None:
+    import io
+
+    from rich.console import Console
+
+    from cli.display import JobProgress
+
+    with JobProgress(Console(file=io.StringIO(), force_terminal=False), title="job") as display:
+        display.update({"phase": "train", "epoch": 21, "epochs": 300, "loss": 0.5, "resumed_from": 20})
+        detail = display.progress.tasks[0].fields["detail"]
+    assert detail == "loss 0.5 · resumed from epoch 20"
