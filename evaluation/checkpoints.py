@@ -17,10 +17,10 @@ its final one only (the weights are also in ``model.safetensors``; the final che
 and RNG states, so the same training can be continued).
 
 A checkpoint names the spec hash it was trained for. :meth:`Checkpointer.load` refuses one of another spec (a
-:class:`CheckpointRefused` warning; the file is renamed ``*.refused``, kept, and never offered again): the job starts
-cleanly from epoch 0. A file that cannot be read (truncated by a full disk, not a checkpoint) is skipped with a
-warning for the next older one. Files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings,
-lists and dicts only, never arbitrary pickled objects.
+:class:`CheckpointRefused` warning; the file is renamed ``*.refused``, kept, and never offered again), as it skips a
+file that cannot be read (truncated by a full disk, not a checkpoint), and looks at the next older one; when none
+is left the job starts cleanly from epoch 0. Files are read with ``torch.load(weights_only=True)``: tensors,
+numbers, strings, lists and dicts only, never arbitrary pickled objects.
 """
 
 from __future__ import annotations
@@ -97,18 +97,12 @@ class Checkpointer:
         return epoch % self.every == 0 or epoch == epochs
 
     # ------------------------------------------------------------------------------------------------ load
-    def _refuse(self, path: Path, reason: str) -> None:
-        message = f"checkpoint {path.name} refused ({reason}); training starts from epoch 0"
-        self.refused.append(message)
-        log.warning("%s: %s", self.directory, message)
-        warnings.warn(message, CheckpointRefused, stacklevel=3)
-
     def load(self) -> dict | None:
         """The newest readable state saved for this spec hash (its epoch in :attr:`resumed_from`), or None.
 
-        A newest checkpoint of another spec hash is refused (renamed ``*.refused``; :class:`CheckpointRefused`
-        warning) and None returned: the job restarts cleanly rather than mixing two trainings. An unreadable file is
-        skipped (warning) for the next older one.
+        A checkpoint of another spec hash is refused and an unreadable one skipped (each renamed ``*.refused``, with
+        a :class:`CheckpointRefused` warning), for the next older one; with none left, None: the job starts cleanly
+        from epoch 0 rather than mixing two trainings.
         """
         self.resumed_from = None
         for epoch, path in self.files():
@@ -121,13 +115,9 @@ class Checkpointer:
                 self._skip(path, "not a robustlab training checkpoint")
                 continue
             if payload.get("spec_hash") != self.spec_hash:
-                self._refuse(
-                    path, f"saved for spec {str(payload.get('spec_hash'))[:12]}…, this job is {self.spec_hash[:12]}…"
-                )
-                self._set_aside(path)
-                for _, older in self.files():  # the same directory: every other file is that spec's too
-                    self._set_aside(older)
-                return None
+                found = str(payload.get("spec_hash"))[:12]
+                self._skip(path, f"saved for spec {found}…, this job is {self.spec_hash[:12]}…", refused=True)
+                continue
             code = current_code().identity
             if payload.get("code") != code:
                 log.warning("%s: checkpoint %s was written by code %s, resumed by %s", self.directory, path.name,
@@ -137,8 +127,10 @@ class Checkpointer:
             return payload["state"]
         return None
 
-    def _skip(self, path: Path, reason: str) -> None:
-        message = f"checkpoint {path.name} skipped ({reason})"
+    def _skip(self, path: Path, reason: str, refused: bool = False) -> None:
+        """Warn (:class:`CheckpointRefused`, recorded in :attr:`refused`) and rename the file ``*.refused``: kept
+        for a person to look at, never offered again."""
+        message = f"checkpoint {path.name} {'refused' if refused else 'skipped'} ({reason})"
         self.refused.append(message)
         log.warning("%s: %s", self.directory, message)
         warnings.warn(message, CheckpointRefused, stacklevel=3)

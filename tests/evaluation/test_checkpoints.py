@@ -107,6 +107,10 @@ def test_a_checkpoint_of_another_spec_is_refused_and_the_job_starts_cleanly(tmp_
     assert [p.name for p in tmp_path.iterdir()] == [checkpoint_name(7) + ".refused"]  # kept aside, not deleted
     ours.save(1, state_of(1))
     assert Checkpointer(tmp_path, "b" * 64, every=1).load()["epoch"] == 1  # never offered again
+    # a foreign one newer than ours: refused too, and ours, older, is resumed from
+    Checkpointer(tmp_path, "a" * 64, every=1).save(9, state_of(9))
+    with pytest.warns(CheckpointRefused, match="epoch-000009.pt refused"):
+        assert ours.load()["epoch"] == 1 and ours.resumed_from == 1
 
 
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path: Path) -> None:
