@@ -163,6 +163,7 @@ def run_evaluations(ctx: Context) -> list[str]:
     for evaluation in registered(ctx.data.task):
         if evaluation.wanted(ctx):
             start = time.perf_counter()
+            ctx.model.eval()  # whatever an earlier step (or a library it called) did to the mode
             evaluation.run(ctx)
             ctx.metrics[seconds_metric(evaluation.name)] = time.perf_counter() - start
             ran.append(evaluation.name)
