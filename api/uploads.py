@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from core.config import Settings
-from core.spec import MAX_DEPTH, DatasetSpec, JobSpec, ModelSpec
+from core.spec import MAX_DEPTH, DatasetSpec, JobSpec, ModelSpec, UploadSpec
 from db.artifacts import get_artifact, parse_job_ref, parse_ref, spec_references
 from worker.uploads import checkpoint_contents, dataset_dims, store_checkpoint, store_dataset
 
@@ -63,7 +63,7 @@ def _json_field(value: str, field: str) -> Any:
 # ---------------------------------------------------------------------------------------------------- checkpoints
 def _dataset_dims(session: Session, dataset: DatasetSpec) -> tuple[int, int]:
     """(input_dim, number of classes) of a dataset, as the runner finds them."""
-    if dataset.name == "upload":
+    if isinstance(dataset, UploadSpec):
         artifact_id = parse_ref(dataset.artifact)
         artifact = get_artifact(session, artifact_id) if artifact_id else None
         if artifact is None or artifact.kind != "dataset":
@@ -192,7 +192,8 @@ def check_spec_references(session: Session, spec: JobSpec, allow_paths: bool = T
     refs = spec_references(spec)
     updates: dict[str, Any] = {}
     if not allow_paths:
-        for field, value in (("checkpoint", spec.checkpoint), ("dataset.artifact", spec.dataset.artifact)):
+        dataset_artifact = spec.dataset.artifact if isinstance(spec.dataset, UploadSpec) else None
+        for field, value in (("checkpoint", spec.checkpoint), ("dataset.artifact", dataset_artifact)):
             if value is not None and field not in refs and parse_job_ref(value) is None:  # job:<id>: checked
                 errors.append(_error(field, "must be 'artifact:<id>' of an upload (paths are for `robustlab run`)"))
     for field, (kind, artifact_id) in refs.items():
@@ -220,7 +221,8 @@ def check_spec_references(session: Session, spec: JobSpec, allow_paths: bool = T
                     "output_dim": spec.model.output_dim or stored.output_dim,
                 }
             )
-            differs = sorted(k for k, v in stored.model_dump().items() if ours.model_dump()[k] != v)
+            theirs, mine = stored.model_dump(), ours.model_dump()
+            differs = sorted(k for k in theirs.keys() | mine.keys() if theirs.get(k) != mine.get(k))
             if differs:
                 message = f"the checkpoint was uploaded for another model spec (differs in {differs})"
                 errors.append(_error(field, message))

@@ -54,7 +54,7 @@ def _widths(model: ModelSpec, input_dim: int) -> tuple[float, float]:
     if model.family == "ode":
         state = 2 * input_dim
         return state, model.hidden or 100
-    if model.conv:
+    if model.is_conv():
         return model.channels * input_dim, (model.hidden or model.channels) * input_dim
     return model.width, model.hidden or model.width
 
@@ -62,7 +62,7 @@ def _widths(model: ModelSpec, input_dim: int) -> tuple[float, float]:
 def parameters(spec: JobSpec) -> float:
     model = spec.model
     input_dim, output_dim = _dims(spec)
-    if model.conv:
+    if model.is_conv():
         hidden = model.hidden or model.channels
         per_step = 2 * model.channels * hidden * model.kernel_size**2 + model.channels + hidden
         state = model.channels * input_dim

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core.spec import JobSpec
+from core.spec import JobSpec, UploadSpec
 from db.models import Artifact, utcnow
 
 REF_PREFIX = "artifact:"
@@ -122,7 +122,7 @@ def spec_references(spec: JobSpec) -> dict[str, tuple[str, str]]:
     checkpoint = parse_ref(spec.checkpoint)
     if checkpoint is not None:
         refs["checkpoint"] = ("checkpoint", checkpoint)
-    dataset = parse_ref(spec.dataset.artifact)
+    dataset = parse_ref(spec.dataset.artifact) if isinstance(spec.dataset, UploadSpec) else None
     if dataset is not None:
         refs["dataset.artifact"] = ("dataset", dataset)
     return refs

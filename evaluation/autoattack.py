@@ -36,6 +36,7 @@ from torch import nn
 
 from core.metrics import metric_key
 from core.spec import SUITE_ATTACKS, SUITE_QUERIES, SUITE_STEPS
+from evaluation.batching import EVAL_BATCH, batch_slices
 from evaluation.pgd import AttackBox, attack_box, correct_when_clean
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py);
@@ -179,8 +180,10 @@ def suite_robust(
     valid_range: tuple[float, float] | None = None,
     clean_logits: torch.Tensor | None = None,
     sanity: bool = False,
+    batch_size: int | None = None,
 ) -> tuple[dict[float, SuiteOutcome], dict]:
-    """The suite at each ε (and, with ``sanity``, at :func:`sanity_eps`), per sample.
+    """The suite at each ε (and, with ``sanity``, at :func:`sanity_eps`), per sample, ``batch_size`` samples at a
+    time (each member reseeded with ``seed`` in every batch: with one batch, an unbatched run).
 
     Returns ``({ε: SuiteOutcome}, settings)``: settings name the members that ran with every setting passed,
     those skipped with the reason, per ε how many samples each member flipped, and the sanity ε.
@@ -200,21 +203,22 @@ def suite_robust(
     with torch.random.fork_rng(devices=[u.device] if u.device.type == "cuda" else []):
         for eps in levels:
             outcome = SuiteOutcome(robust=clean_correct.clone())
-            for name in ran:
-                idx = outcome.robust.nonzero()[:, 0]
-                outcome.flipped_by[name] = torch.zeros_like(outcome.robust)
-                if len(idx) == 0:
-                    continue
-                torch.manual_seed(seed)
-                if name == "square":
-                    target, inputs = GridView(box), u[idx].reshape(len(idx), 1, height, width)
-                else:
-                    target, inputs = box, u[idx]
-                adv = build_attack(name, target, eps / box.scale, members[name])(inputs, y[idx])
-                with torch.no_grad():
-                    fooled = (target(adv).argmax(1) != y[idx]) & _counts(adv, inputs, norm, eps / box.scale)
-                outcome.flipped_by[name][idx] = fooled
-                outcome.robust[idx] = ~fooled
+            outcome.flipped_by.update({name: torch.zeros_like(outcome.robust) for name in ran})
+            for part in batch_slices(len(u), batch_size):
+                for name in ran:
+                    idx = part.start + outcome.robust[part].nonzero()[:, 0]
+                    if len(idx) == 0:
+                        continue
+                    torch.manual_seed(seed)
+                    if name == "square":
+                        target, inputs = GridView(box), u[idx].reshape(len(idx), 1, height, width)
+                    else:
+                        target, inputs = box, u[idx]
+                    adv = build_attack(name, target, eps / box.scale, members[name])(inputs, y[idx])
+                    with torch.no_grad():
+                        fooled = (target(adv).argmax(1) != y[idx]) & _counts(adv, inputs, norm, eps / box.scale)
+                    outcome.flipped_by[name][idx] = fooled
+                    outcome.robust[idx] = ~fooled
             outcomes[eps] = outcome
             per_eps[f"{eps:g}"] = {"flipped": {name: int(m.sum()) for name, m in outcome.flipped_by.items()}}
     settings = {
@@ -228,6 +232,7 @@ def suite_robust(
         "queries": queries,
         "restarts": restarts,
         "seed": seed,
+        "batch_size": batch_size or EVAL_BATCH,
         "eps": per_eps,
         "box": {"low": box.low, "scale": box.scale},
     }

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.metrics import metric_key
+from core.metrics import metric_key, split
 from core.spec import EvaluateSpec
 from evaluation.autoattack import SuiteOutcome, suite_robust
 from evaluation.pgd import pgd_robust
-from evaluation.registry import CLASSIFICATION, Context, register_evaluation
+from evaluation.registry import CLASSIFICATION, Context, at_most, register_evaluation, same_level
 from evaluation.reliability import reliability_flags
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
@@ -118,7 +118,7 @@ def attack_classifier(
             progress({"phase": "evaluate", "step": f"autoattack_{norm}"})
             outcomes, info["autoattack"][norm] = suite_robust(
                 model, x, y, norm, a.eps, n_classes, tuple(a.attacks), a.steps, a.queries, a.restarts, a.seed,
-                valid_range, clean_logits, a.sanity,
+                valid_range, clean_logits, a.sanity, ev.batch_size,
             )  # fmt: skip
             suite[norm] = outcomes
             records += [AttackRecord("autoattack", norm, eps, outcomes[eps].robust) for eps in a.eps]
@@ -131,13 +131,15 @@ def attack_classifier(
         for norm in p.norm:
             progress({"phase": "evaluate", "step": f"pgd_{norm}"})
             found, info["pgd"][norm] = pgd_robust(
-                model, x, y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, valid_range, clean_logits
-            )
+                model, x, y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, valid_range, clean_logits,
+                ev.batch_size,
+            )  # fmt: skip
             records += [AttackRecord("pgd", norm, eps, robust) for eps, robust in found.items()]
             largest = max(p.eps)  # the step-doubling check, where gradient masking shows first
             twice, _ = pgd_robust(
-                model, x, y, norm, [largest], 2 * p.steps, p.restarts, p.step_size, p.seed, valid_range, clean_logits
-            )
+                model, x, y, norm, [largest], 2 * p.steps, p.restarts, p.step_size, p.seed, valid_range, clean_logits,
+                ev.batch_size,
+            )  # fmt: skip
             doubled.append(AttackRecord("pgd_doubled", norm, largest, twice[largest]))
         seconds["pgd"] = time.perf_counter() - start  # with the step-doubling check
     after = solver_failures(model)
@@ -170,7 +172,31 @@ def _attacks_asked(ctx: Context) -> bool:
     return ctx.spec.evaluate.pgd is not None or ctx.spec.evaluate.autoattack is not None
 
 
-@register_evaluation("attacks", CLASSIFICATION, position=20, wanted=_attacks_asked)
+def attack_relations(metrics: dict[str, float]) -> dict[str, bool]:
+    """Every attack's accuracy and the best known are ≤ clean accuracy (an attack may do nothing), and the best
+    known ``robust_<norm>_acc@ε`` is ≤ each attack's own figure at its ε (a per-sample minimum over them)."""
+    flags = {}
+    for name, value in metrics.items():
+        kind = split(name)[0]
+        if kind.startswith(("pgd_", "autoattack_", "robust_")) and kind.endswith("_acc") and "@" in name:
+            flags[f"{name}<=clean_acc"] = at_most(value, metrics["clean_acc"])
+        if kind.startswith("robust_") and kind.endswith("_acc") and "@" in name:
+            for attack in ("pgd", "autoattack"):
+                other = same_level(name, attack + kind.removeprefix("robust"))
+                if other in metrics:
+                    flags[f"{name}<={other}"] = at_most(value, metrics[other])
+    return flags
+
+
+SMOKE = {
+    "pgd": {"norm": ["Linf", "L2"], "eps": [0.1], "steps": 5},
+    "autoattack": {"norm": ["Linf"], "eps": [0.1], "attacks": ["apgd-ce", "square"], "steps": 10, "queries": 50},
+}
+
+
+@register_evaluation(
+    "attacks", CLASSIFICATION, position=20, wanted=_attacks_asked, sanity=attack_relations, smoke=SMOKE
+)
 def run_attacks(ctx: Context) -> None:
     """A job's ``evaluate.pgd`` and ``evaluate.autoattack``: the suite, PGD and the best-known figure per sample,
     from the clean pass's logits (robust ≤ clean then holds sample by sample, and no attack repeats that forward),

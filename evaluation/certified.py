@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from core.metrics import metric_key
-from evaluation.registry import CLASSIFICATION, Context, register_evaluation
+from core.metrics import metric_key, split
+from evaluation.registry import CLASSIFICATION, Context, at_most, register_evaluation, same_level
 from models import LipschitzBoundUnavailable
 from models.lipschitz import lipschitz_bounds
 
@@ -228,7 +228,23 @@ def certified_accuracy(
 RADIUS_KEY = "certified_radius"
 
 
-@register_evaluation("certified", CLASSIFICATION, position=30)
+def certified_relations(metrics: dict[str, float]) -> dict[str, bool]:
+    """``certified_l2_acc@ε`` ≤ clean accuracy and ≤ every attack's L2 accuracy at ε: a certificate no attack may
+    beat (the soundness check of every job)."""
+    flags = {}
+    for name, value in metrics.items():
+        if split(name)[0] == "certified_l2_acc":
+            flags[f"{name}<=clean_acc"] = at_most(value, metrics["clean_acc"])
+            for attack in ("pgd_l2_acc", "autoattack_l2_acc", "robust_l2_acc"):
+                attacked = metrics.get(same_level(name, attack))
+                if attacked is not None:
+                    flags[f"{name}<={attack}"] = at_most(value, attacked)
+    return flags
+
+
+@register_evaluation(
+    "certified", CLASSIFICATION, position=30, sanity=certified_relations, smoke={"certified": {"eps": [0.05, 0.1]}}
+)
 def run_certified(ctx: Context) -> None:
     """A job's ``evaluate.certified``: certified L2 accuracy per ε from the bounds of the weights (a job certifies
     its model once: no cache to check or fill) and the clean pass's margins; 21 quantiles of the radii."""

@@ -17,13 +17,14 @@ gradient of e itself. So torchattacks runs, unchanged, a PGD ascent on each samp
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torchattacks
 from torch import nn
 
 from core.metrics import metric_key
+from evaluation.batching import EVAL_BATCH, batch_slices
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
 PROTOCOL_REVISION = 1
@@ -90,6 +91,7 @@ def pgd_accuracy(
     valid_range: tuple[float, float] | None = None,
     clean_logits: torch.Tensor | None = None,
     per_sample: dict[str, torch.Tensor] | None = None,
+    batch_size: int | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Robust accuracy under PGD for each ε: a sample counts only if it is classified correctly clean *and* under
     every restart (worst case over restarts per sample). Step size defaults to 2.5·ε/steps (Madry et al., 2018).
@@ -99,7 +101,7 @@ def pgd_accuracy(
     Returns ``({pgd_<norm>_acc@ε: …}, settings)``; :func:`pgd_robust` gives the per-sample outcomes.
     """
     robust, settings = pgd_robust(model, x, y, norm, eps_list, steps, restarts, step_size, seed, valid_range,
-                                  clean_logits)  # fmt: skip
+                                  clean_logits, batch_size)  # fmt: skip
     metrics = {metric_key(f"pgd_{norm.lower()}_acc", eps): float(robust[eps].float().mean()) for eps in eps_list}
     if per_sample is not None:
         per_sample.update({metric_key(f"pgd_{norm.lower()}_acc", eps): robust[eps] for eps in eps_list})
@@ -118,9 +120,10 @@ def pgd_robust(
     seed: int = 0,
     valid_range: tuple[float, float] | None = None,
     clean_logits: torch.Tensor | None = None,
+    batch_size: int | None = None,
 ) -> tuple[dict[float, torch.Tensor], dict]:
     """:func:`pgd_accuracy` per sample: ``({ε: bool mask of the samples PGD failed on (and clean-correct)},
-    settings)``."""
+    settings)``, attacking ``batch_size`` samples at a time."""
     model.eval()
     box = attack_box(model, x, max(eps_list), valid_range)
     u = box.to_box(x)
@@ -129,26 +132,29 @@ def pgd_robust(
     for eps in eps_list:
         alpha = step_size if step_size is not None else 2.5 * eps / steps
         robust = clean_correct.clone()
-        for adv in _restarts(box, box, norm, eps, alpha, steps, restarts, seed, u, y):
+        for part, adv in _restarts(lambda _part: box, box, norm, eps, alpha, steps, restarts, seed, u, y, batch_size):
             with torch.no_grad():
-                robust &= box(adv).argmax(1) == y
+                robust[part] &= box(adv).argmax(1) == y[part]
         masks[eps] = robust
         per_eps[f"{eps:g}"] = {"step_size": alpha}
-    return masks, _settings(norm, steps, restarts, seed, per_eps, box)
+    return masks, _settings(norm, steps, restarts, seed, per_eps, box, batch_size=batch_size or EVAL_BATCH)
 
 
 def _restarts(
-    target: nn.Module, box: AttackBox, norm: str, eps: float, alpha: float, steps: int, restarts: int, seed: int,
-    u: torch.Tensor, labels: torch.Tensor,
-) -> Iterator[torch.Tensor]:
-    """The adversarial inputs (in the box's coordinates) of ``restarts`` random-start PGD runs of torchattacks on
-    ``target`` at ε (input units); their random starts come from one stream seeded with ``seed`` (the caller's RNG
-    is left as it was)."""
-    attack = ATTACKS[norm](target, eps=eps / box.scale, alpha=alpha / box.scale, steps=steps, random_start=True)
+    target_of: Callable[[slice], nn.Module], box: AttackBox, norm: str, eps: float, alpha: float, steps: int,
+    restarts: int, seed: int, u: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None,
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``(batch, adversarial inputs)`` (in the box's coordinates) of ``restarts`` random-start PGD runs of
+    torchattacks on ``target_of(batch)`` at ε (input units), batch by batch (:func:`evaluation.batching.batch_slices`);
+    the random starts come from one stream seeded with ``seed``, batch-major (the caller's RNG is left as it was):
+    with one batch, the draws of an unbatched run."""
     with torch.random.fork_rng(devices=[u.device] if u.device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for _ in range(restarts):
-            yield attack(u, labels)
+        for part in batch_slices(len(u), batch_size):
+            target = target_of(part)
+            attack = ATTACKS[norm](target, eps=eps / box.scale, alpha=alpha / box.scale, steps=steps, random_start=True)
+            for _ in range(restarts):
+                yield part, attack(u[part], labels[part])
 
 
 def _settings(norm: str, steps: int, restarts: int, seed: int, per_eps: dict, box: AttackBox, **extra) -> dict:
@@ -202,6 +208,7 @@ def pgd_regression(
     step_size: float | None = None,
     seed: int = 0,
     valid_range: tuple[float, float] | None = None,
+    batch_size: int | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Worst-case MSE within ε under PGD (torchattacks PGD / PGDL2 through :class:`SquaredErrorLogits`): for each
     sample the largest squared error found over the restarts *and* the unperturbed input (δ = 0 is in the ball, as a
@@ -214,20 +221,25 @@ def pgd_regression(
     model.eval()
     box = attack_box(model, x, max(eps_list), valid_range)
     u = box.to_box(x)
-    objective = SquaredErrorLogits(box, y)
+    objectives = {(p.start, p.stop): SquaredErrorLogits(box, y[p]) for p in batch_slices(len(x), batch_size)}
     labels = torch.zeros(len(x), dtype=torch.long, device=x.device)
     with torch.no_grad():
-        clean_error = objective.squared_error(u)
+        clean_error = torch.cat([o.squared_error(u[start:stop]) for (start, stop), o in objectives.items()])
     entries = y[0].numel()
     metrics, per_eps = {}, {}
     for eps in eps_list:
         alpha = step_size if step_size is not None else 2.5 * eps / steps
         attacked = torch.zeros_like(clean_error)
-        for adv in _restarts(objective, box, norm, eps, alpha, steps, restarts, seed, u, labels):
+        for part, adv in _restarts(
+            lambda p: objectives[p.start, p.stop], box, norm, eps, alpha, steps, restarts, seed, u, labels, batch_size
+        ):
             with torch.no_grad():
-                attacked = torch.maximum(attacked, objective.squared_error(adv))
+                error = objectives[part.start, part.stop].squared_error(adv)
+                attacked[part] = torch.maximum(attacked[part], error)
         worst = torch.maximum(attacked, clean_error)
         metrics[metric_key(f"pgd_{norm.lower()}_mse", eps)] = float(worst.double().mean()) / entries
         per_eps[f"{eps:g}"] = {"step_size": alpha, "attack_only_mse": float(attacked.double().mean()) / entries}
     objective_note = "per-sample squared error via SquaredErrorLogits (cross-entropy = softplus(N·error))"
-    return metrics, _settings(norm, steps, restarts, seed, per_eps, box, objective=objective_note)
+    return metrics, _settings(
+        norm, steps, restarts, seed, per_eps, box, objective=objective_note, batch_size=batch_size or EVAL_BATCH
+    )

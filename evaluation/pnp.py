@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from core.metrics import metric_key
-from evaluation.registry import REGRESSION, Context, register_evaluation
+from evaluation.batching import batch_slices
+from evaluation.registry import Context, register_evaluation, within
 from evaluation.regression import mse, psnr
 from models import LipschitzBoundUnavailable, lipschitz_bound
 from models.spectral_norms import exact_spectral_norm
@@ -104,9 +105,10 @@ def plug_and_play(
     relaxation: float = 0.5,
     seed: int = 0,
     peak: float = 1.0,
+    batch_size: int | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Deblur-and-denoise every clean test image (N, side²) at each noise level σ with the iteration of the module
-    docstring, ``model`` as the denoiser D.
+    docstring, ``model`` as the denoiser D, ``batch_size`` images at a time.
 
     Returns:
         ``(metrics, info)``: ``pnp_psnr@σ``, ``pnp_input_psnr@σ`` (the observation y against x), ``pnp_residual@σ``
@@ -140,19 +142,11 @@ def plug_and_play(
     for sigma in sigmas:
         noise = torch.randn((n, d), generator=gen, dtype=dtype).to(device)
         y = x_true @ K.T + sigma * noise
-        x = y.clone()
-        previous = None  # ‖x_k − x_{k−1}‖ per image
+        x = torch.empty_like(y)
         monotone = torch.ones(n, dtype=torch.bool, device=device)
         relative = torch.zeros(n, dtype=dtype, device=device)
-        for _ in range(iterations):
-            z = x - alpha * (x @ K.T - y) @ K  # gradient step on ½‖Kx − y‖²
-            denoised = model(z).reshape(n, d)
-            x_next = (1 - relaxation) * z + relaxation * denoised
-            step = (x_next - x).norm(dim=1)
-            if previous is not None:
-                monotone &= step <= previous * (1 + MONOTONE_RTOL) + MONOTONE_ATOL
-            relative = step / x.norm(dim=1).clamp_min(1e-12)
-            previous, x = step, x_next
+        for part in batch_slices(n, batch_size):
+            x[part], monotone[part], relative[part] = _reconstruct(model, y[part], K, alpha, relaxation, iterations)
         metrics[metric_key("pnp_psnr", sigma)] = psnr(mse(x, x_true), peak)
         metrics[metric_key("pnp_input_psnr", sigma)] = psnr(mse(y, x_true), peak)
         metrics[metric_key("pnp_residual", sigma)] = float(relative.max())
@@ -160,15 +154,46 @@ def plug_and_play(
     return metrics, info
 
 
-@register_evaluation("plug_and_play", REGRESSION, position=40)
+def _reconstruct(
+    model: nn.Module, y: torch.Tensor, K: torch.Tensor, alpha: float, relaxation: float, iterations: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward–backward iteration x ← D_λ(x − α·Kᵀ(Kx − y)) from x₀ = y on a batch of observations (B, d):
+    ``(x_K, monotone, relative last step)`` per image."""
+    n, d = y.shape
+    x = y.clone()
+    previous = None  # ‖x_k − x_{k−1}‖ per image
+    monotone = torch.ones(n, dtype=torch.bool, device=y.device)
+    relative = torch.zeros(n, dtype=y.dtype, device=y.device)
+    for _ in range(iterations):
+        z = x - alpha * (x @ K.T - y) @ K  # gradient step on ½‖Kx − y‖²
+        denoised = model(z).reshape(n, d)
+        x_next = (1 - relaxation) * z + relaxation * denoised
+        step = (x_next - x).norm(dim=1)
+        if previous is not None:
+            monotone &= step <= previous * (1 + MONOTONE_RTOL) + MONOTONE_ATOL
+        relative = step / x.norm(dim=1).clamp_min(1e-12)
+        previous, x = step, x_next
+    return x, monotone, relative
+
+
+def pnp_relations(metrics: dict[str, float]) -> dict[str, bool]:
+    """The monotone fraction is a fraction; the last relative step is ≥ 0."""
+    return within(metrics, {"pnp_monotone": (0.0, 1.0), "pnp_residual": (0.0, math.inf)})
+
+
+@register_evaluation(
+    "plug_and_play", ("denoising",), position=40, sanity=pnp_relations,
+    smoke={"plug_and_play": {"sigmas": [0.0, 0.05], "iterations": 5}},
+)  # fmt: skip
 def run_plug_and_play(ctx: Context) -> None:
     """A job's ``evaluate.plug_and_play``: deblurring with the model as the denoiser; a warning when convergence
     is not guaranteed."""
     ctx.step("plug_and_play")
     q = ctx.spec.evaluate.plug_and_play
     pnp_metrics, ctx.info["plug_and_play"] = plug_and_play(
-        ctx.model, ctx.y, q.sigmas, q.iterations, q.blur, q.step_size, q.relaxation, q.seed, ctx.data.peak
-    )
+        ctx.model, ctx.y, q.sigmas, q.iterations, q.blur, q.step_size, q.relaxation, q.seed, ctx.data.peak,
+        ctx.spec.evaluate.batch_size,
+    )  # fmt: skip
     ctx.metrics.update(pnp_metrics)
     if not ctx.info["plug_and_play"]["averaged"]:
         ctx.warn(f"plug-and-play convergence not guaranteed: {ctx.info['plug_and_play']['reason']}")

@@ -11,8 +11,14 @@
 asks for (by default: its ``evaluate.<name>`` section is set). A step reads the model, the test data and the spec
 from the :class:`Context` and writes its metrics, its ``info`` entries, its per-sample outcomes and its warnings
 there. Which modules hold evaluations is said once, in :data:`core.protocol.EVALUATIONS` (with each one's protocol
-revision): they are imported here, which registers them. The relations between evaluations' numbers (certified ≤
-attacked ≤ clean, …) are checked by the runner after all of them ran.
+revision): they are imported here, which registers them.
+
+Each evaluation also registers its **sanity relations**: ``sanity(metrics) -> {relation: holds}`` over the job's
+metrics, e.g. the certificate's ``certified_l2_acc@ε ≤ robust_l2_acc@ε ≤ clean_acc``. A relation speaks only of the
+metrics present, so :func:`check_relations` runs every registered one after all evaluations ran; the runner fails
+the job, storing nothing, when one breaks (a bug, never a result). ``smoke`` is the smallest meaningful
+``evaluate`` fragment that runs the evaluation: the contract tests run every registered evaluation with it on a
+tiny model and check its relations (tests/evaluation/test_evaluation_contract.py).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.metrics import split
 from core.protocol import EVALUATIONS as EVALUATION_MODULES
 from core.spec import JobSpec
 
@@ -57,6 +64,28 @@ class Context:
 
 
 Step = Callable[[Context], None]
+Relations = Callable[[dict[str, float]], dict[str, bool]]
+
+
+def at_most(a: float, b: float, rtol: float = 0.0) -> bool:
+    """a ≤ b up to a relative slack ``rtol`` (float32 rounding) and an absolute 1e-12."""
+    return a <= b * (1 + rtol) + 1e-12
+
+
+def within(metrics: dict[str, float], bounds: dict[str, tuple[float, float]]) -> dict[str, bool]:
+    """``lo ≤ value ≤ hi`` for every metric whose kind has ``(lo, hi)`` in ``bounds`` (a NaN fails)."""
+    flags = {}
+    for name, value in metrics.items():
+        if (bound := bounds.get(split(name)[0])) is not None:
+            lo, hi = bound
+            flags[f"{lo:g}<={name}<={hi:g}"] = lo <= value <= hi
+    return flags
+
+
+def same_level(name: str, kind: str) -> str:
+    """The metric of ``kind`` at ``name``'s level: ``same_level("pgd_l2_acc@0.1", "robust_l2_acc")`` →
+    ``"robust_l2_acc@0.1"``."""
+    return f"{kind}@{split(name)[1]}"
 
 
 @dataclass(frozen=True)
@@ -69,6 +98,8 @@ class Evaluation:
     run: Step
     wanted: Callable[[Context], bool]
     position: int
+    sanity: Relations | None = None
+    smoke: dict | None = None
 
 
 _REGISTERED: dict[tuple[str, str], Evaluation] = {}
@@ -79,16 +110,24 @@ def _spec_section_set(name: str) -> Callable[[Context], bool]:
 
 
 def register_evaluation(
-    name: str, tasks: tuple[str, ...], position: int, wanted: Callable[[Context], bool] | None = None
+    name: str,
+    tasks: tuple[str, ...],
+    position: int,
+    wanted: Callable[[Context], bool] | None = None,
+    sanity: Relations | None = None,
+    smoke: dict | None = None,
 ) -> Callable[[Step], Step]:
     """Register ``run(ctx)`` as evaluation ``name`` for ``tasks`` (once per name and task). ``wanted`` defaults to
-    "the spec's ``evaluate.<name>`` is set"."""
+    "the spec's ``evaluate.<name>`` is set"; ``sanity`` gives the relations its numbers keep; ``smoke`` the
+    smallest ``evaluate`` fragment that runs it (default ``{name: {}}``)."""
 
     def register(run: Step) -> Step:
         for task in tasks:
             if (name, task) in _REGISTERED:
                 raise ValueError(f"evaluation {name!r} is registered twice for task {task!r}")
-            _REGISTERED[(name, task)] = Evaluation(name, tasks, run, wanted or _spec_section_set(name), position)
+            _REGISTERED[(name, task)] = Evaluation(
+                name, tasks, run, wanted or _spec_section_set(name), position, sanity, smoke
+            )
         return run
 
     return register
@@ -102,6 +141,15 @@ def registered(task: str) -> list[Evaluation]:
     return sorted(found, key=lambda e: (e.position, e.name))
 
 
+def check_relations(task: str, metrics: dict[str, float]) -> dict[str, bool]:
+    """Every registered sanity relation of ``task``'s evaluations over ``metrics``: ``{relation: holds}``."""
+    flags: dict[str, bool] = {}
+    for evaluation in registered(task):
+        if evaluation.sanity is not None:
+            flags.update(evaluation.sanity(metrics))
+    return flags
+
+
 def run_evaluations(ctx: Context) -> list[str]:
     """Run every registered evaluation of the data's task that the spec asks for; returns their names."""
     ran = []
@@ -112,5 +160,5 @@ def run_evaluations(ctx: Context) -> list[str]:
     return ran
 
 
-__all__ = ["CLASSIFICATION", "REGRESSION", "Context", "Evaluation", "register_evaluation", "registered",
-           "run_evaluations"]  # fmt: skip
+__all__ = ["CLASSIFICATION", "REGRESSION", "Context", "Evaluation", "at_most", "check_relations",
+           "register_evaluation", "registered", "run_evaluations", "same_level", "within"]  # fmt: skip

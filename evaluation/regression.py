@@ -29,15 +29,16 @@ import math
 import torch
 from torch import nn
 
-from core.metrics import metric_key
+from core.metrics import metric_key, split
 from evaluation.certified import cached_bounds
-from evaluation.gaussian import noisy_copies, outputs
+from evaluation.gaussian import noisy_draws, outputs
 from evaluation.pgd import pgd_regression
-from evaluation.registry import REGRESSION, Context, register_evaluation
+from evaluation.registry import REGRESSION, Context, at_most, register_evaluation, same_level, within
 from models import LipschitzBoundUnavailable
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
-PROTOCOL_REVISION = 1
+# revision 2: Gaussian noise drawn one (σ, repeat) at a time (mini-batch evaluation)
+PROTOCOL_REVISION = 2
 
 MAX_PSNR = 200.0  # dB: the PSNR of an exact reconstruction (MSE = 0) is reported as this cap, never as infinity
 
@@ -75,9 +76,10 @@ def gaussian_noise_regression(
     valid_range: tuple[float, float] | None = None,
     peak: float = 1.0,
     baseline: bool = False,
+    batch_size: int | None = None,
 ) -> dict[str, float]:
     """MSE and PSNR of the outputs on x + σ·N(0, I) against the targets, mean and std over ``repeats`` draws, for
-    every σ, on :func:`evaluation.gaussian.noisy_copies` (the same noise as the classification sweep: same seed,
+    every σ, on :func:`evaluation.gaussian.noisy_draws` (the same noise as the classification sweep: same seed,
     same numbers; in the data's own units, clipped only to a declared ``valid_range``).
 
     Returns ``gaussian_mse@σ``, ``gaussian_mse_std@σ``, ``gaussian_psnr@σ``, ``gaussian_psnr_std@σ`` and, with
@@ -85,13 +87,15 @@ def gaussian_noise_regression(
     noisy inputs themselves.
     """
     n = len(x)
-    noisy = noisy_copies(x, sigmas, repeats, seed, valid_range)
-    target = y.reshape(1, 1, n, -1).double()
-    out = outputs(model, noisy).reshape(len(sigmas), repeats, n, -1)
-    per_draw = (out.double() - target).pow(2).mean(dim=(2, 3))  # (σ, repeat)
-    inputs = None
-    if baseline:
-        inputs = (noisy.reshape(len(sigmas), repeats, n, -1).double() - target).pow(2).mean(dim=(2, 3))
+    target = y.reshape(n, -1).double()
+    per_draw = torch.empty(len(sigmas) * repeats, dtype=torch.float64)  # MSE of each (σ, repeat), σ-major
+    inputs = torch.empty_like(per_draw) if baseline else None
+    for draw, noisy in enumerate(noisy_draws(x, sigmas, repeats, seed, valid_range)):
+        per_draw[draw] = (outputs(model, noisy, batch_size).reshape(n, -1).double() - target).pow(2).mean()
+        if inputs is not None:
+            inputs[draw] = (noisy.reshape(n, -1).double() - target).pow(2).mean()
+    per_draw = per_draw.view(len(sigmas), repeats)
+    inputs = inputs.view(len(sigmas), repeats) if inputs is not None else None
     metrics: dict[str, float] = {}
     for i, sigma in enumerate(sigmas):
         draws = per_draw[i].tolist()
@@ -148,7 +152,10 @@ def _has_trajectories(ctx: Context) -> bool:
     return ctx.data.trajectories is not None
 
 
-@register_evaluation("rollout", REGRESSION, position=5, wanted=_has_trajectories)
+@register_evaluation(
+    "rollout", ("regression",), position=5, wanted=_has_trajectories, smoke={},
+    sanity=lambda metrics: within(metrics, {"rollout_mse": (0.0, math.inf)}),
+)  # fmt: skip
 def run_rollout(ctx: Context) -> None:
     """Lotka–Volterra: the multi-step rollout error over the test trajectories (not reported when it diverges)."""
     rollout = rollout_mse(ctx.model, ctx.data.trajectories.to(ctx.x.device))
@@ -158,7 +165,16 @@ def run_rollout(ctx: Context) -> None:
         ctx.warn(f"rollout diverged (rollout_mse = {rollout}); not reported")
 
 
-@register_evaluation("gaussian", REGRESSION, position=10)
+def gaussian_mse_relations(metrics: dict[str, float]) -> dict[str, bool]:
+    """Errors under noise and their spreads are ≥ 0 (and not NaN)."""
+    kinds = ("gaussian_mse", "gaussian_mse_std", "gaussian_psnr_std")
+    return within(metrics, dict.fromkeys(kinds, (0.0, math.inf)))
+
+
+@register_evaluation(
+    "gaussian", REGRESSION, position=10, sanity=gaussian_mse_relations,
+    smoke={"gaussian": {"sigmas": [0.0, 0.1], "repeats": 2}},
+)  # fmt: skip
 def run_gaussian_regression(ctx: Context) -> None:
     """A job's ``evaluate.gaussian``: MSE and PSNR under Gaussian noise per σ (denoising: also the noisy input's)."""
     ctx.step("gaussian")
@@ -166,12 +182,43 @@ def run_gaussian_regression(ctx: Context) -> None:
     ctx.metrics.update(
         gaussian_noise_regression(
             ctx.model, ctx.x, ctx.y, g.sigmas, g.repeats, g.seed, data.valid_range, data.peak,
-            baseline=data.task == "denoising",
+            baseline=data.task == "denoising", batch_size=ctx.spec.evaluate.batch_size,
         )
     )  # fmt: skip
 
 
-@register_evaluation("pgd", REGRESSION, position=20)
+# relative slack of the MSE relations: float32 rounding (the attack evaluates the clean point through the attack
+# box's affine map)
+MSE_RTOL = 1e-5
+PGD_MSE_KINDS = ("pgd_linf_mse", "pgd_l2_mse")
+
+
+def pgd_mse_relations(metrics: dict[str, float]) -> dict[str, bool]:
+    """clean_mse ≤ pgd_<norm>_mse@ε: PGD's search includes δ = 0."""
+    return {
+        f"clean_mse<={name}": at_most(metrics["clean_mse"], value, MSE_RTOL)
+        for name, value in metrics.items()
+        if split(name)[0] in PGD_MSE_KINDS
+    }
+
+
+def certified_mse_relations(metrics: dict[str, float]) -> dict[str, bool]:
+    """pgd_<norm>_mse@ε ≤ certified_<norm>_mse@ε: the certificate bounds the worst case PGD searches for."""
+    flags = {}
+    for name, value in metrics.items():
+        kind = split(name)[0]
+        if kind in PGD_MSE_KINDS:
+            certified = kind.replace("pgd_", "certified_", 1)
+            bound = metrics.get(same_level(name, certified))
+            if bound is not None:
+                flags[f"{name}<={certified}"] = at_most(value, bound, MSE_RTOL)
+    return flags
+
+
+@register_evaluation(
+    "pgd", REGRESSION, position=20, sanity=pgd_mse_relations,
+    smoke={"pgd": {"norm": ["Linf", "L2"], "eps": [0.05], "steps": 5}},
+)  # fmt: skip
 def run_pgd_regression(ctx: Context) -> None:
     """A job's ``evaluate.pgd``: the worst MSE PGD finds per norm and ε; settings by norm in ``info["pgd"]``."""
     p = ctx.spec.evaluate.pgd
@@ -179,13 +226,16 @@ def run_pgd_regression(ctx: Context) -> None:
     for norm in p.norm:
         ctx.step(f"pgd_{norm}")
         found, settings[norm] = pgd_regression(
-            ctx.model, ctx.x, ctx.y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, ctx.data.valid_range
-        )
+            ctx.model, ctx.x, ctx.y, norm, p.eps, p.steps, p.restarts, p.step_size, p.seed, ctx.data.valid_range,
+            ctx.spec.evaluate.batch_size,
+        )  # fmt: skip
         ctx.metrics.update(found)
     ctx.info["pgd"] = settings
 
 
-@register_evaluation("certified", REGRESSION, position=30)
+@register_evaluation(
+    "certified", REGRESSION, position=30, sanity=certified_mse_relations, smoke={"certified": {"eps": [0.05]}}
+)
 def run_certified_regression(ctx: Context) -> None:
     """A job's ``evaluate.certified``: certified bounds on the output error per norm and ε."""
     ctx.step("certified")

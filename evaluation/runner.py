@@ -27,7 +27,7 @@ from evaluation.datasets import Dataset, load_dataset
 from evaluation.gaussian import outputs
 from evaluation.outcomes import OUTCOMES_KEY, fingerprint_test_set, pack_outcomes
 from evaluation.plots import write_plots
-from evaluation.registry import Context, run_evaluations
+from evaluation.registry import Context, check_relations, run_evaluations
 from evaluation.regression import clean_metrics
 from evaluation.training import train_classifier
 
@@ -140,64 +140,27 @@ def evaluate(
     model.eval()
     ctx = Context(model, spec, data, x, y, progress)
     if data.task == "classification":
-        ctx.clean_logits = outputs(model, x)
+        ctx.clean_logits = outputs(model, x, spec.evaluate.batch_size)
         ctx.per_sample["clean_acc"] = ctx.clean_logits.argmax(1) == y
         ctx.metrics["clean_acc"] = float(ctx.per_sample["clean_acc"].float().mean())
     else:
         ctx.metrics.update(clean_metrics(model, x, y, data.peak, data.task == "denoising"))
         ctx.info["psnr_peak"] = data.peak
-    run_evaluations(ctx)
-    ctx.info["sanity"] = check_sanity(ctx.metrics)
+    ctx.info["evaluations"] = run_evaluations(ctx)
+    ctx.info["sanity"] = check_sanity(ctx.metrics, data.task)
     if data.task == "classification":
         ctx.info[OUTCOMES_KEY] = pack_outcomes(ctx.per_sample, fingerprint_test_set(x, y))
     return ctx.metrics, ctx.info
 
 
-def check_regression_sanity(metrics: dict[str, float]) -> dict[str, bool]:
-    """clean_mse ≤ pgd_<norm>_mse@ε ≤ certified_<norm>_mse@ε (the certificate bounds the worst case; PGD includes
-    δ = 0), every MSE finite; a relative slack of 1e-5 absorbs float32 rounding (the attack evaluates the clean point
-    through the attack box's affine map)."""
-    flags = {}
-    clean = metrics["clean_mse"]
-
-    def at_most(a: float, b: float) -> bool:
-        return a <= b * (1 + 1e-5) + 1e-12
-
-    flags["clean_mse_finite"] = math.isfinite(clean)
-    for name, value in metrics.items():
-        base, _, level = name.partition("@")
-        if base in ("pgd_linf_mse", "pgd_l2_mse"):
-            flags[f"clean_mse<={name}"] = at_most(clean, value)
-            cert = metrics.get(f"certified_{base.removeprefix('pgd_')}@{level}")
-            if cert is not None:
-                flags[f"{name}<=certified_{base.removeprefix('pgd_')}"] = at_most(value, cert)
-    return flags
-
-
-def check_sanity(metrics: dict[str, float]) -> dict[str, bool]:
-    """certified_l2_acc@ε ≤ pgd_l2_acc@ε ≤ clean_acc, pgd_linf_acc@ε ≤ clean_acc, and the same for the
-    attack suite's autoattack_<norm>_acc@ε and the best known robust_<norm>_acc@ε, which is also ≤ each attack's
-    figure at its ε; for regression and denoising
-    clean_mse ≤ pgd_<norm>_mse@ε ≤ certified_<norm>_mse@ε (:func:`check_regression_sanity`); raise on violation."""
-    if "clean_acc" not in metrics:
-        flags = check_regression_sanity(metrics)
-    else:
-        flags = {}
-        clean = metrics["clean_acc"]
-        for name, value in metrics.items():
-            if name.startswith(("pgd_", "autoattack_", "robust_")) and "_acc@" in name:
-                flags[f"{name}<=clean_acc"] = value <= clean + 1e-12
-            if name.startswith("robust_") and "_acc@" in name:
-                for attack in ("pgd", "autoattack"):
-                    other = attack + name.removeprefix("robust")
-                    if other in metrics:
-                        flags[f"{name}<={other}"] = value <= metrics[other] + 1e-12
-            if name.startswith("certified_l2_acc@"):
-                flags[f"{name}<=clean_acc"] = value <= clean + 1e-12
-                for attack in ("pgd_l2_acc", "autoattack_l2_acc", "robust_l2_acc"):
-                    attacked = metrics.get(f"{attack}@" + name.split("@", 1)[1])
-                    if attacked is not None:
-                        flags[f"{name}<={attack}"] = value <= attacked + 1e-12
+def check_sanity(metrics: dict[str, float], task: str | None = None) -> dict[str, bool]:
+    """The sanity relations of the job's numbers, raising :class:`SanityCheckFailed` on a violation: the clean
+    MSE is finite (regression, denoising), and every registered evaluation's relations hold
+    (:func:`evaluation.registry.check_relations`: certified ≤ attacked ≤ clean accuracy; clean MSE ≤ PGD MSE ≤
+    certified MSE; …). ``task`` defaults to classification when there is a ``clean_acc``, else regression."""
+    task = task or ("classification" if "clean_acc" in metrics else "regression")
+    flags = {} if task == "classification" else {"clean_mse_finite": math.isfinite(metrics["clean_mse"])}
+    flags.update(check_relations(task, metrics))
     broken = [k for k, ok in flags.items() if not ok]
     if broken:
         raise SanityCheckFailed(f"sanity relations violated (a bug, results not stored): {broken}; metrics={metrics}")

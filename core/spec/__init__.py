@@ -16,6 +16,11 @@ Every model rejects unknown fields (``extra="forbid"``), so a typo is a 422 nami
 ignored option, and takes no loose types (``strict``: ``"width": true`` or ``"epochs": "10"`` is an error).
 Bounds on sizes keep one job from exhausting a worker.
 
+The model and dataset sections are discriminated unions: one pydantic type per family (on ``model.family``) and
+per dataset (on ``dataset.name``), each with its own options (``ModelSpecs``, ``DatasetSpecs``; ``ModelSpec`` and
+``DatasetSpec`` are their bases and parse through them). Stored specs, full dumps of the old flat record, still
+validate and keep their hash: see :class:`core.spec.base.Variant`.
+
 The schema is split by section (``base``, ``dataset``, ``model``, ``train``, ``evaluate``, ``job``); every
 name is importable from ``core.spec``.
 """
@@ -30,11 +35,27 @@ from core.spec.base import (
     MAX_WORK,
     BackwardSolverName,
     ForwardSolverName,
+    Legacy,
     NonNegFloat,
     PosFloat,
     StrictModel,
+    Variant,
 )
-from core.spec.dataset import DATASET_TASKS, DatasetSpec, MaskSpec, TaskName
+from core.spec.dataset import (
+    DATASET_TASKS,
+    DATASET_VARIANTS,
+    DatasetSpec,
+    DatasetSpecs,
+    DigitsCompletionSpec,
+    DigitsDenoisingSpec,
+    DigitsSpec,
+    LotkaVolterraSpec,
+    MaskSpec,
+    SineSpec,
+    SpiralsSpec,
+    TaskName,
+    UploadSpec,
+)
 from core.spec.evaluate import (
     MIN_SUITE_STEPS,
     SUITE_ATTACKS,
@@ -50,7 +71,18 @@ from core.spec.evaluate import (
     SuiteAttack,
 )
 from core.spec.job import JobSpec
-from core.spec.model import ModelSpec, SolverSpec, SpectralSpec
+from core.spec.model import (
+    MODEL_VARIANTS,
+    ExplicitSpec,
+    HamiltonianSpec,
+    ImplicitSpec,
+    LipschitzSpec,
+    ModelSpec,
+    ModelSpecs,
+    OdeSpec,
+    SolverSpec,
+    SpectralSpec,
+)
 from core.spec.train import (
     FIELD_REGULARIZERS,
     DivergenceRegularizer,
@@ -71,16 +103,27 @@ __all__ = [
     "BackwardSolverName",
     "CertifiedEval",
     "DATASET_TASKS",
+    "DATASET_VARIANTS",
     "DIGITS_IMAGES",
     "DatasetSpec",
+    "DatasetSpecs",
+    "DigitsCompletionSpec",
+    "DigitsDenoisingSpec",
+    "DigitsSpec",
     "DivergenceRegularizer",
     "EvaluateSpec",
+    "ExplicitSpec",
     "FIELD_REGULARIZERS",
     "FieldNormRegularizer",
     "FixedPointRegularizer",
     "ForwardSolverName",
     "GaussianEval",
+    "HamiltonianSpec",
+    "ImplicitSpec",
     "JobSpec",
+    "Legacy",
+    "LipschitzSpec",
+    "LotkaVolterraSpec",
     "MAX_DEPTH",
     "MAX_EPOCHS",
     "MAX_FEATURES",
@@ -88,10 +131,13 @@ __all__ = [
     "MAX_SAMPLES",
     "MAX_WORK",
     "MIN_SUITE_STEPS",
+    "MODEL_VARIANTS",
     "MaskSpec",
     "ModelSpec",
+    "ModelSpecs",
     "NonNegFloat",
     "NormalRegularizer",
+    "OdeSpec",
     "PGDEval",
     "PlugAndPlayEval",
     "PosFloat",
@@ -99,8 +145,10 @@ __all__ = [
     "SUITE_ATTACKS",
     "SUITE_QUERIES",
     "SUITE_STEPS",
+    "SineSpec",
     "SolverSpec",
     "SpectralSpec",
+    "SpiralsSpec",
     "StabilityTraceRegularizer",
     "StochasticRegularizer",
     "StrictModel",
@@ -108,5 +156,7 @@ __all__ = [
     "TaskName",
     "TotalVariationRegularizer",
     "TrainSpec",
+    "UploadSpec",
+    "Variant",
     "WeightedRegularizer",
 ]

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_serializer,
+    model_validator,
+)
 
 MAX_FEATURES = 4096
 MAX_DEPTH = 1000
@@ -34,14 +48,19 @@ class StrictModel(BaseModel):
     added_fields: ClassVar[frozenset[str]] = frozenset()
 
     @model_serializer(mode="wrap")
-    def _leave_out_added_defaults(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+    def _serialize(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
         data = handler(self)
-        if self.added_fields and isinstance(info.context, dict) and info.context.get(CANONICAL):
-            fields = type(self).model_fields
-            for name in self.added_fields:
-                if name in data and getattr(self, name) == fields[name].get_default(call_default_factory=True):
-                    del data[name]
+        if isinstance(data, dict) and isinstance(info.context, dict) and info.context.get(CANONICAL):
+            self._canonical_form(data)
         return data
+
+    def _canonical_form(self, data: dict[str, Any]) -> None:
+        """Turn this model's own dump ``data`` into its canonical form, in place: leave out the added fields
+        that hold their default."""
+        fields = type(self).model_fields
+        for name in self.added_fields:
+            if name in data and getattr(self, name) == fields[name].get_default(call_default_factory=True):
+                del data[name]
 
 
 CANONICAL = "canonical"
@@ -51,6 +70,131 @@ def canonical_dump(model: BaseModel) -> dict:
     """``model`` as JSON-ready data with every default filled in, except the :attr:`StrictModel.added_fields` that
     hold their default: the form that spec hashes are computed from."""
     return model.model_dump(mode="json", context={CANONICAL: True})
+
+
+class Legacy(NamedTuple):
+    """A field of the old flat record (one ``ModelSpec`` / ``DatasetSpec`` for every family / dataset) that a variant
+    does not have: its old ``default`` and the ``message`` (``{variant}``: the variant's name) of the 422 when
+    input gives it another value."""
+
+    default: Any
+    message: str
+
+    def holds_default(self, value: Any) -> bool:
+        """Whether input ``value`` is the old default (as strict as the old field: ``0`` is no ``false``)."""
+        default = self.default
+        if isinstance(default, BaseModel):
+            try:
+                return type(default).model_validate(value) == default
+            except ValueError:
+                return False
+        if isinstance(default, bool) or isinstance(value, bool) or default is None:
+            return value is default
+        if isinstance(default, int) and not isinstance(value, int):
+            return False
+        return isinstance(value, (int, float)) and value == default
+
+    def canonical(self) -> Any:
+        return canonical_dump(self.default) if isinstance(self.default, BaseModel) else self.default
+
+
+class _UnionBase(type(BaseModel)):
+    """Metaclass of a union's base: calling the base validates against the union (``ModelSpec(family="ode")`` is
+    an ``OdeSpec``); calling a variant builds that variant."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        union = _UNIONS.get(cls)
+        if union is not None and not args:
+            return union.validate_python(kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+_UNIONS: dict[type, TypeAdapter] = {}
+
+
+class Variant(StrictModel, metaclass=_UnionBase):
+    """One member of a discriminated union (model families on ``family``, datasets on ``name``).
+
+    **Compatibility with the old flat record.** Before the unions, one record held every family's (every dataset's)
+    options, and "applies to X only" validators kept the others at their defaults; stored specs are full dumps of
+    it. ``legacy_flat`` lists, for a variant that existed then, the old fields it does not have, with their old
+    default: input may still give each one holding that default (it is dropped), another value is a 422 naming the
+    field, and the canonical form (:func:`canonical_dump`, the spec hash's input) adds each back with its default,
+    so an unchanged spec keeps its hash. Variants added after the unions leave ``legacy_flat`` empty.
+
+    The union's base (``ModelSpec``, ``DatasetSpec``) parses through the union once :func:`close_union` names it:
+    ``Base(**fields)``, ``Base.model_validate(data)`` and ``Base.model_validate_json(text)`` return the variant."""
+
+    legacy_flat: ClassVar[Mapping[str, Legacy]] = {}
+    #: The field whose literal value picks the variant (``family``, ``name``).
+    discriminator: ClassVar[str] = ""
+
+    @classmethod
+    def variant_name(cls) -> str:
+        return typing.get_args(cls.model_fields[cls.discriminator].annotation)[0]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_legacy_flat(cls, data: Any) -> Any:
+        if not cls.legacy_flat or not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name, legacy in cls.legacy_flat.items():
+            if name in data and not legacy.holds_default(data.pop(name)):
+                raise ValueError(legacy.message.format(variant=cls.variant_name()))
+        return data
+
+    def _canonical_form(self, data: dict[str, Any]) -> None:
+        super()._canonical_form(data)
+        for name, legacy in self.legacy_flat.items():
+            data[name] = legacy.canonical()
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:
+        union = _UNIONS.get(cls)
+        return super().model_validate(obj, **kwargs) if union is None else union.validate_python(obj, **kwargs)
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes, **kwargs: Any) -> Any:
+        union = _UNIONS.get(cls)
+        return (
+            super().model_validate_json(json_data, **kwargs)
+            if union is None
+            else union.validate_json(json_data, **kwargs)
+        )
+
+
+def close_union(base: type[Variant], *variants: type[Variant]) -> Any:
+    """The discriminated union of ``variants`` (all subclasses of ``base``), for a field's annotation; from now on
+    ``base`` parses through it. Returns the annotation."""
+    assert all(issubclass(v, base) for v in variants)
+    tag = base.discriminator
+
+    def errors_at_the_fields(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Errors located as in the old flat record: ``model.width``, not ``model.implicit.width``; an unknown or
+        missing tag at ``model.family``."""
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            errors = []
+            for error in exc.errors(include_url=False):
+                loc = error["loc"]
+                if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                    loc = (*loc, tag)
+                elif loc and isinstance(value, dict) and loc[0] == value.get(tag):
+                    loc = loc[1:]
+                errors.append({**error, "loc": loc})
+            raise ValidationError.from_exception_data(exc.title, errors) from None
+
+    union = typing.Union[variants]  # noqa: UP007
+    annotation = Annotated[union, Field(discriminator=tag), WrapValidator(errors_at_the_fields)]
+    _UNIONS[base] = TypeAdapter(annotation, config=ConfigDict(title=base.__name__))
+    return annotation
+
+
+def variants_of(annotation: Any) -> dict[str, type[Variant]]:
+    """``{name: variant}`` of a union made by :func:`close_union`."""
+    return {v.variant_name(): v for v in typing.get_args(typing.get_args(annotation)[0])}
 
 
 def bounded_unique(values: list[float], what: str) -> list[float]:

@@ -120,7 +120,13 @@ class PlugAndPlayEval(StrictModel):
         return bounded_unique(v, "sigma")
 
 
+#: test samples per batch in every evaluation (``evaluate.batch_size``'s default)
+EVAL_BATCH = 1000
+
+
 class EvaluateSpec(StrictModel):
+    added_fields = frozenset({"batch_size"})
+
     gaussian: GaussianEval | None = Field(default_factory=GaussianEval)
     pgd: PGDEval | None = Field(None, description="PGD with the cross-entropy: the cheap named option")
     autoattack: AutoAttackEval | None = Field(
@@ -129,4 +135,11 @@ class EvaluateSpec(StrictModel):
     certified: CertifiedEval | None = None
     plug_and_play: PlugAndPlayEval | None = Field(
         None, description="task 'denoising' on digits only: plug-and-play deblurring with the trained denoiser"
+    )
+    batch_size: int = Field(
+        EVAL_BATCH,
+        ge=1,
+        le=100_000,
+        description="test samples per batch in every evaluation (the clean pass, each Gaussian draw, every attack, "
+        "plug-and-play): peak memory grows with it, not with n_test",
     )

@@ -9,9 +9,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from core.spec.base import MAX_WORK, StrictModel, canonical_dump
-from core.spec.dataset import DATASET_TASKS, DatasetSpec, TaskName
+from core.spec.dataset import DATASET_TASKS, DatasetSpecs, TaskName
 from core.spec.evaluate import EvaluateSpec
-from core.spec.model import ModelSpec
+from core.spec.model import ModelSpecs
 from core.spec.train import FIELD_REGULARIZERS, TrainSpec
 
 
@@ -22,8 +22,8 @@ class JobSpec(StrictModel):
         description="classification (spirals, digits, upload), regression (sine, lotka_volterra) or denoising "
         "(digits_denoising, digits_completion); default: the dataset's task, and it must agree with it",
     )
-    dataset: DatasetSpec
-    model: ModelSpec
+    dataset: DatasetSpecs
+    model: ModelSpecs
     train: TrainSpec = Field(default_factory=TrainSpec)
     checkpoint: str | None = Field(
         None,

@@ -1,19 +1,29 @@
-"""What network a job trains: the model section of the spec."""
+"""What network a job trains: the model section of the spec, one variant per family in a union on ``family``.
+
+Every family has an input embedding → ``depth`` steps → a head, ``hidden`` units per step's function (default: its
+state), an ``activation`` and optionally ``shared_weights``; the rest is the family's own. Adding a family: a
+variant here (its ``family`` literal and options) listed in :data:`ModelSpecs`, plus its builder in
+``models/families/`` and its facts in ``core/families.py``.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.spec.base import (
     MAX_DEPTH,
     MAX_FEATURES,
     BackwardSolverName,
     ForwardSolverName,
+    Legacy,
     PosFloat,
     StrictModel,
+    Variant,
+    close_union,
+    variants_of,
 )
 
 
@@ -43,116 +53,204 @@ class SolverSpec(StrictModel):
     backward_max_iter: int | None = Field(None, ge=1, le=10_000)
 
 
-class ModelSpec(StrictModel):
-    """A residual network: input embedding → ``depth`` residual steps of step size ``h`` → linear head.
+WIDTH, H, CHANNELS, KERNEL_SIZE = 8, 0.1, 8, 3  # defaults of options that several families share
+THETA, T_FINAL = 0.5, 10.0  # θ-method default; the neural ODE's horizon (Reshniak & Webster, eq. 11: t ∈ [0, 10])
 
-    ``family="explicit"``: y = x + h·F(x) (explicit Euler, a ResNet).
-    ``family="implicit"``: y = x + h[(1−θ)F(x) + θF(y)] (θ-method, Reshniak & Webster).
-    F(x) = W₂σ(W₁x + b₁) + b₂ with ``hidden`` units (default: ``width``).
-    ``family="hamiltonian"``: symplectic Euler steps on x = (q, p) (Murari): p ← p − h∇U(q), q ← q + h∇K(p),
-    ∇K(p) = Aᵀdiag(u)σ(Ap + a) with ``hidden`` units; ``width`` = 2·dim(q) must be even.
-    ``family="lipschitz"``: 1-Lipschitz gradient-flow steps x ← x − τWᵀσ(Wx + b), τ ∈ [0, 2/‖W‖²] learned per
-    layer (Murari; ``h`` unused), between a spectrally normalised embedding and head. With ``conv=True`` the
-    state is ``channels`` × n × n (square single-channel images, n² = input_dim; ``width`` unused), W is a
-    ``kernel_size`` convolution and ``hidden`` counts its output channels (default: ``channels``).
-    ``conv=True`` with ``family="explicit"``/``"implicit"``: a k×k convolutional lift to ``channels`` maps, then
-    F(x) = K₂⋆σ(K₁⋆x + b₁) + b₂ (``hidden`` intermediate channels) on the ``channels`` × n × n state; Lipschitz
-    bounds from the exact operator norms of the convolutions (``spectral`` is not available with ``conv``).
-    ``family="ode"``: the neural ODE of Reshniak & Webster (eq. 11), ẏ = γ₂σ(γ₁y + b₁) on t ∈ [0, ``t_final``] from the
-    augmented y(0) = (x, x) (state 2·input_dim; ``width`` unused), γ₁, γ₂ normalised by the spectral radius of
-    γ₂γ₁ at initialisation, b₁ = 0, ``hidden`` units (default 100), discretised by ``depth`` θ-steps of size
-    h = t_final/depth (``h`` unused), ``theta`` (default 0.5) and ``solver`` as for ``implicit``.
-    Fields a family does not use must keep their defaults (a non-default value is an error, not ignored).
-    """
 
-    family: Literal["explicit", "implicit", "ode", "hamiltonian", "lipschitz"]
-    width: int = Field(8, ge=1, le=MAX_FEATURES)
+class ModelSpec(Variant):
+    """A network: input embedding → ``depth`` steps → linear head. ``ModelSpec(**fields)`` /
+    ``ModelSpec.model_validate(data)`` pick the family's variant by ``family``."""
+
+    discriminator: ClassVar[str] = "family"
+
+    family: str
     hidden: int | None = Field(None, ge=1, le=MAX_FEATURES)
     depth: int = Field(10, ge=1, le=MAX_DEPTH)
-    h: PosFloat = 0.1
-    theta: float | None = Field(
-        None, ge=0.0, le=1.0, allow_inf_nan=False, description="families 'implicit' and 'ode' only; default 0.5"
-    )
-    t_final: PosFloat | None = Field(
-        None, description="family 'ode' only: the time horizon T (default 10, Reshniak & Webster); the step is T/depth"
-    )
     activation: Literal["tanh", "relu", "softplus", "sigmoid"] = "tanh"
     shared_weights: bool = False
-    spectral: SpectralSpec | None = None
-    solver: SolverSpec = Field(default_factory=SolverSpec)
     input_dim: int | None = Field(None, ge=1, le=MAX_FEATURES, description="filled from the dataset when omitted")
     output_dim: int | None = Field(None, ge=1, le=MAX_FEATURES, description="filled from the dataset when omitted")
-    conv: bool = Field(
-        False,
-        description="convolutional layers on square single-channel images: gradient-flow layers (family "
-        "'lipschitz') or a conv residual function (families 'explicit', 'implicit')",
-    )
-    channels: int = Field(8, ge=1, le=256, description="state channels of a conv model")
-    kernel_size: int = Field(3, ge=1, le=7, description="odd kernel size of a conv model")
+
+    def is_conv(self) -> bool:
+        """Whether the state is channels × image (convolutional layers)."""
+        return False
+
+    def work_width(self) -> float:
+        """√(multiply–adds per sample per step), coarsely."""
+        raise NotImplementedError
+
+
+class _Dense(ModelSpec):
+    """A family whose state has ``width`` numbers."""
+
+    width: int = Field(WIDTH, ge=1, le=MAX_FEATURES)
+
+    def work_width(self) -> float:
+        return float(max(self.width, self.hidden or 0))
+
+
+class _Convolvable(_Dense):
+    """A family that is dense, or with ``conv`` convolutional on square single-channel images (n² = input_dim;
+    ``width`` unused): the state is ``channels`` × n × n and ``hidden`` counts the function's intermediate
+    channels (default: ``channels``)."""
+
+    conv: bool = Field(False, description="convolutional layers on square single-channel images")
+    channels: int = Field(CHANNELS, ge=1, le=256, description="state channels of a conv model")
+    kernel_size: int = Field(KERNEL_SIZE, ge=1, le=7, description="odd kernel size of a conv model")
+
+    def is_conv(self) -> bool:
+        return self.conv
+
+    def work_width(self) -> float:
+        """Dense: width; conv: √(channels·hidden·k²·pixels), with pixels = MAX_FEATURES until input_dim is known."""
+        if not self.conv:
+            return super().work_width()
+        pixels = self.input_dim or MAX_FEATURES
+        return math.sqrt(self.channels * (self.hidden or self.channels) * self.kernel_size**2 * pixels)
 
     @model_validator(mode="after")
-    def _theta_only_for_implicit(self) -> ModelSpec:
-        if self.family in ("implicit", "ode") and self.theta is None:
-            self.theta = 0.5
-        if self.family == "ode" and self.t_final is None:
-            self.t_final = 10.0  # Reshniak & Webster, eq. 11: t ∈ [0, 10]
-        if self.family != "ode" and self.t_final is not None:
-            raise ValueError(f"model.t_final applies to family 'ode' only, not {self.family!r}")
-        if self.family == "explicit" and self.theta not in (None, 0.0):
-            raise ValueError("model.theta applies to family 'implicit' only (an explicit ResNet is θ = 0)")
+    def _conv_fields(self) -> _Convolvable:
+        # Checks compare with the defaults (not model_fields_set) so a dumped spec always validates again.
+        if not self.conv:
+            for name, default in (("channels", CHANNELS), ("kernel_size", KERNEL_SIZE)):
+                if getattr(self, name) != default:
+                    raise ValueError(f"model.{name} applies to conv models only (set model.conv = true)")
+            return self
+        if getattr(self, "spectral", None) is not None:
+            raise ValueError("model.spectral is not available with model.conv (conv bounds use exact operator norms)")
+        if self.width != WIDTH:
+            raise ValueError("model.width does not apply to conv models (the state is channels × image)")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"model.kernel_size must be odd ('same' padding), got {self.kernel_size}")
+        if self.input_dim is not None and math.isqrt(self.input_dim) ** 2 != self.input_dim:
+            raise ValueError(
+                f"conv models need square single-channel images: input_dim {self.input_dim} is not a square"
+            )
         return self
 
+
+class _Residual(_Convolvable):
+    """y = x + h·(a step of F), F(x) = W₂σ(W₁x + b₁) + b₂ with ``hidden`` units (default: ``width``), or with
+    ``conv`` a k×k convolutional lift to ``channels`` maps and F(x) = K₂⋆σ(K₁⋆x + b₁) + b₂ (Lipschitz bounds from
+    the exact operator norms of the convolutions; ``spectral`` is not available with ``conv``)."""
+
+    h: PosFloat = H
+    spectral: SpectralSpec | None = None
+
+
+def _solver() -> Any:
+    return Field(default_factory=SolverSpec)
+
+
+def _theta() -> Any:
+    return Field(THETA, ge=0.0, le=1.0, allow_inf_nan=False, description="θ of the θ-method (default 0.5)")
+
+
+def _none_is_default(default: float):
+    """A before-validator: the old flat record's ``null`` meant this family's default."""
+    return lambda value: default if value is None else value
+
+
+# The old flat record's fields a family does not have (see core.spec.base.Variant), by the 422 they give.
+_T_FINAL = Legacy(None, "model.t_final applies to family 'ode' only, not {variant!r}")
+_THETA = Legacy(None, "model.theta applies to family 'implicit' only, not {variant!r}")
+_SPECTRAL = Legacy(None, "model.spectral applies to families 'explicit'/'implicit' only, not {variant!r}")
+_SOLVER = Legacy(SolverSpec(), "model.solver applies to families 'implicit', 'ode' only, not {variant!r}")
+_CONV = Legacy(False, "model.conv applies to families 'lipschitz', 'explicit', 'implicit' only, not {variant!r}")
+_CHANNELS = Legacy(CHANNELS, "model.channels applies to conv models only (set model.conv = true)")
+_KERNEL_SIZE = Legacy(KERNEL_SIZE, "model.kernel_size applies to conv models only (set model.conv = true)")
+_NOT_CONV = {"conv": _CONV, "channels": _CHANNELS, "kernel_size": _KERNEL_SIZE}
+
+
+class ExplicitSpec(_Residual):
+    """y = x + h·F(x) (explicit Euler, a ResNet). ``theta`` may only say θ = 0."""
+
+    legacy_flat = {"t_final": _T_FINAL, "solver": _SOLVER}
+    family: Literal["explicit"]
+    theta: float | None = Field(None, description="0 or omitted: explicit Euler is the θ-method with θ = 0")
+
+    @field_validator("theta")
+    @classmethod
+    def _theta_zero(cls, value: float | None) -> float | None:
+        if value not in (None, 0.0):
+            raise ValueError("model.theta applies to family 'implicit' only (an explicit ResNet is θ = 0)")
+        return value
+
+
+class ImplicitSpec(_Residual):
+    """y = x + h[(1−θ)F(x) + θF(y)] (θ-method, Reshniak & Webster), solved by ``solver``."""
+
+    legacy_flat = {"t_final": _T_FINAL}
+    family: Literal["implicit"]
+    theta: float = _theta()
+    solver: SolverSpec = _solver()
+    _theta_default = field_validator("theta", mode="before")(_none_is_default(THETA))
+
+
+class OdeSpec(ModelSpec):
+    """The neural ODE of Reshniak & Webster (eq. 11), ẏ = γ₂σ(γ₁y + b₁) on t ∈ [0, ``t_final``] from the augmented
+    y(0) = (x, x) (state 2·input_dim), γ₁, γ₂ normalised by the spectral radius of γ₂γ₁ at initialisation, b₁ = 0,
+    ``hidden`` units (default 100), discretised by ``depth`` θ-steps of size h = t_final/depth, ``theta`` and
+    ``solver`` as for ``implicit``."""
+
+    legacy_flat = {
+        "width": Legacy(WIDTH, "model.width does not apply to family 'ode' (the state is (x, x): 2·input_dim)"),
+        "h": Legacy(H, "model.h does not apply to family 'ode' (the step is t_final/depth)"),
+        "spectral": Legacy(
+            None,
+            "model.spectral does not apply to family 'ode' (Reshniak & Webster normalises γ₁, γ₂ by the spectral "
+            "radius of γ₂γ₁ at initialisation)",
+        ),
+        **_NOT_CONV,
+    }
+    family: Literal["ode"]
+    theta: float = _theta()
+    t_final: PosFloat = Field(T_FINAL, description="the time horizon T (default 10, Reshniak & Webster); step T/depth")
+    solver: SolverSpec = _solver()
+    _theta_default = field_validator("theta", mode="before")(_none_is_default(THETA))
+    _t_final_default = field_validator("t_final", mode="before")(_none_is_default(T_FINAL))
+
     @model_validator(mode="after")
-    def _fields_of_the_new_families(self) -> ModelSpec:
-        # Checks compare with the defaults (not model_fields_set) so a dumped spec always validates again.
-        defaults = ModelSpec.model_fields
-        family = self.family
-        if family in ("hamiltonian", "lipschitz"):
-            if self.theta is not None:
-                raise ValueError(f"model.theta applies to family 'implicit' only, not {family!r}")
-            if self.spectral is not None:
-                raise ValueError(f"model.spectral applies to families 'explicit'/'implicit' only, not {family!r}")
-        if family == "hamiltonian" and self.width % 2:
-            raise ValueError(f"model.width must be even for family 'hamiltonian' (state (q, p)), got {self.width}")
-        if family == "lipschitz" and self.h != defaults["h"].default:
-            raise ValueError("model.h does not apply to family 'lipschitz' (each layer learns τ ∈ [0, 2/‖W‖²])")
-        if family == "ode":
-            if self.spectral is not None:
-                raise ValueError(
-                    "model.spectral does not apply to family 'ode' (Reshniak & Webster normalises γ₁, γ₂ by "
-                    "the spectral radius of γ₂γ₁ at initialisation)"
-                )
-            if self.h != defaults["h"].default:
-                raise ValueError("model.h does not apply to family 'ode' (the step is t_final/depth)")
-            if self.width != defaults["width"].default:
-                raise ValueError("model.width does not apply to family 'ode' (the state is (x, x): 2·input_dim)")
-            if self.input_dim is not None and 2 * self.input_dim > MAX_FEATURES:
-                raise ValueError(f"family 'ode' needs 2·input_dim ≤ {MAX_FEATURES}, got input_dim {self.input_dim}")
-        if self.conv and family not in ("lipschitz", "explicit", "implicit"):
-            raise ValueError(f"model.conv applies to families 'lipschitz', 'explicit', 'implicit' only, not {family!r}")
-        if self.conv and self.spectral is not None:
-            raise ValueError("model.spectral is not available with model.conv (conv bounds use exact operator norms)")
-        if not self.conv:
-            for name in ("channels", "kernel_size"):
-                if getattr(self, name) != defaults[name].default:
-                    raise ValueError(f"model.{name} applies to conv models only (set model.conv = true)")
-        else:
-            if self.width != defaults["width"].default:
-                raise ValueError("model.width does not apply to conv models (the state is channels × image)")
-            if self.kernel_size % 2 == 0:
-                raise ValueError(f"model.kernel_size must be odd ('same' padding), got {self.kernel_size}")
-            if self.input_dim is not None and math.isqrt(self.input_dim) ** 2 != self.input_dim:
-                raise ValueError(
-                    f"conv models need square single-channel images: input_dim {self.input_dim} is not a square"
-                )
+    def _state_fits(self) -> OdeSpec:
+        if self.input_dim is not None and 2 * self.input_dim > MAX_FEATURES:
+            raise ValueError(f"family 'ode' needs 2·input_dim ≤ {MAX_FEATURES}, got input_dim {self.input_dim}")
         return self
 
     def work_width(self) -> float:
-        """√(multiply–adds per sample per step), coarsely: width for dense models; for conv models
-        √(channels·hidden·k²·pixels), with pixels = MAX_FEATURES until input_dim is known."""
-        if self.family == "ode":
-            return float(max(2 * (self.input_dim or 1), self.hidden or 100))
-        if not self.conv:
-            return float(max(self.width, self.hidden or 0))
-        pixels = self.input_dim or MAX_FEATURES
-        return math.sqrt(self.channels * (self.hidden or self.channels) * self.kernel_size**2 * pixels)
+        return float(max(2 * (self.input_dim or 1), self.hidden or 100))
+
+
+class HamiltonianSpec(_Dense):
+    """Symplectic Euler steps on x = (q, p) (Murari): p ← p − h∇U(q), q ← q + h∇K(p), ∇K(p) = Aᵀdiag(u)σ(Ap + a)
+    with ``hidden`` units; ``width`` = 2·dim(q) must be even."""
+
+    legacy_flat = {"theta": _THETA, "t_final": _T_FINAL, "spectral": _SPECTRAL, "solver": _SOLVER, **_NOT_CONV}
+    family: Literal["hamiltonian"]
+    h: PosFloat = H
+
+    @field_validator("width")
+    @classmethod
+    def _even(cls, width: int) -> int:
+        if width % 2:
+            raise ValueError(f"model.width must be even for family 'hamiltonian' (state (q, p)), got {width}")
+        return width
+
+
+class LipschitzSpec(_Convolvable):
+    """1-Lipschitz gradient-flow steps x ← x − τWᵀσ(Wx + b), τ ∈ [0, 2/‖W‖²] learned per layer (Murari), between a
+    spectrally normalised embedding and head; with ``conv`` W is a ``kernel_size`` convolution."""
+
+    legacy_flat = {
+        "h": Legacy(H, "model.h does not apply to family 'lipschitz' (each layer learns τ ∈ [0, 2/‖W‖²])"),
+        "theta": _THETA,
+        "t_final": _T_FINAL,
+        "spectral": _SPECTRAL,
+        "solver": _SOLVER,
+    }
+    family: Literal["lipschitz"]
+
+
+#: The model section's type: the union of the family variants on ``family``.
+ModelSpecs = close_union(ModelSpec, ExplicitSpec, ImplicitSpec, OdeSpec, HamiltonianSpec, LipschitzSpec)
+#: ``{family: variant}`` of every family.
+MODEL_VARIANTS: dict[str, type[ModelSpec]] = variants_of(ModelSpecs)

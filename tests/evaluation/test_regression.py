@@ -176,9 +176,9 @@ def test_mse_and_psnr_match_a_hand_computation():
     g = gaussian_noise_regression(model, x, y, [0.0, 0.5], repeats=4, seed=1, peak=1.0, baseline=True)
     assert g["gaussian_mse@0"] == pytest.approx(0.0225) and g["gaussian_mse_std@0"] == 0.0
     assert g["gaussian_psnr@0"] == pytest.approx(metrics["clean_psnr"])
-    # by hand at σ = 0.5: the same draws as the classification evaluation makes
+    # by hand at σ = 0.5: the same draws as the classification evaluation makes, one (N, d) draw per (σ, repeat)
     gen = torch.Generator().manual_seed(1)
-    noise = torch.randn((2 * 4 * 2, 2), generator=gen).view(2, 4, 2, 2)[1]
+    noise = torch.stack([torch.randn((2, 2), generator=gen) for _ in range(2 * 4)]).view(2, 4, 2, 2)[1]
     draws = ((x + 0.5 * noise - y) ** 2).mean(dim=(1, 2)).double()
     assert g["gaussian_mse@0.5"] == pytest.approx(float(draws.mean()))
     assert g["gaussian_mse_std@0.5"] == pytest.approx(float(draws.std(unbiased=False)))

@@ -16,8 +16,9 @@ CASES = [
 
 def build(family, theta, spectral, h, seed=0):
     torch.manual_seed(seed)
-    spec = ModelSpec(family=family, width=6, depth=4, h=h, theta=theta, spectral=spectral,
-                     solver={"tol": 1e-10, "max_iter": 300}, input_dim=2, output_dim=3)
+    solver = {"solver": {"tol": 1e-10, "max_iter": 300}} if family == "implicit" else {}  # explicit: no solver
+    spec = ModelSpec(family=family, width=6, depth=4, h=h, theta=theta, spectral=spectral, input_dim=2, output_dim=3,
+                     **solver)
     return build_model(spec).double().eval()
 
 

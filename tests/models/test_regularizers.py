@@ -22,17 +22,17 @@ from models.regularizers import (
     total_variation_penalty,
 )
 
+SOLVER = {"tol": 1e-13, "max_iter": 300}
 FAMILIES = {
     "explicit": {"family": "explicit", "width": 3, "hidden": 4, "h": 0.3},
-    "implicit": {"family": "implicit", "width": 3, "hidden": 4, "h": 0.3, "theta": 1.0},
-    "ode": {"family": "ode", "hidden": 3, "t_final": 0.6, "theta": 0.5},
+    "implicit": {"family": "implicit", "width": 3, "hidden": 4, "h": 0.3, "theta": 1.0, "solver": SOLVER},
+    "ode": {"family": "ode", "hidden": 3, "t_final": 0.6, "theta": 0.5, "solver": SOLVER},
 }
 
 
 def tiny(family, depth=3, seed=0, **fields):
     torch.manual_seed(seed)
-    base = {"depth": depth, "input_dim": 2, "output_dim": 2, "activation": "tanh",
-            "solver": {"tol": 1e-13, "max_iter": 300}}
+    base = {"depth": depth, "input_dim": 2, "output_dim": 2, "activation": "tanh"}
     spec = ModelSpec(**{**base, **FAMILIES[family], **fields})
     return build_model(spec).double()
 
