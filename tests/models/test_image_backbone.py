@@ -139,3 +139,41 @@ def test_conv_symplectic_step_is_exactly_invertible_and_its_potential_bound_hold
         j = jacobian(lambda v: kinetic(v.unsqueeze(0)).squeeze(0), p)
         assert float(torch.linalg.matrix_norm(j, 2)) <= kinetic.lipschitz_bound() * (1 + 1e-12)
         torch.testing.assert_close(j, j.T)  # the Jacobian of a gradient field is symmetric
+
+
+def jacobian_norm(net, x: torch.Tensor) -> float:
+    """‖∂net/∂x‖₂ at one input x, exactly (the full Jacobian's largest singular value)."""
+    j = jacobian(lambda v: net(v.unsqueeze(0)).squeeze(0), x)
+    return float(torch.linalg.matrix_norm(j.reshape(j.shape[0], -1), 2))
+
+
+def jacobian_attack(net, shape: tuple[int, ...], starts: int = 8, steps: int = 60) -> float:
+    """A strong search for the largest local Lipschitz constant: Adam ascent on ‖f(x + d) − f(x)‖/‖d‖ over pairs
+    from ``starts`` random points, then the exact Jacobian norm at every point it visited last."""
+    torch.manual_seed(11)
+    x = torch.rand(starts, *shape, dtype=torch.float64).requires_grad_(True)
+    d = (1e-3 * torch.randn(starts, *shape, dtype=torch.float64)).requires_grad_(True)
+    opt = torch.optim.Adam([x, d], lr=2e-2)
+    best = 0.0
+    for _ in range(steps):
+        ratio = (net(x + d) - net(x)).norm(dim=1) / d.flatten(1).norm(dim=1)
+        best = max(best, float(ratio.detach().max()))
+        opt.zero_grad()
+        (-ratio.sum()).backward()
+        opt.step()
+    return max(best, *(jacobian_norm(net, xi) for xi in x.detach()))
+
+
+@pytest.mark.parametrize("family", ["explicit", "implicit", "hamiltonian", "lipschitz"])
+def test_image_network_bound_holds_against_a_strong_jacobian_search(family):
+    from test_family_contract import KINDS, family_spec
+
+    from models import build_model, lipschitz_bound
+
+    torch.manual_seed(5)
+    net = build_model(family_spec(family, "image", float64=True)).double().eval()
+    bound = lipschitz_bound(net)
+    shape = KINDS["image"][1]
+    sampled = max(jacobian_norm(net, x) for x in torch.rand(8, *shape, dtype=torch.float64))
+    searched = jacobian_attack(net, shape)
+    assert sampled <= searched <= bound * (1 + 1e-9), (family, sampled, searched, bound)
