@@ -66,8 +66,7 @@ class JobSpec(StrictModel):
 
     @model_validator(mode="after")
     def _work_budget(self) -> JobSpec:
-        width = self.model.work_width()
-        work = width**2 * self.model.depth * self.train.epochs * self.dataset.n_train
+        work = self.model.work() * self.train.epochs * self.dataset.n_train
         if work > MAX_WORK:
             raise ValueError(
                 f"job too large: width²·depth·epochs·n_train = {work:.3g} exceeds the limit {MAX_WORK:.3g}"

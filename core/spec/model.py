@@ -98,6 +98,14 @@ class ModelSpec(Variant):
         """√(multiply–adds per sample per step), coarsely."""
         raise NotImplementedError
 
+    def step_count(self) -> int:
+        """Residual steps of the network."""
+        return self.depth
+
+    def work(self) -> float:
+        """Multiply–adds per sample through all steps, coarsely: work_width² × steps."""
+        return self.work_width() ** 2 * self.step_count()
+
 
 class _Dense(ModelSpec):
     """A family whose state has ``width`` numbers."""
@@ -149,6 +157,15 @@ class _Convolvable(_Dense):
         if not self.conv:
             return super().work_width()
         return max(math.sqrt(c * hid * self.kernel_size**2 * px) for c, hid, px, _ in self.layout())
+
+    def step_count(self) -> int:
+        return sum(stage.depth for stage in self.stages) if self.stages else self.depth
+
+    def work(self) -> float:
+        """The image backbone: Σ over stages of channels·hidden·k²·pixels·depth; otherwise work_width² × depth."""
+        if not (self.conv and self.stages):
+            return super().work()
+        return float(sum(c * hid * self.kernel_size**2 * px * depth for c, hid, px, depth in self.layout()))
 
     @model_validator(mode="after")
     def _conv_fields(self) -> _Convolvable:

@@ -44,6 +44,11 @@ def image_network(s, make_step: StepMaker, normalized: bool = False) -> Residual
     pooling and head of norm 1."""
     image = image_shape(s)
     norm = getattr(s, "normalization", None)
+    if norm == "dataset":
+        raise ValueError(
+            "model.normalization 'dataset' is filled with the dataset's statistics by the runner "
+            "(evaluation.runner.fill_model_spec); give {'mean': [...], 'std': [...]} to build the model directly"
+        )
     mean, std = (norm.mean, norm.std) if norm is not None else (None, None)
     first = s.stages[0].channels
     embed = ImageEmbedding(image, first, s.kernel_size, mean, std, normalized=normalized)
