@@ -10,6 +10,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     TypeAdapter,
@@ -50,9 +52,14 @@ class StrictModel(BaseModel):
     @model_serializer(mode="wrap")
     def _serialize(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
         data = handler(self)
-        if isinstance(data, dict) and isinstance(info.context, dict) and info.context.get(CANONICAL):
-            self._canonical_form(data)
+        if isinstance(data, dict):
+            self._dump_form(data)
+            if isinstance(info.context, dict) and info.context.get(CANONICAL):
+                self._canonical_form(data)
         return data
+
+    def _dump_form(self, data: dict[str, Any]) -> None:
+        """Complete this model's own dump ``data`` in place (every dump; nothing to add here)."""
 
     def _canonical_form(self, data: dict[str, Any]) -> None:
         """Turn this model's own dump ``data`` into its canonical form, in place: leave out the added fields
@@ -79,6 +86,9 @@ class Legacy(NamedTuple):
 
     default: Any
     message: str
+    #: the old record accepted any value here and ignored it: keep accepting one (a stored spec must still
+    #: validate), carry it unused, and dump it as given, so the spec's hash does not change
+    ignored: bool = False
 
     def holds_default(self, value: Any) -> bool:
         """Whether input ``value`` is the old default (as strict as the old field: ``0`` is no ``false``)."""
@@ -95,7 +105,13 @@ class Legacy(NamedTuple):
         return isinstance(value, (int, float)) and value == default
 
     def canonical(self) -> Any:
-        return canonical_dump(self.default) if isinstance(self.default, BaseModel) else self.default
+        return self.json_form(self.default)
+
+    def json_form(self, value: Any) -> Any:
+        """``value`` (the default or an ignored input) as it was dumped by the old record."""
+        if isinstance(self.default, BaseModel):
+            return canonical_dump(type(self.default).model_validate(value))
+        return value
 
 
 class _UnionBase(type(BaseModel)):
@@ -133,21 +149,31 @@ class Variant(StrictModel, metaclass=_UnionBase):
     def variant_name(cls) -> str:
         return typing.get_args(cls.model_fields[cls.discriminator].annotation)[0]
 
-    @model_validator(mode="before")
+    #: the values of ``ignored`` legacy fields given with another value than the old default, as dumped
+    _ignored_legacy: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _drop_legacy_flat(cls, data: Any) -> Any:
+    def _drop_legacy_flat(cls, data: Any, handler: ModelWrapValidatorHandler) -> Any:
         if not cls.legacy_flat or not isinstance(data, dict):
-            return data
-        data = dict(data)
+            return handler(data)
+        data, ignored = dict(data), {}
         for name, legacy in cls.legacy_flat.items():
-            if name in data and not legacy.holds_default(data.pop(name)):
-                raise ValueError(legacy.message.format(variant=cls.variant_name()))
-        return data
+            if name in data and not legacy.holds_default(value := data.pop(name)):
+                if not legacy.ignored:
+                    raise ValueError(legacy.message.format(variant=cls.variant_name()))
+                ignored[name] = legacy.json_form(value)
+        model = handler(data)
+        model._ignored_legacy = ignored
+        return model
+
+    def _dump_form(self, data: dict[str, Any]) -> None:
+        data.update(self._ignored_legacy)  # every dump: reading it back gives the same spec and hash
 
     def _canonical_form(self, data: dict[str, Any]) -> None:
         super()._canonical_form(data)
         for name, legacy in self.legacy_flat.items():
-            data[name] = legacy.canonical()
+            data[name] = self._ignored_legacy.get(name, legacy.canonical())
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> Any:

@@ -245,7 +245,8 @@ def _none_is_default(default: float):
 _T_FINAL = Legacy(None, "model.t_final applies to family 'ode' only, not {variant!r}")
 _THETA = Legacy(None, "model.theta applies to family 'implicit' only, not {variant!r}")
 _SPECTRAL = Legacy(None, "model.spectral applies to families 'explicit'/'implicit' only, not {variant!r}")
-_SOLVER = Legacy(SolverSpec(), "model.solver applies to families 'implicit', 'ode' only, not {variant!r}")
+# the old record took a solver for every family and used it only for θ-steps: still accepted (and unused) elsewhere
+_SOLVER = Legacy(SolverSpec(), "", ignored=True)
 _CONV = Legacy(False, "model.conv applies to families 'lipschitz', 'explicit', 'implicit' only, not {variant!r}")
 _CHANNELS = Legacy(CHANNELS, "model.channels applies to conv models only (set model.conv = true)")
 _KERNEL_SIZE = Legacy(KERNEL_SIZE, "model.kernel_size applies to conv models only (set model.conv = true)")
