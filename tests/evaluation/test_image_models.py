@@ -126,3 +126,19 @@ def test_the_cost_estimate_counts_the_stages(family):
     assert spec.model.step_count() == 5
     deeper = JobSpec.model_validate({**spec.model_dump(), "model": {**spec.model.model_dump(), "stages": stages * 2}})
     assert estimate(deeper).eval_work > estimate(spec).eval_work
+
+
+def test_the_state_regularizers_follow_the_stages_through_the_downsampling():
+    spec = job("implicit").model_dump()
+    spec["train"]["regularizers"] = {
+        "stochastic": {"sigma": 0.05, "weight": 0.01},
+        "fixed_point": 0.01,
+        "field_norm": 0.01,
+        "divergence": 0.01,
+        "stability_trace": 0.01,
+    }
+    spec["evaluate"] = {"certified": {"eps": [0.05]}}
+    result = runner.run_job(JobSpec.model_validate(spec))
+    for name in ("reg_fixed_point", "reg_field_norm", "reg_stability_trace"):
+        assert result.metrics[name] > 0, name
+    assert result.metrics["reg_divergence"] != 0  # a divergence has either sign
