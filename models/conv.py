@@ -33,38 +33,35 @@ from models.residual import ACTIVATIONS, has_closed_form
 from models.spectral_norms import exact_spectral_norm
 
 
-def image_size(side: int | tuple[int, int]) -> tuple[int, int]:
-    """(H, W) of an image given as its side n (square) or as (H, W)."""
-    return (side, side) if isinstance(side, int) else (int(side[0]), int(side[1]))
-
-
-def conv_operator_matrix(kernel: torch.Tensor, side: int | tuple[int, int]) -> torch.Tensor:
-    """The (C'·HW)×(C·HW) matrix of the zero-padded ('same', stride 1) convolution with ``kernel`` (C'×C×k×k) on
-    C×H×W images (``side``: n for n×n, or (H, W)), in float64. Conv2d is a cross-correlation: output pixel (i, j)
-    reads input pixel (i + a − k//2, j + b − k//2) through tap (a, b), so each C'×C block of taps is written where
-    that input pixel lies inside the image (zero padding: nowhere else)."""
+def conv_operator_matrix(kernel: torch.Tensor, side: int) -> torch.Tensor:
+    """The (C'·n²)×(C·n²) matrix of the zero-padded ('same', stride 1) convolution with ``kernel`` (C'×C×k×k) on
+    C×n×n images, in float64. Conv2d is a cross-correlation: output pixel (i, j) reads input pixel
+    (i + a − k//2, j + b − k//2) through tap (a, b), so each C'×C block of taps is written where that input pixel
+    lies inside the image (zero padding: nowhere else)."""
     c_out, c_in, k = kernel.shape[0], kernel.shape[1], kernel.shape[-1]
-    height, width = image_size(side)
     device = kernel.device
+    pixel = torch.arange(side, device=device)
     tap = torch.arange(k, device=device)
     # (i, j, a, b) for every output pixel and tap, and the input pixel (ii, jj) it reads
-    i, j, a, b = torch.meshgrid(
-        torch.arange(height, device=device), torch.arange(width, device=device), tap, tap, indexing="ij"
-    )
+    i, j, a, b = torch.meshgrid(pixel, pixel, tap, tap, indexing="ij")
     ii, jj = i + a - k // 2, j + b - k // 2
-    inside = (ii >= 0) & (ii < height) & (jj >= 0) & (jj < width)
-    out_pixel, in_pixel = (i * width + j)[inside], (ii * width + jj)[inside]
-    pixels = height * width
-    blocks = torch.zeros(pixels, pixels, c_out, c_in, dtype=torch.float64, device=device)
+    inside = (ii >= 0) & (ii < side) & (jj >= 0) & (jj < side)
+    out_pixel, in_pixel = (i * side + j)[inside], (ii * side + jj)[inside]
+    blocks = torch.zeros(side * side, side * side, c_out, c_in, dtype=torch.float64, device=device)
     blocks[out_pixel, in_pixel] = kernel.detach().double().permute(2, 3, 0, 1)[a[inside], b[inside]]
-    return blocks.permute(2, 0, 3, 1).reshape(c_out * pixels, c_in * pixels)
+    return blocks.permute(2, 0, 3, 1).reshape(c_out * side * side, c_in * side * side)
 
 
-def conv_operator_norm(kernel: torch.Tensor, side: int | tuple[int, int]) -> float:
-    """Exact ‖·‖₂ of the zero-padded convolution with ``kernel`` on C×H×W images: the largest singular value of
+def conv_operator_norm(kernel: torch.Tensor, side: int) -> float:
+    """Exact ‖·‖₂ of the zero-padded convolution with ``kernel`` on C×n×n images: the largest singular value of
     :func:`conv_operator_matrix` (:func:`models.spectral_norms.exact_spectral_norm`, float64)."""
     with torch.no_grad():
         return exact_spectral_norm(conv_operator_matrix(kernel, side))
+
+
+def image_size(side: int | tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of an image given as its side n (square) or as (H, W)."""
+    return (side, side) if isinstance(side, int) else (int(side[0]), int(side[1]))
 
 
 EXACT_CONV_SIZE = 1024  # rows or columns of the operator matrix up to which its norm is taken exactly
@@ -82,11 +79,12 @@ def conv_norm_bound(kernel: torch.Tensor, side: int | tuple[int, int]) -> torch.
 
 
 def certified_conv_norm(kernel: torch.Tensor, side: int | tuple[int, int]) -> float:
-    """‖·‖₂ of the zero-padded convolution for a certificate: exact (:func:`conv_operator_norm`) while the operator
-    matrix has at most :data:`EXACT_CONV_SIZE` rows and columns, else :func:`conv_norm_bound`. Both are sound."""
+    """‖·‖₂ of the zero-padded convolution for a certificate: exact (:func:`conv_operator_norm`) on square images
+    while the operator matrix has at most :data:`EXACT_CONV_SIZE` rows and columns, else :func:`conv_norm_bound`.
+    Both are sound."""
     height, width = image_size(side)
-    if max(kernel.shape[0], kernel.shape[1]) * height * width <= EXACT_CONV_SIZE:
-        return conv_operator_norm(kernel, (height, width))
+    if height == width and max(kernel.shape[0], kernel.shape[1]) * height * width <= EXACT_CONV_SIZE:
+        return conv_operator_norm(kernel, height)
     with torch.no_grad():
         return float(conv_norm_bound(kernel.detach().double(), (height, width)))
 
