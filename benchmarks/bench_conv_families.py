@@ -113,7 +113,7 @@ def bench_training(args: argparse.Namespace, device: torch.device) -> list[tuple
     y = torch.randint(0, 10, (n,), generator=gen).to(device)
     data = Dataset(x, y, x[: args.batch], y[: args.batch], num_classes=10, valid_range=(0.0, 1.0))
     rows = []
-    for family in FAMILIES:
+    for family in args.families:
         torch.manual_seed(0)
         base = FAMILY_BUILDERS[family](model_spec(family, args)).to(device)
         ours, ours_call, plain = [], [], []
@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lip", type=float, default=0.9)
     parser.add_argument("--tol", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--skip", choices=["training", "deq"], action="append", default=[])
     parser.add_argument("--quick", action="store_true", help="2 rounds each")
     args = parser.parse_args(argv)
