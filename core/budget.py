@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.datasets import IMAGE_DATASETS
 from core.spec import JobSpec, ModelSpec
 
 #: (input_dim, output_dim) of the built-in datasets (an upload's come from its file: the spec's, or 1)
@@ -31,6 +32,7 @@ DATASET_DIMS = {
     "lotka_volterra": (2, 2),
     "digits_denoising": (64, 64),
     "digits_completion": (64, 64),
+    **{name: (image.input_dim, image.num_classes) for name, image in IMAGE_DATASETS.items()},
 }
 BYTES_PER_NUMBER = 4
 SAVED_PER_STEP = 4  # state and hidden numbers kept per step and sample for backward (input, pre-activation, …)

@@ -17,12 +17,24 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def default_data_dir() -> Path:
+    """``<the user's cache>/robustlab/data`` (``~/.cache/robustlab/data`` on Linux, by platformdirs)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("robustlab")) / "data"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROBUSTLAB_", env_file=".env", extra="ignore")
 
     database_url: str = Field("sqlite:///./robustlab.db", description="SQLAlchemy URL of the job/result database")
     broker_url: str = Field("sqla+sqlite:///./robustlab-broker.db", description="Celery broker URL")
     artifacts_dir: Path = Field(Path("./artifacts"), description="where checkpoints and plots of jobs are stored")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="where the files of the published image datasets (MNIST, Fashion-MNIST, CIFAR) are read from, "
+        "and downloaded to once when missing",
+    )
     server_url: str = Field("http://127.0.0.1:8000", description="API address used by the CLI")
     lease_seconds: float = Field(60.0, gt=0, description="a running job's DB lease; renewed by a heartbeat")
     worker_concurrency: int = Field(1, ge=1, description="jobs one worker process runs at once")

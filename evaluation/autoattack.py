@@ -11,9 +11,10 @@ only if it is classified correctly clean and by every attack that ran):
   DLR is undefined (spirals get a margin attack too);
 * ``apgd-t``: APGD on the targeted DLR loss against each of the n − 1 other classes (≥ 4 classes);
 * ``fab-t``: targeted FAB against each of the n − 1 other classes (≥ 2 classes);
-* ``square``: Square, a query-only random search (5000 queries); it sees an image (N, 1, H, W): the flat features are
-  laid out as the most nearly square H × W grid (norms do not depend on the layout); it needs H ≥ 2 for L∞ and
-  H ≥ 5 for L2 (its L2 initialisation tiles 5 × 5 windows).
+* ``square``: Square, a query-only random search (5000 queries); it sees images (N, C, H, W): image data as they
+  are, flat features as one channel laid out as the most nearly square H × W grid (norms do not depend on the
+  layout; :func:`square_layout`); it needs H ≥ 2 for L∞ and H ≥ 5 for L2 (its L2 initialisation tiles 5 × 5
+  windows), and its first square, of side about √(p_init·H·W), must fit in the image.
 
 torchattacks' own defaults would silently weaken the protocol (APGD, APGD-T and FAB default to 10 steps and
 ``n_classes=10``, i.e. 9 target classes whatever the task): :func:`build_attack` passes every setting explicitly and
@@ -47,6 +48,7 @@ PROTOCOL_REVISION = 2
 STANDARD = SUITE_ATTACKS
 ENSEMBLE = STANDARD  # the name earlier versions exported
 GRADIENT_ATTACKS = frozenset({"apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "fab-t"})
+SQUARE_P_INIT = 0.8  # torchattacks' Square: the first squares cover about 80 % of the image
 
 
 def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -67,7 +69,7 @@ class APGDMargin(torchattacks.APGD):
 
 
 class GridView(nn.Module):
-    """(N, 1, H, W) ↦ the box model on (N, 1, 1, H·W): Square needs an image layout, the box holds flat rows."""
+    """(N, C, H, W) ↦ the box model on (N, 1, 1, C·H·W): Square needs an image layout, the box holds flat rows."""
 
     def __init__(self, box: AttackBox):
         super().__init__()
@@ -83,8 +85,29 @@ def grid_shape(features: int) -> tuple[int, int]:
     return height, features // height
 
 
-def skip_reason(name: str, norm: str, n_classes: int, features: int) -> str | None:
-    """Why attack ``name`` does not apply to this problem (``None``: it does)."""
+def square_layout(sample_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """What Square sees of one sample, (C, H, W): an image as it is (its squares then cover all channels of a patch
+    of pixels, as Andriushchenko et al. designed them); flat features as one channel on :func:`grid_shape`."""
+    if len(sample_shape) == 3:
+        return (int(sample_shape[0]), int(sample_shape[1]), int(sample_shape[2]))
+    return (1, *grid_shape(math.prod(sample_shape)))
+
+
+def square_first_side(norm: str, height: int, width: int) -> int:
+    """The side of Square's first (largest) square in torchattacks: round(√(p_init·H·W)), for L2 at least 3 and
+    odd."""
+    side = round(math.sqrt(SQUARE_P_INIT * height * width))
+    if norm == "Linf":
+        return max(side, 1)
+    side = max(side, 3)
+    return side + 1 if side % 2 == 0 else side
+
+
+def skip_reason(
+    name: str, norm: str, n_classes: int, features: int, layout: tuple[int, int, int] | None = None
+) -> str | None:
+    """Why attack ``name`` does not apply to this problem (``None``: it does); ``layout``: Square's view of one
+    sample (:func:`square_layout`; default: the flat features' grid)."""
     if name == "apgd-dlr" and n_classes < 3:
         return f"the DLR loss reads the 3rd-largest logit: needs ≥ 3 classes (this task has {n_classes}); apgd-cw runs"
     if name == "apgd-cw" and n_classes != 2:
@@ -94,10 +117,16 @@ def skip_reason(name: str, norm: str, n_classes: int, features: int) -> str | No
     if name == "fab-t" and n_classes < 2:
         return "FAB-T needs ≥ 2 classes"
     if name == "square":
-        height, width = grid_shape(features)
+        channels, height, width = layout or (1, *grid_shape(features))
         need = 2 if norm == "Linf" else 5
-        if height < need:
+        if min(height, width) < need:
             return f"Square needs an image of side ≥ {need} for {norm}; {features} features lay out as {height}×{width}"
+        side = square_first_side(norm, height, width)
+        if side > min(height, width):
+            return (
+                f"Square's first square (side {side} = √(p_init·H·W)) does not fit in the {height}×{width} layout of "
+                f"{features} features ({channels} channel(s))"
+            )
     return None
 
 
@@ -113,7 +142,7 @@ def attack_settings(name: str, norm: str, n_classes: int, seed: int, steps: int,
         return {"class": "FAB", **common, "steps": steps, "multi_targeted": True, "n_classes": n_classes,
                 "alpha_max": 0.1, "eta": 1.05, "beta": 0.9}  # fmt: skip
     if name == "square":
-        return {"class": "Square", **common, "n_queries": queries, "p_init": 0.8, "loss": "margin",
+        return {"class": "Square", **common, "n_queries": queries, "p_init": SQUARE_P_INIT, "loss": "margin",
                 "resc_schedule": True}  # fmt: skip
     raise ValueError(f"unknown attack {name!r}; choose from {', '.join(STANDARD)}")
 
@@ -194,8 +223,8 @@ def suite_robust(
     box = attack_box(model, x, max(levels), valid_range)
     u = box.to_box(x)
     features = u[0].numel()
-    height, width = grid_shape(features)
-    skipped = {name: why for name in attacks if (why := skip_reason(name, norm, n_classes, features)) is not None}
+    layout = square_layout(box.sample_shape)
+    skipped = {n: why for n in attacks if (why := skip_reason(n, norm, n_classes, features, layout)) is not None}
     ran = [name for name in attacks if name not in skipped]
     members = {name: attack_settings(name, norm, n_classes, seed, steps, queries, restarts) for name in ran}
     clean_correct = correct_when_clean(box, u, y, clean_logits)
@@ -211,7 +240,7 @@ def suite_robust(
                         continue
                     torch.manual_seed(seed)
                     if name == "square":
-                        target, inputs = GridView(box), u[idx].reshape(len(idx), 1, height, width)
+                        target, inputs = GridView(box), u[idx].reshape(len(idx), *layout)
                     else:
                         target, inputs = box, u[idx]
                     adv = build_attack(name, target, eps / box.scale, members[name])(inputs, y[idx])
@@ -282,6 +311,7 @@ __all__ = [
     "autoattack_accuracy",
     "cw_margin_loss",
     "grid_shape",
+    "square_layout",
     "is_standard",
     "sanity_eps",
     "skip_reason",

@@ -73,6 +73,27 @@ class SolverLog:
         return self.summary(self.totals, "solver_train_")
 
 
+def augment_images(x: torch.Tensor, crop_padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """A batch of images (B, C, H, W), each randomly cropped back to H×W from its zero-padded copy (``crop_padding``
+    pixels on every side: a shift of up to ± that much, zeros coming in) and, with ``flip``, mirrored left-right
+    with probability ½; the offsets and flips are drawn from ``gen`` (on the CPU: seeded, reproducible on any
+    device). He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition" (2016), §4.2."""
+    n, _, height, width = x.shape
+    if crop_padding > 0:
+        p = crop_padding
+        padded = nn.functional.pad(x, (p, p, p, p)).permute(0, 2, 3, 1)  # (B, H + 2p, W + 2p, C)
+        top = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)
+        left = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)
+        rows = (top[:, None] + torch.arange(height, device=x.device))[:, :, None]  # (B, H, 1)
+        cols = (left[:, None] + torch.arange(width, device=x.device))[:, None, :]  # (B, 1, W)
+        batch = torch.arange(n, device=x.device)[:, None, None]
+        x = padded[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+    if flip:
+        mirrored = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+        x = torch.where(mirrored[:, None, None, None], x.flip(3), x)
+    return x
+
+
 def add_regularizers(
     loss: torch.Tensor,
     model: nn.Module,
@@ -123,6 +144,9 @@ def train_classifier(
     solver_log = SolverLog(model)
     reg_log: dict[str, float] = {}
     scale = train_spec.logit_scale  # cross-entropy of scale·logits
+    augment = train_spec.augment
+    if augment is not None and x.dim() != 4:
+        raise ValueError(f"train.augment needs images (N, C, H, W); this dataset's inputs are {tuple(x.shape[1:])}")
     model.train()
     start = time.perf_counter()
     loss_value = float("nan")
@@ -133,6 +157,8 @@ def train_classifier(
         for i in range(0, n, batch):
             idx = order[i : i + batch]
             xb, yb = x[idx], y[idx]
+            if augment is not None:
+                xb = augment_images(xb, augment.crop_padding, augment.flip, gen)
             if stochastic is not None:
                 logits, states = model(xb, return_states=True)
                 copies = xb.repeat(stochastic.streams, *([1] * (xb.dim() - 1)))  # P streams, one forward

@@ -156,6 +156,31 @@ def bump_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[C
     protocol.current_revisions.cache_clear()
 
 
+# ---------------------------------------------------------------------------------------------------- image datasets
+@pytest.fixture(scope="session")
+def image_files(tmp_path_factory: pytest.TempPathFactory):
+    """MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 files of a few images each, in their published formats
+    (``image_files.write_image_files``), written once per session. Read them only: a test that damages a file
+    writes its own copy."""
+    from image_files import write_image_files
+
+    return write_image_files(tmp_path_factory.mktemp("image-data"))
+
+
+@pytest.fixture
+def image_data_dir(image_files, monkeypatch: pytest.MonkeyPatch):
+    """``ROBUSTLAB_DATA_DIR`` = the generated image files, their checksums in place of the published ones, the
+    sources an unreachable local address (``image_files.use_files``): every image dataset loads, offline."""
+    from image_files import use_files
+
+    from core.config import get_settings
+
+    use_files(monkeypatch, image_files.root, image_files.checksums)
+    yield image_files
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield

@@ -15,7 +15,13 @@ FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 
 
 def dataset_dims(dataset: DatasetSpec) -> tuple[int, int]:
-    """(input_dim, number of classes) of a named dataset, as the runner finds them."""
+    """(input_dim, number of classes) of a named dataset, as the runner finds them (an image dataset's from its
+    facts, ``core.datasets``: its files need not be on this machine)."""
+    from core.datasets import IMAGE_DATASETS
+
+    if dataset.name in IMAGE_DATASETS:
+        facts = IMAGE_DATASETS[dataset.name]
+        return facts.input_dim, facts.num_classes
     from evaluation.datasets import load_dataset
 
     data = load_dataset(dataset)

@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from core.datasets import IMAGE_DATASETS
 from core.spec.base import (
     DIGITS_IMAGES,
     MAX_SAMPLES,
@@ -161,6 +162,49 @@ class DigitsCompletionSpec(_DigitsImages):
         return MaskSpec() if value is None else value  # the old record's null meant the default
 
 
+class _PublishedImages(DatasetSpec):
+    """A published image classification dataset (``core.datasets``): ``n_train`` / ``n_test`` images drawn by
+    ``seed`` from its standard training / test split, float pixels in [0, 1] of shape (C, H, W), never standardised
+    (every ε is in pixel units); ``noise`` jitters the training images (clipped). The files are read from
+    ``ROBUSTLAB_DATA_DIR`` (downloaded once when missing)."""
+
+    task: ClassVar[TaskName] = "classification"
+
+    @model_validator(mode="after")
+    def _within_the_split(self) -> _PublishedImages:
+        facts = IMAGE_DATASETS[self.name]
+        for split in ("n_train", "n_test"):
+            size = getattr(facts, split)
+            if getattr(self, split) > size:
+                raise ValueError(f"dataset.{split}: {self.name} has {size} {split.removeprefix('n_')} images")
+        return self
+
+
+class MnistSpec(_PublishedImages):
+    """MNIST (LeCun, Cortes & Burges): 1×28×28 handwritten digits, 60 000 training and 10 000 test images."""
+
+    name: Literal["mnist"]
+
+
+class FashionMnistSpec(_PublishedImages):
+    """Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017): 1×28×28 images of 10 kinds of clothing, 60 000 / 10 000."""
+
+    name: Literal["fashion_mnist"]
+
+
+class Cifar10Spec(_PublishedImages):
+    """CIFAR-10 (Krizhevsky, 2009): 3×32×32 colour images of 10 classes, 50 000 / 10 000 (the binary version)."""
+
+    name: Literal["cifar10"]
+
+
+class Cifar100Spec(_PublishedImages):
+    """CIFAR-100 (Krizhevsky, 2009): 3×32×32 colour images, the 100 fine classes, 50 000 / 10 000 (the binary
+    version)."""
+
+    name: Literal["cifar100"]
+
+
 #: The dataset section's type: the union of the variants on ``name`` (the order is the JSON schema's).
 DatasetSpecs = close_union(
     DatasetSpec,
@@ -171,6 +215,10 @@ DatasetSpecs = close_union(
     DigitsDenoisingSpec,
     DigitsCompletionSpec,
     UploadSpec,
+    MnistSpec,
+    FashionMnistSpec,
+    Cifar10Spec,
+    Cifar100Spec,
 )
 #: ``{name: variant}`` of every dataset.
 DATASET_VARIANTS: dict[str, type[DatasetSpec]] = variants_of(DatasetSpecs)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from core.datasets import IMAGE_DATASETS
 from core.spec.base import MAX_WORK, StrictModel, canonical_dump
 from core.spec.dataset import DATASET_TASKS, DatasetSpecs, TaskName
 from core.spec.evaluate import EvaluateSpec
@@ -19,8 +20,9 @@ class JobSpec(StrictModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@+=-]*$")
     task: TaskName | None = Field(
         None,
-        description="classification (spirals, digits, upload), regression (sine, lotka_volterra) or denoising "
-        "(digits_denoising, digits_completion); default: the dataset's task, and it must agree with it",
+        description="classification (spirals, digits, upload, mnist, fashion_mnist, cifar10, cifar100), regression "
+        "(sine, lotka_volterra) or denoising (digits_denoising, digits_completion); default: the dataset's task, and "
+        "it must agree with it",
     )
     dataset: DatasetSpecs
     model: ModelSpecs
@@ -62,6 +64,24 @@ class JobSpec(StrictModel):
                     f"train.regularizers.{name} needs steps with a residual function F (families 'explicit', "
                     f"'implicit', 'ode'), not {family!r}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _images_in_pixel_space(self) -> JobSpec:
+        """Image datasets live in [0, 1] pixel space: every ε is at most 1 (L∞ 8/255, L2 36/255 or 0.5), and only
+        images can be cropped and flipped (an upload's shape is known at run time: the training loop checks it)."""
+        name = self.dataset.name
+        if self.train.augment is not None and name not in IMAGE_DATASETS and name != "upload":
+            images = ", ".join(sorted(IMAGE_DATASETS))
+            raise ValueError(f"train.augment needs an image dataset ({images}, or an upload of images), not {name!r}")
+        if name in IMAGE_DATASETS:
+            ev = self.evaluate
+            for field, section in (("pgd", ev.pgd), ("autoattack", ev.autoattack), ("certified", ev.certified)):
+                if section is not None and max(section.eps) > 1.0:
+                    raise ValueError(
+                        f"evaluate.{field}.eps: ε = {max(section.eps):g} is outside [0, 1], the pixel range of image "
+                        f"dataset {name!r} (e.g. L∞ 8/255 = 0.0314, L2 0.5)"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -105,7 +105,19 @@ class RegularizersSpec(StrictModel):
         }
 
 
+class AugmentSpec(StrictModel):
+    """Standard image augmentation (image datasets only), drawn anew for every training batch by the training
+    seed's generator: a random crop of the image zero-padded by ``crop_padding`` pixels on each side, and a
+    horizontal flip of each image with probability ½. ``{"crop_padding": 4, "flip": true}`` is the usual CIFAR
+    recipe (He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", 2016, §4.2)."""
+
+    crop_padding: int = Field(0, ge=0, le=16, description="pixels of zero padding; the crop is the image's size")
+    flip: bool = Field(False, description="mirror each image left-right with probability 1/2")
+
+
 class TrainSpec(StrictModel):
+    added_fields = frozenset({"augment"})
+
     epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
     lr: PosFloat = 0.01
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -117,4 +129,7 @@ class TrainSpec(StrictModel):
         1.0,
         description="train on cross-entropy of logit_scale·logits (evaluation is unaffected). A 1-Lipschitz model "
         "has small logit gaps, so plain cross-entropy saturates at a poor optimum; a scale ≫ 1 lets it fit (Murari)",
+    )
+    augment: AugmentSpec | None = Field(
+        None, description="image datasets only: random crops and flips of every training batch (default: none)"
     )

@@ -5,6 +5,8 @@
     @register_dataset("digits", task="classification", input_shape=(64,), valid_range=(0.0, 1.0))
     def load_digits(spec) -> Dataset: ...
 
+    DATASETS["cifar10"].mean, DATASETS["cifar10"].std   # per-channel statistics, for a normalising first layer
+
     data = load_dataset(spec.dataset)      # the one public verb: dispatch on ``spec.name``
 
 A loader takes a ``core.spec.DatasetSpec`` (read by attribute) and returns a :class:`Dataset`. The registered task
@@ -56,14 +58,19 @@ class Dataset:
 
 @dataclass(frozen=True)
 class DatasetLoader:
-    """A registered dataset: ``load(spec) -> Dataset``; ``input_shape`` (one sample's shape) and ``valid_range``
-    (the box every input lies in) as declared, ``None`` where the data decide (an upload)."""
+    """A registered dataset: ``load(spec) -> Dataset``; ``input_shape`` (one sample's shape: (C, H, W) for images)
+    and ``valid_range`` (the box every input lies in) as declared, ``None`` where the data decide (an upload).
+    ``mean`` / ``std``: an image dataset's per-channel statistics of its training pixels in [0, 1]
+    (``core.datasets``). The data are never standardised: a model that wants it puts ``(x − mean) / std`` inside
+    itself, so that every threat model stays in [0, 1] pixel space."""
 
     name: str
     task: str
     load: Callable[..., Dataset]
     input_shape: tuple[int, ...] | None = None
     valid_range: tuple[float, float] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 DATASETS: dict[str, DatasetLoader] = {}
@@ -74,15 +81,19 @@ def register_dataset(
     task: str,
     input_shape: tuple[int, ...] | None = None,
     valid_range: tuple[float, float] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
     """Register ``load(spec) -> Dataset`` as dataset ``name`` (once)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r} of dataset {name!r} ({', '.join(TASKS)})")
+    if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
+        raise ValueError(f"dataset {name!r}: give mean and std together, one value per channel")
 
     def register(load: Callable[..., Dataset]) -> Callable[..., Dataset]:
         if name in DATASETS:
             raise ValueError(f"dataset {name!r} is registered twice")
-        DATASETS[name] = DatasetLoader(name, task, load, input_shape, valid_range)
+        DATASETS[name] = DatasetLoader(name, task, load, input_shape, valid_range, mean, std)
         return load
 
     return register

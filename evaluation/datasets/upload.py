@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from evaluation.datasets.base import Dataset, register_dataset
 
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 NPZ_OPTIONAL = ("valid_range",)
+IMAGE_NDIM = 4  # (N, C, H, W)
 
 
 def read_npz(path, max_bytes: int | None = None) -> tuple[dict, dict]:
     """Read and validate a user's ``.npz``: ``x_train`` (N, …) and ``x_test`` (M, …) numeric and finite with the
-    same features, ``y_train`` (N,) / ``y_test`` (M,) integer labels in 0..K−1 (K ≥ 2 classes), and optionally
-    ``valid_range`` [lo, hi] that every input lies in. Never unpickles (``allow_pickle=False``); the archive's
-    uncompressed size is checked against ``max_bytes`` before any array is read.
+    same per-sample shape, ``y_train`` (N,) / ``y_test`` (M,) integer labels in 0..K−1 (K ≥ 2 classes), and
+    optionally ``valid_range`` [lo, hi] that every input lies in. Images (N, C, H, W) keep their shape (the models
+    see images; attacks and noise act on the pixels); any other shape (N, …) is flattened to (N, D) features as
+    before. Never unpickles (``allow_pickle=False``); the archive's uncompressed size is checked against
+    ``max_bytes`` before any array is read.
 
     Returns:
-        ``(arrays, meta)``: float32 inputs flattened to (N, D), int64 labels (and ``valid_range`` if given);
-        meta = ``{"n_train", "n_test", "input_dim", "num_classes", "valid_range"}``.
+        ``(arrays, meta)``: float32 inputs, (N, C, H, W) or (N, D), int64 labels (and ``valid_range`` if given);
+        meta = ``{"n_train", "n_test", "input_dim", "input_shape", "num_classes", "valid_range"}`` (``input_dim``
+        = C·H·W for images; ``input_shape`` one sample's shape).
 
     Raises:
         ValueError: naming the first problem found.
@@ -56,12 +62,16 @@ def read_npz(path, max_bytes: int | None = None) -> tuple[dict, dict]:
     for split, lo in (("train", 2), ("test", 1)):
         x, y = raw[f"x_{split}"], raw[f"y_{split}"]
         if x.dtype.kind not in "fiu" or x.ndim < 2:
-            raise ValueError(f"x_{split} must be a numeric array of shape (n, features…), got {x.dtype} {x.shape}")
+            raise ValueError(
+                f"x_{split} must be a numeric array of shape (n, features…) or images (n, channels, height, width), "
+                f"got {x.dtype} {x.shape}"
+            )
         if not lo <= len(x) <= MAX_SAMPLES:
             raise ValueError(f"x_{split} has {len(x)} rows; between {lo} and {MAX_SAMPLES} are allowed")
-        x = x.reshape(len(x), -1).astype(np.float32)
-        if not 1 <= x.shape[1] <= MAX_FEATURES:
-            raise ValueError(f"x_{split} has {x.shape[1]} features; between 1 and {MAX_FEATURES} are allowed")
+        x = (x if x.ndim == IMAGE_NDIM else x.reshape(len(x), -1)).astype(np.float32)
+        features = math.prod(x.shape[1:])
+        if not 1 <= features <= MAX_FEATURES:
+            raise ValueError(f"x_{split} has {features} features; between 1 and {MAX_FEATURES} are allowed")
         if not np.isfinite(x).all():
             raise ValueError(f"x_{split} has non-finite values (NaN or inf)")
         if y.dtype.kind not in "iu" or y.ndim != 1:
@@ -71,9 +81,13 @@ def read_npz(path, max_bytes: int | None = None) -> tuple[dict, dict]:
         if len(y) and y.min() < 0:
             raise ValueError(f"y_{split} has a negative label ({int(y.min())}); labels are 0..K-1")
         arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y.astype(np.int64)
-    if arrays["x_train"].shape[1] != arrays["x_test"].shape[1]:
+    train_shape, test_shape = arrays["x_train"].shape[1:], arrays["x_test"].shape[1:]
+    if train_shape != test_shape:
+        if len(train_shape) == len(test_shape) == 1:
+            raise ValueError(f"x_train has {train_shape[0]} features but x_test has {test_shape[0]}")
         raise ValueError(
-            f"x_train has {arrays['x_train'].shape[1]} features but x_test has {arrays['x_test'].shape[1]}"
+            f"x_train's samples have shape {tuple(train_shape)} but x_test's {tuple(test_shape)}: both splits must be "
+            "images (n, channels, height, width) of one size, or both flat (n, features)"
         )
     num_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
     if num_classes > MAX_FEATURES:
@@ -96,7 +110,8 @@ def read_npz(path, max_bytes: int | None = None) -> tuple[dict, dict]:
     meta = {
         "n_train": len(arrays["x_train"]),
         "n_test": len(arrays["x_test"]),
-        "input_dim": int(arrays["x_train"].shape[1]),
+        "input_dim": math.prod(train_shape),
+        "input_shape": list(train_shape),
         "num_classes": num_classes,
         "valid_range": list(valid_range) if valid_range else None,
     }

@@ -223,6 +223,27 @@ def _pickled_object_array() -> bytes:
     return buffer.getvalue()
 
 
+def test_uploaded_images_train_a_job_with_augmentation(pg_client: TestClient, pg_settings: Settings) -> None:
+    """(N, C, H, W) uploads keep their shape through the worker: the images are cropped and flipped in training."""
+    arrays = toy_arrays(features=16)
+    for split in ("x_train", "x_test"):
+        arrays[split] = arrays[split].reshape(-1, 1, 4, 4)
+    r = upload_dataset(pg_client, npz_bytes(**arrays))
+    assert r.status_code == 201, r.text
+    assert (r.json()["meta"]["input_shape"], r.json()["meta"]["input_dim"]) == ([1, 4, 4], 16)
+    spec = tiny_spec("on-images", dataset={"name": "upload", "artifact": r.json()["ref"]}, evaluate=QUICK_EVAL)
+    spec["train"] = {"epochs": 5, "lr": 0.05, "augment": {"crop_padding": 1, "flip": True}}
+    job = pg_client.post("/api/v1/jobs", json=spec)
+    assert job.status_code == 201, job.text
+    assert execute_job(job.json()["id"], worker="test", settings=pg_settings) == "succeeded"
+    flat = upload_dataset(pg_client, npz_bytes(**toy_arrays())).json()["ref"]
+    spec = dict(spec, name="on-flat", dataset={"name": "upload", "artifact": flat})
+    job = pg_client.post("/api/v1/jobs", json=spec).json()
+    assert execute_job(job["id"], worker="test", settings=pg_settings) == "failed"
+    error = pg_client.get(f"/api/v1/jobs/{job['id']}").json()["error"]
+    assert "train.augment needs images (N, C, H, W)" in error
+
+
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
@@ -231,11 +252,25 @@ def _pickled_object_array() -> bytes:
         (dict(toy_arrays(), y_train=np.zeros(60)), "y_train must be a 1-D integer array"),
         (dict(toy_arrays(), y_train=np.zeros(59, dtype=np.int64)), "y_train has 59 labels for 60 rows"),
         (dict(toy_arrays(), x_test=np.zeros((40, 4))), "x_train has 5 features but x_test has 4"),
+        (
+            dict(toy_arrays(), x_train=np.zeros((60, 1, 2, 2))),
+            "x_train's samples have shape (1, 2, 2) but x_test's (5,)",
+        ),
         ({k: v for k, v in toy_arrays().items() if k != "y_test"}, "missing array(s) ['y_test']"),
         (dict(toy_arrays(), extra=np.zeros(3)), "unknown array(s) ['extra']"),
         (dict(toy_arrays(), y_train=np.zeros(60, dtype=np.int64)), "single class"),
     ],
-    ids=["nan", "negative-label", "float-labels", "lengths", "features", "missing", "unknown", "one-class"],
+    ids=[
+        "nan",
+        "negative-label",
+        "float-labels",
+        "lengths",
+        "features",
+        "image-shape",
+        "missing",
+        "unknown",
+        "one-class",
+    ],
 )
 def test_invalid_dataset_is_422(pg_client: TestClient, arrays: dict, message: str) -> None:
     r = upload_dataset(pg_client, npz_bytes(**arrays))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.spec import JobSpec
-from evaluation.autoattack import STANDARD, autoattack_accuracy, grid_shape, skip_reason
+from evaluation.autoattack import STANDARD, autoattack_accuracy, grid_shape, skip_reason, square_layout
 from evaluation.runner import run_job
 from tests.evaluation.test_robustness import LinearClassifier, exact_linear_radius
 
@@ -49,6 +49,24 @@ def test_each_attack_runs_only_where_torchattacks_supports_the_shape():
     assert "4 classes" in settings["skipped"]["apgd-t"]
     assert "3 classes" in settings["skipped"]["apgd-dlr"]
     assert metrics["autoattack_linf_acc@1e-06"] == 1.0 and metrics["autoattack_linf_acc@0.3"] < 1.0
+
+
+def test_square_attacks_images_as_images():
+    """Image samples (C, H, W) reach Square as they are; flat features whose grid is too far from square for
+    Square's first square are skipped with the reason (torchattacks would index past the image: a crash)."""
+    assert square_layout((3, 8, 8)) == (3, 8, 8) and square_layout((192,)) == (1, 12, 16)
+    assert "does not fit in the 12×16 layout" in skip_reason("square", "L2", 3, 192, square_layout((192,)))
+    assert skip_reason("square", "L2", 3, 192, (3, 8, 8)) is None
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3))
+    x = torch.rand(24, 3, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    metrics, settings = autoattack_accuracy(
+        model, x, y, "L2", [0.05, 3.0], n_classes=3, attacks=("square",), queries=100, valid_range=(0.0, 1.0)
+    )
+    assert settings["attacks"] == ["square"] and metrics["autoattack_l2_acc@0.05"] >= metrics["autoattack_l2_acc@3"]
+    assert metrics["autoattack_l2_acc@3"] < 1.0  # the random search finds adversarial images
 
 
 def test_a_job_reports_the_ensemble_and_keeps_the_sanity_relations(tmp_path):

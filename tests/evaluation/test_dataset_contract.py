@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.datasets import IMAGE_DATASETS
 from core.spec import DATASET_TASKS, DATASET_VARIANTS, DatasetSpec
 from evaluation.datasets import DATASETS, load_dataset, register_dataset
 
@@ -38,7 +39,8 @@ def test_a_dataset_registers_once_with_a_known_task() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
-def test_every_dataset_loads_as_declared(name: str, tmp_path) -> None:
+def test_every_dataset_loads_as_declared(name: str, tmp_path, image_data_dir) -> None:
+    """Image datasets read the generated files of ``image_data_dir`` (their published formats; no network)."""
     loader = DATASETS[name]
     spec = small_spec(name, tmp_path)
     data = load_dataset(spec)
@@ -46,6 +48,12 @@ def test_every_dataset_loads_as_declared(name: str, tmp_path) -> None:
     assert (len(data.x_train), len(data.x_test)) == (12, 8) and len(data.y_train) == 12 and len(data.y_test) == 8
     if loader.input_shape is not None:
         assert tuple(data.x_train.shape[1:]) == loader.input_shape == tuple(data.x_test.shape[1:])
+    if loader.mean is not None:  # per-channel statistics: one per channel of (C, H, W), std > 0
+        assert len(loader.mean) == len(loader.std) == loader.input_shape[0] and min(loader.std) > 0
+    if name in IMAGE_DATASETS:  # the spec layer's facts and the loader say the same
+        facts = IMAGE_DATASETS[name]
+        assert (loader.input_shape, loader.mean, loader.std) == (facts.input_shape, facts.mean, facts.std)
+        assert data.num_classes == facts.num_classes and loader.valid_range == (0.0, 1.0)
     assert data.valid_range == (loader.valid_range or data.valid_range)
     if data.valid_range is not None:
         lo, hi = data.valid_range

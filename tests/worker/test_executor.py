@@ -50,6 +50,27 @@ def test_diverging_job_fails_with_the_error_text(settings: Settings) -> None:
         assert jobs.get_metrics(s, job_id) == {}
 
 
+def test_a_job_whose_image_files_are_missing_offline_fails_at_once_naming_them(
+    settings: Settings, image_files, tmp_path: Path, monkeypatch
+) -> None:
+    from image_files import use_files
+
+    from core.config import get_settings
+
+    use_files(monkeypatch, tmp_path / "no-data", image_files.checksums)  # empty, sources unreachable
+    job_id = submit(settings, tiny_spec("exec-mnist", dataset={"name": "mnist", "n_train": 8, "n_test": 4}))
+    start = time.perf_counter()
+    assert execute_job(job_id, "w1", settings) == "failed"
+    assert time.perf_counter() - start < 5.0
+    with session_scope(settings.database_url) as s:
+        error = jobs.get_job(s, job_id).error
+    folder = tmp_path / "no-data" / "mnist"
+    assert error.startswith(f"DatasetFileError: dataset 'mnist': train-images-idx3-ubyte.gz is not in {folder}")
+    assert f"put the published files in {folder}" in error and "t10k-labels-idx1-ubyte.gz" in error
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
 def test_cancel_stops_a_running_job(settings: Settings) -> None:
     job_id = submit(settings, tiny_spec("exec-cancel", train={"epochs": 20_000, "lr": 0.01}))
     outcome: list[str] = []
