@@ -46,6 +46,15 @@ class Estimate:
     eval_work: float
 
 
+def _model(spec: JobSpec) -> ModelSpec:
+    """The model section with an image dataset's input size and shape filled in where the spec leaves them open (as
+    the runner will), so that an image backbone's stages are estimated at their real resolution."""
+    model, image = spec.model, IMAGE_DATASETS.get(spec.dataset.name)
+    if image is None or model.input_dim is not None or "input_shape" not in type(model).model_fields:
+        return model
+    return model.model_copy(update={"input_dim": image.input_dim, "input_shape": list(image.input_shape)})
+
+
 def _dims(spec: JobSpec) -> tuple[int, int]:
     known = DATASET_DIMS.get(spec.dataset.name, (1, 1))
     return spec.model.input_dim or known[0], spec.model.output_dim or known[1]
@@ -65,7 +74,7 @@ def _widths(model: ModelSpec, input_dim: int) -> tuple[float, float]:
 
 
 def parameters(spec: JobSpec) -> float:
-    model = spec.model
+    model = _model(spec)
     input_dim, output_dim = _dims(spec)
     if getattr(model, "stages", None):
         # image backbone: a residual step has two k×k convolutions C ↔ hidden, a gradient-flow step one, a symplectic
@@ -95,9 +104,11 @@ def parameters(spec: JobSpec) -> float:
 
 def activation_bytes(spec: JobSpec) -> float:
     input_dim, _ = _dims(spec)
-    state, hidden = _widths(spec.model, input_dim)
+    state, hidden = _widths(_model(spec), input_dim)
     train_batch = 0 if spec.checkpoint else min(spec.train.batch_size or spec.dataset.n_train, spec.dataset.n_train)
-    attacked = spec.dataset.n_test if (spec.evaluate.pgd or spec.evaluate.autoattack) else 0
+    # attacks run batch by batch (evaluate.batch_size): the largest differentiated batch is one of them
+    attacks = spec.evaluate.pgd or spec.evaluate.autoattack
+    attacked = min(spec.dataset.n_test, spec.evaluate.batch_size) if attacks else 0
     batch = max(train_batch, attacked, 1)
     return float(BYTES_PER_NUMBER * SAVED_PER_STEP * (state + hidden) * spec.model.step_count() * batch)
 
@@ -121,7 +132,7 @@ def eval_passes(spec: JobSpec) -> float:
 
 def estimate(spec: JobSpec) -> Estimate:
     passes = eval_passes(spec)
-    work = spec.model.work() * spec.dataset.n_test * passes
+    work = _model(spec).work() * spec.dataset.n_test * passes
     return Estimate(parameters(spec), activation_bytes(spec), passes, work)
 
 

@@ -4,11 +4,16 @@ filled into the model spec; bad image options are 422s naming the field."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import pytest
 import torch
 from pydantic import ValidationError
 
 import models
+from core.metrics import metric_key
 from core.spec import JobSpec, ModelSpec
 from evaluation import runner
 from evaluation.datasets import Dataset
@@ -142,3 +147,27 @@ def test_the_state_regularizers_follow_the_stages_through_the_downsampling():
     for name in ("reg_fixed_point", "reg_field_norm", "reg_stability_trace"):
         assert result.metrics[name] > 0, name
     assert result.metrics["reg_divergence"] != 0  # a divergence has either sign
+
+
+MINIS = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*-conv-mini.json"))
+
+
+@pytest.mark.parametrize("path", MINIS, ids=lambda p: p.stem)
+def test_a_mini_image_preset_runs_end_to_end_on_the_published_formats(path, image_data_dir, tmp_path):
+    """Each CPU mini preset as shipped, on the generated files (their split sizes: the only change)."""
+    from image_files import SIZES
+
+    from core.datasets import IMAGE_DATASETS
+
+    data = json.loads(path.read_text())
+    name = data["dataset"]["name"]
+    data["dataset"]["n_train"], data["dataset"]["n_test"] = SIZES[name]
+    result = runner.run_job(JobSpec.model_validate(data), out_dir=tmp_path)
+    m, facts = result.metrics, IMAGE_DATASETS[name]
+    l2 = metric_key("certified_l2_acc", data["evaluate"]["certified"]["eps"][0])
+    assert 0 <= m[l2] <= m["clean_acc"] and math.isfinite(m["lipschitz_bound"])
+    stored = models.read_model_spec(tmp_path)
+    assert stored.input_shape == list(facts.input_shape)
+    assert (stored.normalization.mean, stored.normalization.std) == (list(facts.mean), list(facts.std))
+    if stored.family == "lipschitz":  # lift, steps, unshuffle + 1×1 conv, pooling and head of norm 1
+        assert m["lipschitz_bound"] <= (1 + 1e-5) / min(facts.std)
