@@ -171,3 +171,22 @@ def test_a_mini_image_preset_runs_end_to_end_on_the_published_formats(path, imag
     assert (stored.normalization.mean, stored.normalization.std) == (list(facts.mean), list(facts.std))
     if stored.family == "lipschitz":  # lift, steps, unshuffle + 1×1 conv, pooling and head of norm 1
         assert m["lipschitz_bound"] <= (1 + 1e-5) / min(facts.std)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model", "message"),
+    [
+        ("cifar10", {"family": "explicit", "conv": True, "channels": 4}, "without model.stages takes single-channel"),
+        ("spirals", {"family": "explicit", "conv": True, "stages": STAGES}, "model.stages needs image inputs"),
+        ("mnist", {"family": "lipschitz", "conv": True, "stages": STAGES * 2}, r"stage 4 needs pixel-unshuffle .* 7×7"),
+        ("cifar10", {"family": "explicit", "conv": True, "stages": STAGES,
+                     "normalization": {"mean": [0.5], "std": [0.2]}}, "normalization has 1 channels, the input has 3"),
+        ("digits", {"family": "lipschitz", "conv": True, "stages": STAGES, "normalization": "dataset"},
+         "needs a dataset with published per-channel statistics"),
+    ],
+)  # fmt: skip
+def test_an_image_model_that_does_not_fit_its_dataset_is_a_422_naming_the_field(dataset, model, message):
+    with pytest.raises(ValidationError, match=message):
+        JobSpec.model_validate({"name": "j", "dataset": {"name": dataset}, "model": model})
+    fits = {"family": "explicit", "conv": True, "stages": STAGES, "normalization": "dataset"}
+    assert JobSpec.model_validate({"name": "j", "dataset": {"name": "cifar10"}, "model": fits}).model.input_dim is None
