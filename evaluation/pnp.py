@@ -67,6 +67,61 @@ def blur_operator(kind: str, side: int) -> torch.Tensor:
     return columns.reshape(d, d).T.contiguous()
 
 
+class ConvBlur:
+    """K on images (N, C, H, W) as a per-channel convolution ('same', zero padding), and its adjoint Kᵀ (the
+    transposed convolution): the matrix of :func:`blur_operator` is never formed, so photographs of any size work.
+    ``norm_bound`` = ‖k‖₁ ≥ ‖K‖₂ (Young's convolution inequality ‖k ∗ x‖₂ ≤ ‖k‖₁‖x‖₂; 1 for a blur), so the step
+    α = 1/‖k‖₁² stays below 2/‖K‖₂² and the convergence argument holds with the bound in place of the norm."""
+
+    def __init__(self, kind: str, channels: int, dtype: torch.dtype, device: torch.device):
+        kernel = blur_kernel(kind)
+        self.kernel = None if kernel is None else kernel.to(dtype=dtype, device=device).expand(channels, 1, -1, -1)
+        self.channels = channels
+        self.padding = (0, 0) if kernel is None else (kernel.shape[0] // 2, kernel.shape[1] // 2)
+        self.norm_bound = 1.0 if kernel is None else float(kernel.abs().sum())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel is None:
+            return x
+        return nn.functional.conv2d(x, self.kernel, padding=self.padding, groups=self.channels)
+
+    def adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel is None:
+            return x
+        return nn.functional.conv_transpose2d(x, self.kernel, padding=self.padding, groups=self.channels)
+
+
+class MatrixBlur:
+    """K on flattened single-channel square images (N, side²) as the exact matrix of :func:`blur_operator`, with
+    ``norm_bound`` its exact norm ‖K‖₂."""
+
+    def __init__(self, kind: str, side: int, dtype: torch.dtype, device: torch.device):
+        matrix = blur_operator(kind, side)
+        self.norm_bound = exact_spectral_norm(matrix)
+        self.matrix = matrix.to(dtype=dtype, device=device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.matrix.T
+
+    def adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.matrix
+
+
+def blur_for(kind: str, images: torch.Tensor) -> ConvBlur | MatrixBlur:
+    """The blur of the data's layout: a convolution on (N, C, H, W) images, the exact matrix on flat square ones.
+
+    Raises:
+        ValueError: flat data whose size is not a square.
+    """
+    if images.dim() == 4:
+        return ConvBlur(kind, images.shape[1], images.dtype, images.device)
+    d = images[0].numel()
+    side = math.isqrt(d)
+    if side * side != d:
+        raise ValueError(f"plug-and-play needs images: (N, C, H, W), or flat square ones; {d} pixels is not a square")
+    return MatrixBlur(kind, side, images.dtype, images.device)
+
+
 def averaged_parameter(a1: float, a2: float) -> float:
     """Averagedness of the composition of an a₁- and an a₂-averaged map (Combettes & Yamada 2015, Prop. 2.4)."""
     return (a1 + a2 - 2 * a1 * a2) / (1 - a1 * a2)
@@ -107,8 +162,9 @@ def plug_and_play(
     peak: float = 1.0,
     batch_size: int | None = None,
 ) -> tuple[dict[str, float], dict]:
-    """Deblur-and-denoise every clean test image (N, side²) at each noise level σ with the iteration of the module
-    docstring, ``model`` as the denoiser D, ``batch_size`` images at a time.
+    """Deblur-and-denoise every clean test image ((N, C, H, W), or flat square (N, side²)) at each noise level σ
+    with the iteration of the module docstring (the blur of :func:`blur_for`), ``model`` as the denoiser D,
+    ``batch_size`` images at a time.
 
     Returns:
         ``(metrics, info)``: ``pnp_psnr@σ``, ``pnp_input_psnr@σ`` (the observation y against x), ``pnp_residual@σ``
@@ -116,37 +172,33 @@ def plug_and_play(
         images whose step lengths never grew), ``pnp_averaged`` (1 when convergence is guaranteed) and
         ``pnp_denoiser_lipschitz`` (when a bound exists); info holds the operator, step size and the reason.
     Raises:
-        ValueError: the images are not square or the model does not map them to images of the same size.
+        ValueError: flat images that are not square, or a model that does not map images to images of their size.
     """
     model.eval()
-    n, d = clean.shape[0], clean[0].numel()
-    side = math.isqrt(d)
-    if side * side != d:
-        raise ValueError(f"plug-and-play needs square single-channel images; {d} pixels is not a square")
-    dtype, device = clean.dtype, clean.device
-    x_true = clean.reshape(n, d)
-    operator = blur_operator(blur, side)
-    operator_norm = exact_spectral_norm(operator)
-    alpha = step_size if step_size is not None else 1.0 / operator_norm**2
-    K = operator.to(dtype=dtype, device=device)
+    n = clean.shape[0]
+    x_true = clean if clean.dim() == 4 else clean.reshape(n, -1)
+    operator = blur_for(blur, x_true)
+    alpha = step_size if step_size is not None else 1.0 / operator.norm_bound**2
     try:
         lip = lipschitz_bound(model)
     except LipschitzBoundUnavailable:
         lip = None
-    info = convergence_guarantee(lip, relaxation, alpha, operator_norm)
+    info = convergence_guarantee(lip, relaxation, alpha, operator.norm_bound)
     info.update(blur=blur, iterations=iterations, seed=seed, x0="y (the observation)")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     metrics: dict[str, float] = {"pnp_averaged": float(info["averaged"])}
     if lip is not None:
         metrics["pnp_denoiser_lipschitz"] = lip
     for sigma in sigmas:
-        noise = torch.randn((n, d), generator=gen, dtype=dtype).to(device)
-        y = x_true @ K.T + sigma * noise
+        noise = torch.randn(x_true.shape, generator=gen, dtype=x_true.dtype).to(x_true.device)
+        y = operator(x_true) + sigma * noise
         x = torch.empty_like(y)
-        monotone = torch.ones(n, dtype=torch.bool, device=device)
-        relative = torch.zeros(n, dtype=dtype, device=device)
+        monotone = torch.ones(n, dtype=torch.bool, device=y.device)
+        relative = torch.zeros(n, dtype=y.dtype, device=y.device)
         for part in batch_slices(n, batch_size):
-            x[part], monotone[part], relative[part] = _reconstruct(model, y[part], K, alpha, relaxation, iterations)
+            x[part], monotone[part], relative[part] = _reconstruct(
+                model, y[part], operator, alpha, relaxation, iterations
+            )
         metrics[metric_key("pnp_psnr", sigma)] = psnr(mse(x, x_true), peak)
         metrics[metric_key("pnp_input_psnr", sigma)] = psnr(mse(y, x_true), peak)
         metrics[metric_key("pnp_residual", sigma)] = float(relative.max())
@@ -155,23 +207,23 @@ def plug_and_play(
 
 
 def _reconstruct(
-    model: nn.Module, y: torch.Tensor, K: torch.Tensor, alpha: float, relaxation: float, iterations: int
+    model: nn.Module, y: torch.Tensor, blur: ConvBlur | MatrixBlur, alpha: float, relaxation: float, iterations: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The forward–backward iteration x ← D_λ(x − α·Kᵀ(Kx − y)) from x₀ = y on a batch of observations (B, d):
+    """The forward–backward iteration x ← D_λ(x − α·Kᵀ(Kx − y)) from x₀ = y on a batch of observations:
     ``(x_K, monotone, relative last step)`` per image."""
-    n, d = y.shape
+    n = len(y)
     x = y.clone()
     previous = None  # ‖x_k − x_{k−1}‖ per image
     monotone = torch.ones(n, dtype=torch.bool, device=y.device)
     relative = torch.zeros(n, dtype=y.dtype, device=y.device)
     for _ in range(iterations):
-        z = x - alpha * (x @ K.T - y) @ K  # gradient step on ½‖Kx − y‖²
-        denoised = model(z).reshape(n, d)
+        z = x - alpha * blur.adjoint(blur(x) - y)  # gradient step on ½‖Kx − y‖²
+        denoised = model(z).reshape(z.shape)
         x_next = (1 - relaxation) * z + relaxation * denoised
-        step = (x_next - x).norm(dim=1)
+        step = (x_next - x).flatten(1).norm(dim=1)
         if previous is not None:
             monotone &= step <= previous * (1 + MONOTONE_RTOL) + MONOTONE_ATOL
-        relative = step / x.norm(dim=1).clamp_min(1e-12)
+        relative = step / x.flatten(1).norm(dim=1).clamp_min(1e-12)
         previous, x = step, x_next
     return x, monotone, relative
 
