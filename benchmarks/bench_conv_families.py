@@ -176,7 +176,9 @@ def bench_deq(args: argparse.Namespace, device: torch.device) -> list[tuple[str,
 
         return run
 
-    candidates, ours = {}, {}
+    frozen = f.implicit_term({k: v.detach() for k, v in f.weights().items()}, 1.0)
+    one_f = frozen.fixed_point_map(x.detach())
+    candidates, ours = {"F": lambda: [one_f(x.detach()) for _ in range(4)]}, {}
     for fw, bw in OUR_PAIRS:
         ours[f"{fw} + {bw}"] = layer(f, fw, bw)
         candidates[f"ours {fw} + {bw}"] = fwd_bwd(ours[f"{fw} + {bw}"], f)
@@ -190,6 +192,9 @@ def bench_deq(args: argparse.Namespace, device: torch.device) -> list[tuple[str,
             peers[f"{fs} + {bs}"] = stats
     except ImportError:
         print("# torchdeq is not installed (pip install --no-deps torchdeq): peer rows skipped")
+    with torch.no_grad():
+        times = time_interleaved({"F": candidates.pop("F")}, device, rounds=args.deq_rounds, number=1, warmup=1)
+    t_f = times.pop("F") / 4
     times = time_interleaved(candidates, device, rounds=args.deq_rounds, number=1, warmup=1)
     best_peer = min(peers, key=lambda k: times[f"torchdeq {k}"]) if peers else None
     reference = grads_of(candidates[f"torchdeq {best_peer}"], x, f) if best_peer else None
@@ -199,17 +204,23 @@ def bench_deq(args: argparse.Namespace, device: torch.device) -> list[tuple[str,
             step = ours[name.removeprefix("ours ")]
             step.stats.reset()
             grads = grads_of(candidates[name], x, f)
+            n_it = step.stats.forward_iterations + step.stats.backward_iterations
             its = f"f-it {step.stats.forward_iterations:3d} b-it {step.stats.backward_iterations:3d}"
+            its += f"  {t / (n_it * t_f):4.2f}× limit"
         elif name.startswith("torchdeq"):
             stats = peers[name.removeprefix("torchdeq ")]
             grads = grads_of(candidates[name], x, f)
+            n_it = int(stats["f"]["nstep"].max()) + int(stats["b"]["nstep"].max())
             its = f"f-it {int(stats['f']['nstep'].max()):3d} b-it {int(stats['b']['nstep'].max()):3d}"
+            its += f"  {t / (n_it * t_f):4.2f}× limit"
         else:
             grads = grads_of(candidates[name], x, fallback)
             its = ""
         diff = rel_diff(grads, reference) if reference else float("nan")
         rows.append((name, t, diff))
-        print(f"  {name:44} {t * 1e3:9.1f} ms  {its:17}  grad Δ vs torchdeq fastest {diff:8.1e}")
+        print(f"  {name:44} {t * 1e3:9.1f} ms  {its:29}  grad Δ vs torchdeq fastest {diff:8.1e}")
+    print(f"  (one evaluation of F: {t_f * 1e3:.1f} ms; × limit = time ÷ ((f-it + b-it) × F), a VJP costing about "
+          "one F: 1.0 would be the solves' evaluations alone)")  # fmt: skip
     peer_time = times[f"torchdeq {best_peer}"] if best_peer else float("nan")
     default = times["ours anderson + gmres"]
     fastest = min(times[f"ours {k}"] for k in ours)
@@ -232,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--deq-channels", type=int, default=16)
     parser.add_argument("--deq-batch", type=int, default=32)
-    parser.add_argument("--deq-rounds", type=int, default=5)
+    parser.add_argument("--deq-rounds", type=int, default=9)
     parser.add_argument("--lip", type=float, default=0.9)
     parser.add_argument("--tol", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
