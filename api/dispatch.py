@@ -15,7 +15,7 @@ each re-send happen once) — there is no sweeper in the worker:
   re-sent at once, or failed after ``max_attempts`` lost workers;
 * a ``queued`` job that nobody has claimed ``redispatch_after`` seconds after its submission is re-sent (the broker
   may have lost the message: Redis keeps nothing on disk), then again with a back-off that doubles with the job's
-  age up to ``redispatch_max_interval`` (:func:`db.jobs.claim_redispatch`) — unless its message is still waiting
+  age up to ``redispatch_max_interval`` (:func:`db.recovery.claim_redispatch`) — unless its message is still waiting
   in a Redis queue (:meth:`Dispatcher.waiting_in_broker`): only what the broker can have lost is sent again, so a
   job that merely waits in a long queue gets no duplicate at all;
 * at API start-up every ``queued`` job is re-sent.
@@ -29,7 +29,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from core.config import Settings
-from db import jobs
+from db import recovery
 from db.session import session_scope
 from worker.celery_app import TASK_RUN_JOB, create_celery_app
 
@@ -117,8 +117,8 @@ class Dispatcher:
         queued jobs that are due (see the module docstring); with ``include_queued`` every queued job."""
         settings = self.settings
         with session_scope(settings.database_url) as session:
-            requeued, gave_up = jobs.recover_orphans(session, settings.max_attempts)
-            to_send = jobs.claim_redispatch(
+            requeued, gave_up = recovery.recover_orphans(session, settings.max_attempts)
+            to_send = recovery.claim_redispatch(
                 session, settings.redispatch_after, settings.redispatch_max_interval, everything=include_queued
             )
         for job in gave_up:
@@ -135,7 +135,7 @@ class Dispatcher:
             queue = "gpu" if (job.spec or {}).get("device") == "cuda" else "cpu"  # as JobSpec.queue()
             if not self.enqueue(job.id, queue):  # broker down: the next sweep tries the rest again
                 with session_scope(settings.database_url) as session:
-                    jobs.release_redispatch(session, [j.id for j in to_send[sent:]])
+                    recovery.release_redispatch(session, [j.id for j in to_send[sent:]])
                 break
             sent += 1
         if requeued or gave_up or sent:

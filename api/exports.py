@@ -26,10 +26,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.families import family_of
+from core.metrics import is_fraction, kind_of, level_of, split, threat_model
+from db.leaderboard import LeaderboardEntry
 from db.models import Job
 
 CSV_MEDIA_TYPE = "text/csv"
@@ -38,10 +41,8 @@ CSV_FIXED = ("rank", "job_id", "name", "dataset", "family", "task", "width", "de
 CSV_ROBUST = ("threat_model", "eps", "robust_acc", "autoattack_acc", "attack", "flags")
 CSV_TAIL = ("created_at", "finished_at", "hyper_parameters")
 
-THREAT_MODELS = {
-    f"{kind}_{norm.lower()}_acc": norm for kind in ("robust", "autoattack", "pgd") for norm in ("Linf", "L2")
-} | {"certified_l2_acc": "L2"}
-#: the kinds whose largest ε names an entry's default threat model, first present wins
+#: the kinds whose largest ε names an entry's default threat model, first present wins (their threat models:
+#: the catalog's, :func:`core.metrics.threat_model`)
 DEFAULT_THREAT_KINDS = ("robust_linf_acc", "pgd_linf_acc", "robust_l2_acc", "pgd_l2_acc")
 
 ROBUSTBENCH_ITEM_SCHEMA: dict[str, Any] = {
@@ -88,8 +89,10 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def leaderboard_csv(entries: Sequence[Any], metric: str, jobs_by_id: Mapping[str, Job] | None = None) -> str:
-    """The entries (``LeaderboardEntry`` objects) as CSV text, with a header row. ``jobs_by_id``: the entries' jobs
+def leaderboard_csv(
+    entries: Sequence[LeaderboardEntry], metric: str, jobs_by_id: Mapping[str, Job] | None = None
+) -> str:
+    """The entries as CSV text, with a header row. ``jobs_by_id``: the entries' jobs
     (what ran and the flags, :func:`robustness`)."""
     names = sorted({name for entry in entries for name in entry.metrics})
     out = io.StringIO()
@@ -116,28 +119,20 @@ def percent(value: float | None) -> str | None:
     return None if value is None else f"{100.0 * value:.2f}"
 
 
-def _level(name: str) -> tuple[str, float | None]:
-    kind, at, level = name.partition("@")
-    try:
-        return kind, float(level) if at else None
-    except ValueError:
-        return kind, None
-
-
-def _threat(metric: str, metrics: Mapping[str, float]) -> tuple[str, str | None, float | None]:
-    """``(threat model, eps string, eps)`` for one entry (see the module doc)."""
-    kind, eps = _level(metric)
-    if kind in THREAT_MODELS and eps is not None:
-        return THREAT_MODELS[kind], metric.partition("@")[2], eps
+def _threat(metric: str, metrics: Mapping[str, float]) -> tuple[str, str | None]:
+    """``(threat model, eps as written)`` for one entry (see the module doc)."""
+    threat = threat_model(metric) if is_fraction(metric) else None  # an accuracy under attack or certified
+    if threat is not None and math.isfinite(level_of(metric)):
+        return threat, split(metric)[1]
     for kind in DEFAULT_THREAT_KINDS:
-        levels = [(level, name) for name in metrics for k, level in [_level(name)] if k == kind and level is not None]
+        levels = [(level_of(name), name) for name in metrics if kind_of(name) == kind]
+        levels = [(level, name) for level, name in levels if math.isfinite(level)]
         if levels:
-            level, name = max(levels)
-            return THREAT_MODELS[kind], name.partition("@")[2], level
-    return "Linf", None, None
+            return threat_model(kind) or "Linf", split(max(levels)[1])[1]
+    return "Linf", None
 
 
-def _architecture(entry: Any) -> str:
+def _architecture(entry: LeaderboardEntry) -> str:
     hp = entry.hyper_parameters or {}
     family = family_of(entry.family)
     parts = [family.label if family else f"{entry.family} network"]
@@ -180,12 +175,12 @@ def _suite_text(suite: Mapping[str, Any]) -> str:
     )
 
 
-def robustness(entry: Any, metric: str, job: Job | None) -> dict[str, Any]:
+def robustness(entry: LeaderboardEntry, metric: str, job: Job | None) -> dict[str, Any]:
     """What an export says of one entry's robustness at its threat model and ε (module doc): ``threat_model``,
     ``eps``, ``best`` (the headline: best known, or the PGD figure of an older job), ``autoattack`` (``best`` when
     the full standard suite ran there, else ``None``), ``suite`` (the suite's own figure), ``pgd``, ``attack`` (what
     ran, in words), ``library`` and ``flags``."""
-    threat, eps_text, _ = _threat(metric, entry.metrics)
+    threat, eps_text = _threat(metric, entry.metrics)
     norm = threat.lower()
     at = f"@{eps_text}" if eps_text is not None else None
     figure = {kind: entry.metrics.get(f"{kind}_{norm}_acc{at}") if at else None for kind in ("robust", "autoattack",
@@ -211,9 +206,9 @@ def robustness(entry: Any, metric: str, job: Job | None) -> dict[str, Any]:
 
 
 def robustbench_models(
-    entries: Sequence[Any], metric: str, jobs_by_id: Mapping[str, Job], job_url: str = "/jobs/{job_id}"
+    entries: Sequence[LeaderboardEntry], metric: str, jobs_by_id: Mapping[str, Job], job_url: str = "/jobs/{job_id}"
 ) -> list[dict[str, Any]]:
-    """The entries (``LeaderboardEntry`` objects) as RobustBench ``model_info`` dicts (see the module doc).
+    """The entries as RobustBench ``model_info`` dicts (see the module doc).
     ``jobs_by_id``: the entries' jobs (for the attack settings); ``job_url``: the link, ``{job_id}`` filled in."""
     out = []
     for e in entries:

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.metrics import LEVEL_KINDS, SCALAR_KINDS, group_levels
 from core.protocol import current_protocol
+from db.leaderboard import LeaderboardEntry
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -93,140 +93,9 @@ class JobResults(BaseModel):
     error: str | None = None
 
 
-class ReliabilityFlag(BaseModel):
-    flag: str = Field(description="e.g. cheap_attack_only, cheap_attack_overstates, black_box_beats_gradient")
-    reason: str
-
-
-class LeaderboardEntry(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    rank: int
-    job_id: str
-    name: str = Field(description="the job's (model's) name")
-    dataset: str
-    family: str
-    task: str
-    width: int | None = None
-    depth: int | None = None
-    theta: float | None = None
-    h: float | None = None
-    hyper_parameters: dict[str, Any] = Field(
-        default_factory=dict, description="width, depth, theta, h, hidden, activation, epochs, lr, optimizer, …"
-    )
-    value: float = Field(description="the value of the ranking metric")
-    clean_acc: float | None = None
-    gaussian_acc: dict[str, float] = Field(default_factory=dict, description="σ → accuracy under Gaussian noise")
-    robust_linf_acc: dict[str, float] = Field(
-        default_factory=dict,
-        description="ε → best-known robust accuracy (L∞): per sample, the minimum over every attack that ran",
-    )
-    robust_l2_acc: dict[str, float] = Field(
-        default_factory=dict, description="ε → best-known robust accuracy (L2): the headline"
-    )
-    pgd_linf_acc: dict[str, float] = Field(default_factory=dict, description="ε → accuracy under PGD (L∞)")
-    pgd_l2_acc: dict[str, float] = Field(default_factory=dict, description="ε → accuracy under PGD (L2)")
-    autoattack_linf_acc: dict[str, float] = Field(
-        default_factory=dict, description="ε → accuracy under the strong attack suite (L∞)"
-    )
-    autoattack_l2_acc: dict[str, float] = Field(
-        default_factory=dict, description="ε → accuracy under the strong attack suite (L2)"
-    )
-    certified_l2_acc: dict[str, float] = Field(default_factory=dict, description="ε → certified L2 accuracy")
-    # regression and denoising (empty / null for classification)
-    clean_mse: float | None = Field(None, description="regression, denoising: test MSE")
-    clean_psnr: float | None = Field(None, description="regression, denoising: test PSNR (dB)")
-    gaussian_mse: dict[str, float] = Field(default_factory=dict, description="σ → MSE under Gaussian noise")
-    gaussian_psnr: dict[str, float] = Field(default_factory=dict, description="σ → PSNR (dB) under Gaussian noise")
-    pgd_linf_mse: dict[str, float] = Field(
-        default_factory=dict, description="ε → worst MSE found by PGD (L∞; a lower bound on the worst case)"
-    )
-    pgd_l2_mse: dict[str, float] = Field(
-        default_factory=dict, description="ε → worst MSE found by PGD (L2; a lower bound on the worst case)"
-    )
-    certified_linf_mse: dict[str, float] = Field(
-        default_factory=dict, description="ε → certified upper bound on the worst-case MSE (L∞ ball)"
-    )
-    certified_l2_mse: dict[str, float] = Field(
-        default_factory=dict, description="ε → certified upper bound on the worst-case MSE (L2 ball)"
-    )
-    metrics: dict[str, float]
-    created_at: datetime
-    finished_at: datetime | None = None
-    code_version: str | None = Field(None, description="code identity that produced the numbers")
-    protocol_version: str | None = Field(None, description="evaluation protocol the numbers come from")
-    stale: bool = Field(False, description="evaluated under another protocol than the current one")
-    reevaluation_of: str | None = Field(None, description="a re-evaluation: the job whose weights it evaluated")
-    weights_kept: bool = Field(False, description="weights kept: the entry can be re-evaluated")
-    flags: list[ReliabilityFlag] = Field(
-        default_factory=list, description="reliability flags of the job's robust accuracy, each with its reason"
-    )
-
-    @model_validator(mode="after")
-    def _stale(self) -> LeaderboardEntry:
-        self.stale = self.protocol_version != current_protocol()
-        return self
-
-    @model_validator(mode="after")
-    def _group_robustness(self) -> LeaderboardEntry:
-        """``gaussian_acc@0.1`` → ``gaussian_acc["0.1"]``, and so on for PGD and certified accuracy and the
-        regression metrics (``gaussian_psnr@0.1``, ``pgd_l2_mse@0.1`` …; the kinds of
-        :data:`core.metrics.LEVEL_KINDS`); ``clean_mse`` and ``clean_psnr`` from the metrics."""
-        for kind, levels in group_levels(self.metrics, LEVEL_KINDS).items():
-            getattr(self, kind).update(levels)
-        for kind in SCALAR_KINDS:
-            if getattr(self, kind) is None and kind in self.metrics:
-                setattr(self, kind, self.metrics[kind])
-        return self
-
-
-def _optional(cast: type, value: Any) -> Any:
-    return None if value is None else cast(value)
-
-
-def leaderboard_entry_data(row: Any) -> dict[str, Any]:
-    """``LeaderboardEntry.model_validate(row).model_dump()`` of a :class:`db.jobs.LeaderboardRow`, built directly:
-    the JSON leaderboard is serialised from these plain dicts (``pydantic_core.to_json``), which costs a fraction of
-    validating a model per row. Same keys in the same order, same types and the same grouping of the robustness
-    numbers (the test ``test_fast_json_is_the_models_json`` holds the two together)."""
-    metrics = {name: float(value) for name, value in row.metrics.items()}
-    grouped = group_levels(metrics, LEVEL_KINDS)
-    entry: dict[str, Any] = {
-        "rank": int(row.rank),
-        "job_id": row.job_id,
-        "name": row.name,
-        "dataset": row.dataset,
-        "family": row.family,
-        "task": row.task,
-        "width": _optional(int, row.width),
-        "depth": _optional(int, row.depth),
-        "theta": _optional(float, row.theta),
-        "h": _optional(float, row.h),
-        "hyper_parameters": row.hyper_parameters,
-        "value": float(row.value),
-    }
-    for kind in _ENTRY_METRIC_FIELDS:
-        if kind in SCALAR_KINDS:
-            value = getattr(row, kind, None)
-            entry[kind] = _optional(float, metrics.get(kind) if value is None else value)
-        else:
-            entry[kind] = grouped.get(kind, {})
-    entry.update(metrics=metrics, created_at=row.created_at, finished_at=row.finished_at)
-    entry.update(
-        code_version=row.code_version,
-        protocol_version=row.protocol_version,
-        stale=row.protocol_version != current_protocol(),
-        reevaluation_of=row.reevaluation_of,
-        weights_kept=bool(row.weights_kept),
-        flags=[{"flag": str(f["flag"]), "reason": str(f["reason"])} for f in getattr(row, "flags", None) or []],
-    )
-    return entry
-
-
-_ENTRY_METRIC_FIELDS = tuple(name for name in LeaderboardEntry.model_fields if name in LEVEL_KINDS + SCALAR_KINDS)
-
-
 class Leaderboard(BaseModel):
+    """One page of the leaderboard, best first."""
+
     metric: str = Field(description="the ranking metric, with its ε / σ: pgd_linf_acc@0.1")
     order: Literal["desc", "asc"]
     dataset: str | None = None

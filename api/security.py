@@ -210,10 +210,8 @@ def require(scope: str):
 
 ReadAccess = Annotated[Principal, Depends(require("read"))]
 WriteAccess = Annotated[Principal, Depends(require("write"))]
-AdminAccess = Annotated[Principal, Depends(require("admin"))]
 
 __all__ = [
-    "AdminAccess",
     "Principal",
     "RateLimiter",
     "ReadAccess",

@@ -4,9 +4,10 @@
 
     png = compare_plot("gaussian", [("job a", metrics_a), ("job b", metrics_b)])   # bytes, or None: no data
 
-Kinds (:data:`COMPARE_KINDS`): ``gaussian`` (accuracy vs noise σ), ``pgd_linf`` / ``pgd_l2`` (accuracy under PGD
-vs ε, each curve starting at the job's clean accuracy at ε = 0) and ``certified_l2`` (certified L2 accuracy vs ε);
-for regression and denoising jobs ``gaussian_mse`` and ``pgd_linf_mse`` (MSE, log scale).
+Kinds (:data:`COMPARE_KINDS`, the catalog's kinds with a :class:`~core.metrics.Chart` overlay, which also gives
+the titles and axes): ``gaussian`` (accuracy vs noise σ), ``pgd_linf`` / ``pgd_l2`` (accuracy under PGD vs ε, each
+curve starting at the job's clean accuracy at ε = 0) and ``certified_l2`` (certified L2 accuracy vs ε); for
+regression and denoising jobs ``gaussian_mse`` and ``pgd_linf_mse`` (MSE, log scale).
 One colour per job in every figure. Built on :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot
 state: safe in the API's worker threads); the metric series are read with :func:`core.metrics.series`, the same
 reader the per-job plots use.
@@ -17,38 +18,10 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 
-from core.metrics import series
+from core.metrics import CATALOG, MetricKind, series
 
-#: kind → (metric prefix, figure title, x label, y label, start at the clean value for ε = 0, y axis: "unit" for
-#: accuracies in [0, 1], "log" for errors, "linear")
-COMPARE_KINDS: dict[str, tuple[str, str, str, str, bool, str]] = {
-    "gaussian": (
-        "gaussian_acc", "Accuracy under Gaussian noise", "noise standard deviation σ (input units)",
-        "accuracy (mean over draws)", False, "unit",
-    ),
-    "pgd_linf": (
-        "pgd_linf_acc", "Accuracy under PGD L∞ (attack: upper bound)", "perturbation budget ε (L∞, input units)",
-        "accuracy", True, "unit",
-    ),
-    "pgd_l2": (
-        "pgd_l2_acc", "Accuracy under PGD L2 (attack: upper bound)", "perturbation budget ε (L2, input units)",
-        "accuracy", True, "unit",
-    ),
-    "certified_l2": (
-        "certified_l2_acc", "Certified L2 accuracy (sound: lower bound)", "certified radius ε (L2, input units)",
-        "certified accuracy", True, "unit",
-    ),
-    "gaussian_mse": (
-        "gaussian_mse", "MSE under Gaussian noise", "noise standard deviation σ (input units)",
-        "MSE (mean over draws)", False, "log",
-    ),
-    "pgd_linf_mse": (
-        "pgd_linf_mse", "Worst MSE found by PGD L∞ (attack: lower bound)", "perturbation budget ε (L∞, input units)",
-        "MSE", True, "log",
-    ),
-}  # fmt: skip
-#: the metric each curve starts from at ε = 0
-CLEAN = {"unit": "clean_acc", "log": "clean_mse", "linear": "clean_acc"}
+#: the compare page's overlays, by name (its ``?kind=``): the catalog's kinds with a chart overlay, in its order
+COMPARE_KINDS: dict[str, MetricKind] = {k.chart.overlay: k for k in CATALOG.values() if k.chart and k.chart.overlay}
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 COLOURS_HEX = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")  # the same, for the HTML legend
 MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -56,8 +29,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P")
 
 def has_data(kind: str, metrics: Sequence[Mapping[str, float]]) -> bool:
     """Whether any of the jobs has a point of this kind of curve."""
-    prefix = COMPARE_KINDS[kind][0]
-    return any(series(m, prefix) for m in metrics)
+    return any(series(m, COMPARE_KINDS[kind].name) for m in metrics)
 
 
 def compare_plot(kind: str, jobs: Sequence[tuple[str, Mapping[str, float]]]) -> bytes | None:
@@ -66,8 +38,11 @@ def compare_plot(kind: str, jobs: Sequence[tuple[str, Mapping[str, float]]]) -> 
     Raises:
         KeyError: an unknown kind.
     """
-    prefix, title, xlabel, ylabel, from_clean, scale = COMPARE_KINDS[kind]
-    curves = [(label, series(metrics, prefix), metrics.get(CLEAN[scale])) for label, metrics in jobs]
+    record = COMPARE_KINDS[kind]
+    chart = record.chart
+    assert chart is not None
+    start = chart.start
+    curves = [(label, series(metrics, record.name), metrics.get(start) if start else None) for label, metrics in jobs]
     if not any(points for _, points, _ in curves):
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -76,7 +51,7 @@ def compare_plot(kind: str, jobs: Sequence[tuple[str, Mapping[str, float]]]) -> 
     fig = Figure(figsize=(6.4, 4.2), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.set_title(title, fontsize=11)
+    ax.set_title(chart.title, fontsize=11)
     ax.grid(True, alpha=0.3)
     for i, (label, points, clean) in enumerate(curves):
         colour, marker = COLOURS[i % len(COLOURS)], MARKERS[i % len(MARKERS)]
@@ -84,14 +59,14 @@ def compare_plot(kind: str, jobs: Sequence[tuple[str, Mapping[str, float]]]) -> 
             ax.plot([], [], color=colour, label=f"{label} (not measured)")  # keeps colours aligned with the table
             continue
         xs, ys = [x for x, _ in points], [y for _, y in points]
-        if from_clean and clean is not None and xs[0] > 0:
+        if clean is not None and xs[0] > 0:
             xs, ys = [0.0, *xs], [clean, *ys]
         ax.plot(xs, ys, marker=marker, color=colour, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if scale == "unit":
+    ax.set_xlabel(chart.x)
+    ax.set_ylabel(chart.y)
+    if record.unit == "fraction":
         ax.set_ylim(-0.02, 1.02)
-    elif scale == "log" and all(y > 0 for _, points, _ in curves for _, y in points):
+    elif all(y > 0 for _, points, _ in curves for _, y in points):  # errors: a log scale
         ax.set_yscale("log")
     ax.set_xlim(left=0)
     ax.legend(loc="best", fontsize=8)

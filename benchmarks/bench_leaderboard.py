@@ -7,8 +7,8 @@ What it does, each part bounded in request count and time, all traffic on loopba
 
 1. **Seed** a fresh PostgreSQL database (``robustlab_bench_<hex>``, dropped at the end) with ``--jobs`` succeeded
    jobs × 5 metrics (20k → 100k result rows) using :func:`db.seed.seed_leaderboard`, then ``ANALYZE``.
-2. **EXPLAIN ANALYZE** the leaderboard query (:func:`db.jobs.leaderboard`, the SQL the API runs) for a few shapes:
-   no filter, dataset + family filter, ascending, a page deep behind a cursor.
+2. **EXPLAIN ANALYZE** the leaderboard query (:func:`db.leaderboard.leaderboard`, the SQL the API runs) for a few
+   shapes: no filter, dataset + family filter, ascending, a page deep behind a cursor.
 3. **Leaderboard load**: a real ``uvicorn api.main:app --workers N`` for each N of ``--api-workers`` (1 and 2
    processes) and an httpx load generator (one client, then ``--concurrency`` in flight; at most ``--requests``
    requests or ``--seconds``): p50 / p99 latency and requests/s of
@@ -50,7 +50,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from db import jobs as job_queries  # noqa: E402
+from db import leaderboard as job_queries  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from db.seed import SEED_METRICS, SeededJob, seed_leaderboard  # noqa: E402
 from db.session import dispose_engines, get_engine, session_scope  # noqa: E402
@@ -247,7 +247,7 @@ def create_database(admin: str) -> tuple[str, Callable[[], None]]:
 
 
 def explain(url: str, seeded: list[SeededJob]) -> list[dict[str, Any]]:
-    """EXPLAIN ANALYZE of the SQL :func:`db.jobs.leaderboard` sends, for a few query shapes."""
+    """EXPLAIN ANALYZE of the SQL :func:`db.leaderboard.leaderboard` sends, for a few query shapes."""
     from sqlalchemy import event, text
 
     engine = get_engine(url)

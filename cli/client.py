@@ -114,12 +114,6 @@ class RobustlabClient:
     def results(self, job_id: str) -> dict:
         return self._request("GET", f"/api/v1/jobs/{job_id}/results")
 
-    def cancel(self, job_id: str) -> dict:
-        return self._request("POST", f"/api/v1/jobs/{job_id}/cancel")
-
-    def retry(self, job_id: str) -> dict:
-        return self._request("POST", f"/api/v1/jobs/{job_id}/retry")
-
     def reevaluate(self, job_id: str, force: bool = False) -> tuple[dict, bool]:
         """Queue a re-evaluation of ``job_id`` (its kept weights, the current evaluation); returns the new job, and
         whether the server answered with an existing one (a re-evaluation under the current protocol)."""

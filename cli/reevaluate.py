@@ -20,16 +20,11 @@ import typer
 from rich.console import Console
 
 from cli.client import ApiError, RobustlabClient
+from cli.common import ServerOption, fail
 from core.config import get_settings
 
 console = Console(soft_wrap=True)  # one line per job, whatever the terminal width
-err_console = Console(stderr=True, soft_wrap=True)
 PAGE = 500
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def stale_jobs(client: RobustlabClient, dataset: str | None, family: str | None) -> list[dict]:
@@ -51,20 +46,20 @@ def reevaluate(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the new jobs until they finish")] = False,
     poll: Annotated[float, typer.Option(help="--wait: seconds between status polls")] = 1.0,
     timeout: Annotated[float | None, typer.Option(help="--wait: give up after this many seconds")] = None,
-    server: Annotated[str | None, typer.Option("--server", help="API address (default: settings.server_url)")] = None,
+    server: ServerOption = None,
 ) -> None:
     """Re-evaluate stored jobs with the current evaluation protocol (their weights, no retraining)."""
     if bool(job_ids) == stale:
-        raise _fail("give job ids or --stale (one of the two)")
+        raise fail("give job ids or --stale (one of the two)")
     if not stale and (dataset or family):
-        raise _fail("--dataset / --family apply to --stale only")
+        raise fail("--dataset / --family apply to --stale only")
     queued: list[dict] = []
     skipped = reused = 0
     with RobustlabClient(server or get_settings().server_url) as client:
         try:
             sources = stale_jobs(client, dataset, family) if stale else [{"id": i, "name": None} for i in job_ids or []]
         except ApiError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         if stale:
             console.print(f"{len(sources)} stale job(s) (evaluated under an older protocol)", highlight=False)
         for source in sources:
@@ -73,7 +68,7 @@ def reevaluate(
                 job, was_reused = client.reevaluate(source["id"], force=force)
             except ApiError as exc:
                 if not stale or exc.status_code != 409:
-                    raise _fail(str(exc)) from None
+                    raise fail(str(exc)) from None
                 console.print(f"{label}: skipped, {exc.detail}", highlight=False)
                 skipped += 1
                 continue
@@ -91,9 +86,9 @@ def reevaluate(
             try:
                 done = client.wait(job["id"], poll_interval=poll, timeout=timeout)
             except (ApiError, TimeoutError) as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
             console.print(f"{done['id']}: {done['status']}", highlight=False)
             if done["status"] != "succeeded":
                 failed.append(done)
     if failed:
-        raise _fail(f"{len(failed)} re-evaluation(s) did not succeed: {', '.join(j['id'] for j in failed)}", code=1)
+        raise fail(f"{len(failed)} re-evaluation(s) did not succeed: {', '.join(j['id'] for j in failed)}", code=1)

@@ -14,59 +14,38 @@ renders the tables. Exit codes: 0 every point succeeded, 1 some point failed, 2 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from core.metrics import gaussian_kind
-from evaluation.sweep import (
+from cli.backend import Backend, BackendError, InProcess, JobRun, OnServer
+from cli.client import RobustlabClient
+from cli.common import console, err_console, fail, read_spec_file
+from core import metrics
+from evaluation.poster import (
     POSTER_GAUSSIAN,
+    gaussian_curve,
+    poster_reference,
+    spirals_noise_ceiling,
+    theta_of,
+    trend_check,
+)
+from evaluation.sweep import (
     PointOutcome,
     SweepError,
     SweepPoint,
     axis_labels,
     expand_grid,
     format_value,
-    gaussian_curve,
-    main_metric_columns,
     merge_axes,
     parse_set,
-    poster_reference,
-    run_points_local,
-    spirals_noise_ceiling,
     split_sweep,
     summary,
-    theta_of,
-    trend_check,
 )
 
-console = Console()
-err_console = Console(stderr=True)
-
-SHORT = {
-    "clean_acc": "clean",
-    "gaussian_acc": "gauss",
-    "robust_linf_acc": "rob∞",
-    "robust_l2_acc": "rob2",
-    "pgd_linf_acc": "pgd∞",
-    "pgd_l2_acc": "pgd2",
-    "autoattack_linf_acc": "aa∞",
-    "autoattack_l2_acc": "aa2",
-    "certified_l2_acc": "cert2",
-    "clean_mse": "clean MSE",
-    "clean_psnr": "clean PSNR",
-    "gaussian_psnr": "gauss PSNR",
-    "gaussian_mse": "gauss MSE",
-    "pgd_linf_mse": "pgd∞ MSE",
-    "pgd_l2_mse": "pgd2 MSE",
-    "certified_linf_mse": "cert∞ MSE",
-    "certified_l2_mse": "cert2 MSE",
-}
 ACCURACY_CAPTION = (
     "accuracy in % (gauss@σ: mean over draws; rob: best known over every attack; pgd, aa: PGD, the attack suite; "
     "cert2: certified L2)"
@@ -77,31 +56,26 @@ REGRESSION_CAPTION = (
 )
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
+def format_metric(metric: str, value: float | None) -> str:
+    """A cell: the catalog's format without the unit (an accuracy in %, a PSNR in dB with 2 decimals, an MSE or
+    other error with 4 significant digits); ``–`` when not measured."""
+    return "–" if value is None else metrics.format_value(metric, value, unit=False)
 
 
 def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
-
-
-def format_metric(metric: str, value: float | None) -> str:
-    """An accuracy in %, a PSNR in dB (2 decimals), an MSE or other error with 4 significant digits."""
-    if value is None:
-        return "–"
-    kind = metric.partition("@")[0]
-    if kind.endswith("_acc"):
-        return _pct(value)
-    if kind.endswith("_psnr"):
-        return f"{value:.2f}"
-    return f"{value:.4g}"
+    return format_metric("gaussian_acc", value)
 
 
 def column_title(metric: str) -> str:
-    base, _, level = metric.partition("@")
-    short = SHORT.get(base, base)
+    """The catalog's short label and the level as written: ``gauss@0.3``, ``pgd∞ MSE@0.1``."""
+    kind, level = metrics.split(metric)
+    info = metrics.kind_info(kind)
+    short = info.short if info else kind
     return f"{short}@{level}" if level else short
+
+
+def _tasks(columns: Sequence[str]) -> set[str]:
+    return {task for c in columns if (info := metrics.kind_info(c)) for task in info.tasks}
 
 
 def comparison_table(outcomes: Sequence[PointOutcome], title: str) -> Table:
@@ -110,9 +84,9 @@ def comparison_table(outcomes: Sequence[PointOutcome], title: str) -> Table:
     bound per ε."""
     paths = list(outcomes[0].point.params) if outcomes else []
     labels = axis_labels(paths)
-    columns = main_metric_columns([o.metrics for o in outcomes if o.ok])
-    regression = any(c.partition("@")[0].endswith(("_mse", "_psnr")) for c in columns)
-    accuracy = any(c.partition("@")[0].endswith("_acc") for c in columns)
+    columns = metrics.summary_columns([o.metrics for o in outcomes if o.ok])
+    regression = bool(_tasks(columns) & set(metrics.REGRESSION))
+    accuracy = bool(_tasks(columns) & set(metrics.CLASSIFICATION))
     captions = [ACCURACY_CAPTION] if accuracy or not regression else []
     caption = "; ".join(captions + ([REGRESSION_CAPTION] if regression else []))
     table = Table(title=title, caption=caption)
@@ -166,7 +140,7 @@ def _at(curve: Mapping[float, float], sigma: float) -> float | None:
 
 
 def shared_noise_ceiling(outcomes: Sequence[PointOutcome]) -> dict[float, float] | None:
-    """The spirals' noise ceiling (:func:`evaluation.sweep.spirals_noise_ceiling`) when every point shares its
+    """The spirals' noise ceiling (:func:`evaluation.poster.spirals_noise_ceiling`) when every point shares its
     data and noise draws (a θ or model grid); ``None`` otherwise."""
     if not outcomes:
         return None
@@ -209,34 +183,25 @@ def trend_lines(outcomes: Sequence[PointOutcome], ceiling: Mapping[float, float]
     return lines
 
 
-# ---------------------------------------------------------------------------------------------------- server
-def run_points_server(points: Sequence[SweepPoint], server: str, poll: float, timeout: float | None):
-    """Submit every point, then wait for all of them (they run concurrently on the workers)."""
-    from cli.client import ApiError, RobustlabClient
+# ---------------------------------------------------------------------------------------------------- running
+def run_points(points: Sequence[SweepPoint], backend: Backend, out_dir: Path | None) -> list[PointOutcome]:
+    """Every point through ``backend`` (in-process: each writes to ``out_dir/<point name>/``), reported as it
+    ends; a point whose end is unknown (the server stopped answering, the timeout passed) counts as failed."""
+    outcomes: list[PointOutcome | None] = [None] * len(points)
 
-    outcomes: list[PointOutcome] = []
-    with RobustlabClient(server) as client:
-        submitted = []
-        for p in points:
-            try:
-                job = client.submit(p.data)
-            except ApiError as exc:
-                raise _fail(f"submitting {p.name}: {exc}") from None
-            console.print(f"submitted {p.name}: job {job['id']}", highlight=False)
-            submitted.append((p, job["id"]))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for p, job_id in submitted:
-            left = None if deadline is None else max(1.0, deadline - time.monotonic())
-            try:
-                job = client.wait(job_id, None, poll, left)
-                metrics = client.results(job_id)["metrics"] if job["status"] == "succeeded" else {}
-            except (ApiError, TimeoutError) as exc:
-                outcomes.append(PointOutcome(p, "failed", {}, str(exc), job_id=job_id))
-                continue
-            outcome = PointOutcome(p, job["status"], metrics, job.get("error"), job_id=job_id)
-            _report(outcome)
-            outcomes.append(outcome)
-    return outcomes
+    def done(i: int, run: JobRun) -> None:
+        status = "failed" if run.status == "unknown" else run.status
+        outcomes[i] = PointOutcome(points[i], status, run.metrics, run.error, run.out_dir, run.job_id)
+        _report(outcomes[i])
+
+    dirs = None if out_dir is None or not isinstance(backend, InProcess) else [out_dir / p.name for p in points]
+    try:
+        backend.run([p.data for p in points], dirs, on_done=done)
+    except BackendError as exc:
+        raise fail(f"submitting {exc.name}: {exc}" if exc.name else str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", code=130) from None
+    return [o for o in outcomes if o is not None]
 
 
 def _report(o: PointOutcome) -> None:
@@ -273,31 +238,27 @@ def sweep(
     timeout: Annotated[float | None, typer.Option(help="--server: give up waiting after this many seconds")] = None,
 ) -> None:
     """Run a grid of jobs over dotted spec paths and print one comparison table (exit 1 if a point failed)."""
-    from cli.main import _read_spec_file
-
-    data = _read_spec_file(spec_file)
+    data = read_spec_file(spec_file)
     try:
         base, file_axes = split_sweep(data)
         axes = merge_axes(file_axes, dict(parse_set(option) for option in set_ or []))
         points = expand_grid(base, axes)
     except SweepError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     title = f"sweep {base.get('name', spec_file.stem)}: {len(points)} point(s)"
     console.print(title + (f" on {server}" if server else " in-process"), highlight=False)
 
     if server is not None:
-        outcomes = run_points_server(points, server, poll, timeout)
+
+        def submitted(i: int, _spec: Mapping, job: dict) -> None:
+            console.print(f"submitted {points[i].name}: job {job['id']}", highlight=False)
+
+        with RobustlabClient(server) as client:
+            outcomes = run_points(points, OnServer(client, poll, timeout, on_submitted=submitted), None)
         out_dir = out
     else:
-        from core.config import get_settings
-
         out_dir = out or Path("runs") / f"{base.get('name', spec_file.stem)}-sweep"
-        threads = get_settings().torch_threads
-        try:
-            outcomes = run_points_local(points, out_dir, jobs=jobs, torch_threads=threads, on_done=_report)
-        except KeyboardInterrupt:
-            raise _fail("interrupted", code=130) from None
-        outcomes.sort(key=lambda o: o.point.index)
+        outcomes = run_points(points, InProcess(jobs=jobs), out_dir)
 
     print_wide(comparison_table(outcomes, title))
     if compare_reshniak_webster:
@@ -322,7 +283,7 @@ def _write_summary(out_dir: Path, outcomes: Sequence[PointOutcome], name: str, r
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sweep.json").write_text(json.dumps(summary(outcomes), indent=2, sort_keys=True))
     labels = axis_labels(list(outcomes[0].point.params)) if outcomes else {}
-    kind = gaussian_kind([o.metrics for o in outcomes if o.ok]) or "gaussian_acc"
+    kind = metrics.gaussian_kind([o.metrics for o in outcomes if o.ok]) or "gaussian_acc"
     curves: dict[str, Mapping[float, float]] = {
         o.point.label(labels): gaussian_curve(o.metrics, kind) for o in outcomes
     }

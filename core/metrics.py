@@ -26,12 +26,29 @@ from typing import Literal
 
 Direction = Literal["higher", "lower"]
 Unit = Literal["fraction", "dB", "seconds", "count", "number"]
+Norm = Literal["Linf", "L2"]
 CLASSIFICATION: tuple[str, ...] = ("classification",)
 REGRESSION: tuple[str, ...] = ("regression", "denoising")
 EVERY_TASK: tuple[str, ...] = CLASSIFICATION + REGRESSION
 LEVEL_SYMBOLS = {"sigma": "σ", "eps": "ε", "q": "q"}
 #: the per-job plots (a kind's ``plot``) and the files a job writes them to, in the order the job page shows them
 PLOT_FILE = {"gaussian": "plot_gaussian.png", "eps": "plot_eps.png", "radius": "plot_radius.png", "pnp": "plot_pnp.png"}
+
+
+@dataclass(frozen=True)
+class Chart:
+    """How a figure of one kind against its level is labelled (the compare page's overlays, the sweep's plot):
+    ``title``, ``x`` (the level's axis) and ``y`` labels; ``start``: the metric each curve starts from at level 0
+    (``clean_acc`` under attack), if any; ``overlay``: its compare-page overlay's name (``?kind=``), if any."""
+
+    title: str
+    x: str
+    y: str
+    start: str | None = None
+    overlay: str | None = None
+
+
+SIGMA_AXIS = "noise standard deviation σ (input units)"
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,9 @@ class MetricKind:
             certificate's (a sound bound from the other).
         summary: whether it is one of the task's summary columns (sweep tables, leaderboard entries).
         column: whether the web leaderboard shows it as a column by default (the ranking metric always is).
+        norm: the threat model of an attack's or a certificate's kind (``Linf``, ``L2``).
+        style: ``(colour, marker, line style)`` of its curve on its per-job plot (matplotlib names).
+        chart: how a figure of this kind against its level is labelled (:class:`Chart`).
     """
 
     name: str
@@ -66,6 +86,9 @@ class MetricKind:
     legend: str = ""
     summary: bool = False
     column: bool = False
+    norm: Norm | None = None
+    style: tuple[str, str, str] | None = None
+    chart: Chart | None = None
 
 
 def _kinds(*kinds: MetricKind) -> dict[str, MetricKind]:
@@ -77,47 +100,62 @@ CATALOG: dict[str, MetricKind] = _kinds(
     # ------------------------------------------------------------------------------------------- classification
     MetricKind("clean_acc", CLASSIFICATION, None, "higher", "clean", "clean", "fraction", summary=True, column=True),
     MetricKind("gaussian_acc", CLASSIFICATION, "sigma", "higher", "Gauss", "gauss", "fraction", "gaussian",
-               "accuracy (mean ± std)", summary=True, column=True),
+               "accuracy (mean ± std)", summary=True, column=True,
+               chart=Chart("Accuracy under Gaussian noise", SIGMA_AXIS, "accuracy (mean over draws)",
+                           overlay="gaussian")),
     MetricKind("gaussian_acc_std", CLASSIFICATION, "sigma", "lower", "Gauss std", "gauss sd", "fraction"),
     MetricKind("robust_linf_acc", CLASSIFICATION, "eps", "higher", "robust L∞", "rob∞", "fraction", "eps",
-               "best known L∞ (every attack, per sample)", summary=True, column=True),
+               "best known L∞ (every attack, per sample)", summary=True, column=True, norm="Linf",
+               style=("black", "x", "-")),
     MetricKind("robust_l2_acc", CLASSIFICATION, "eps", "higher", "robust L2", "rob2", "fraction", "eps",
-               "best known L2 (every attack, per sample)", summary=True, column=True),
+               "best known L2 (every attack, per sample)", summary=True, column=True, norm="L2",
+               style=("tab:gray", "+", "-")),
     MetricKind("pgd_linf_acc", CLASSIFICATION, "eps", "higher", "PGD L∞", "pgd∞", "fraction", "eps",
-               "PGD L∞ (attack: upper bound on robust acc.)", summary=True, column=True),
+               "PGD L∞ (attack: upper bound on robust acc.)", summary=True, column=True, norm="Linf",
+               style=("tab:red", "o", "-"), chart=Chart("Accuracy under PGD L∞ (attack: upper bound)",
+               "perturbation budget ε (L∞, input units)", "accuracy", "clean_acc", "pgd_linf")),
     MetricKind("pgd_l2_acc", CLASSIFICATION, "eps", "higher", "PGD L2", "pgd2", "fraction", "eps",
-               "PGD L2 (attack: upper bound on robust acc.)", summary=True, column=True),
+               "PGD L2 (attack: upper bound on robust acc.)", summary=True, column=True, norm="L2",
+               style=("tab:blue", "s", "-"), chart=Chart("Accuracy under PGD L2 (attack: upper bound)",
+               "perturbation budget ε (L2, input units)", "accuracy", "clean_acc", "pgd_l2")),
     MetricKind("autoattack_linf_acc", CLASSIFICATION, "eps", "higher", "AutoAttack L∞", "aa∞", "fraction", "eps",
-               "AutoAttack L∞ (attack ensemble: upper bound)", summary=True),
+               "AutoAttack L∞ (attack ensemble: upper bound)", summary=True, norm="Linf",
+               style=("tab:orange", "D", "-")),
     MetricKind("autoattack_l2_acc", CLASSIFICATION, "eps", "higher", "AutoAttack L2", "aa2", "fraction", "eps",
-               "AutoAttack L2 (attack ensemble: upper bound)", summary=True),
+               "AutoAttack L2 (attack ensemble: upper bound)", summary=True, norm="L2", style=("tab:purple", "v", "-")),
     MetricKind("certified_l2_acc", CLASSIFICATION, "eps", "higher", "cert. L2", "cert2", "fraction", "eps",
-               "certified L2 (sound: lower bound)", summary=True, column=True),
+               "certified L2 (sound: lower bound)", summary=True, column=True, norm="L2",
+               style=("tab:green", "^", "-"), chart=Chart("Certified L2 accuracy (sound: lower bound)",
+               "certified radius ε (L2, input units)", "certified accuracy", "clean_acc", "certified_l2")),
     MetricKind("reliability_flags", CLASSIFICATION, None, "lower", "reliability flags", "flags", "count"),
     MetricKind("certified_radius_q", CLASSIFICATION, "q", "higher", "cert. radius", "radius", "number", "radius"),
     MetricKind("train_acc", CLASSIFICATION, None, "higher", "train acc.", "train acc", "fraction"),
     # ------------------------------------------------------------------------------------- regression, denoising
-    MetricKind("clean_mse", REGRESSION, None, "lower", "clean MSE", "mse", summary=True, column=True),
-    MetricKind("clean_psnr", REGRESSION, None, "higher", "clean PSNR", "psnr", "dB", summary=True),
+    MetricKind("clean_mse", REGRESSION, None, "lower", "clean MSE", "clean MSE", summary=True, column=True),
+    MetricKind("clean_psnr", REGRESSION, None, "higher", "clean PSNR", "clean PSNR", "dB", summary=True),
     MetricKind("input_psnr", REGRESSION, None, "higher", "input PSNR", "in psnr", "dB"),
     MetricKind("rollout_mse", REGRESSION, None, "lower", "rollout MSE", "rollout"),
     MetricKind("train_mse", REGRESSION, None, "lower", "train MSE", "train mse"),
-    MetricKind("gaussian_psnr", REGRESSION, "sigma", "higher", "Gauss PSNR", "g psnr", "dB", "gaussian",
-               "PSNR (mean ± std)", summary=True),
+    MetricKind("gaussian_psnr", REGRESSION, "sigma", "higher", "Gauss PSNR", "gauss PSNR", "dB", "gaussian",
+               "PSNR (mean ± std)", summary=True,
+               chart=Chart("PSNR under Gaussian noise", SIGMA_AXIS, "PSNR (dB, mean over draws)")),
     MetricKind("gaussian_psnr_std", REGRESSION, "sigma", "lower", "Gauss PSNR std", "g psnr sd", "dB"),
-    MetricKind("gaussian_mse", REGRESSION, "sigma", "lower", "Gauss MSE", "g mse", "number", "gaussian",
-               "MSE (mean ± std)", summary=True, column=True),
+    MetricKind("gaussian_mse", REGRESSION, "sigma", "lower", "Gauss MSE", "gauss MSE", "number", "gaussian",
+               "MSE (mean ± std)", summary=True, column=True,
+               chart=Chart("MSE under Gaussian noise", SIGMA_AXIS, "MSE (mean over draws)", overlay="gaussian_mse")),
     MetricKind("gaussian_mse_std", REGRESSION, "sigma", "lower", "Gauss MSE std", "g mse sd"),
     MetricKind("gaussian_input_psnr", REGRESSION, "sigma", "higher", "noisy input PSNR", "in psnr", "dB", "gaussian",
                "noisy input (no model)"),
-    MetricKind("pgd_linf_mse", REGRESSION, "eps", "lower", "PGD L∞ MSE", "pgd∞ mse", "number", "eps",
-               "PGD L∞ (attack: lower bound on worst case)", summary=True, column=True),
-    MetricKind("pgd_l2_mse", REGRESSION, "eps", "lower", "PGD L2 MSE", "pgd2 mse", "number", "eps",
-               "PGD L2 (attack: lower bound on worst case)", summary=True),
-    MetricKind("certified_linf_mse", REGRESSION, "eps", "lower", "cert. L∞ MSE", "cert∞ mse", "number", "eps",
-               "certified L∞ (sound upper bound)", summary=True),
-    MetricKind("certified_l2_mse", REGRESSION, "eps", "lower", "cert. L2 MSE", "cert2 mse", "number", "eps",
-               "certified L2 (sound upper bound)", summary=True, column=True),
+    MetricKind("pgd_linf_mse", REGRESSION, "eps", "lower", "PGD L∞ MSE", "pgd∞ MSE", "number", "eps",
+               "PGD L∞ (attack: lower bound on worst case)", summary=True, column=True, norm="Linf",
+               style=("tab:red", "o", "-"), chart=Chart("Worst MSE found by PGD L∞ (attack: lower bound)",
+               "perturbation budget ε (L∞, input units)", "MSE", "clean_mse", "pgd_linf_mse")),
+    MetricKind("pgd_l2_mse", REGRESSION, "eps", "lower", "PGD L2 MSE", "pgd2 MSE", "number", "eps",
+               "PGD L2 (attack: lower bound on worst case)", summary=True, norm="L2", style=("tab:blue", "s", "-")),
+    MetricKind("certified_linf_mse", REGRESSION, "eps", "lower", "cert. L∞ MSE", "cert∞ MSE", "number", "eps",
+               "certified L∞ (sound upper bound)", summary=True, norm="Linf", style=("tab:red", "v", "--")),
+    MetricKind("certified_l2_mse", REGRESSION, "eps", "lower", "cert. L2 MSE", "cert2 MSE", "number", "eps",
+               "certified L2 (sound upper bound)", summary=True, column=True, norm="L2", style=("tab:blue", "^", "--")),
     MetricKind("certified_l2_deviation_mse", REGRESSION, "eps", "lower", "cert. L2 deviation MSE", "cert2 dev"),
     MetricKind("pnp_psnr", REGRESSION, "sigma", "higher", "PnP PSNR", "pnp psnr", "dB", "pnp", "PnP reconstruction"),
     MetricKind("pnp_input_psnr", REGRESSION, "sigma", "higher", "PnP observation PSNR", "pnp in", "dB", "pnp",
@@ -258,6 +296,12 @@ def is_column(name: str) -> bool:
     return kind is not None and kind.column
 
 
+def threat_model(name: str) -> Norm | None:
+    """``"Linf"`` or ``"L2"``: the threat model of an attack's or a certificate's metric (``None`` for others)."""
+    kind = kind_info(name)
+    return kind.norm if kind else None
+
+
 def plot_kinds(plot: str, task: str = "classification") -> list[MetricKind]:
     """The kinds a per-job plot draws for a task, in catalog order."""
     return [k for k in CATALOG.values() if k.plot == plot and task in k.tasks]
@@ -320,6 +364,7 @@ def series(metrics: Mapping[str, float], kind: str) -> list[tuple[float, float]]
 
 __all__ = [
     "CATALOG",
+    "Chart",
     "LEVEL_KINDS",
     "SCALAR_KINDS",
     "SUMMARY_KINDS",
@@ -344,4 +389,5 @@ __all__ = [
     "split",
     "summary_columns",
     "summary_kinds",
+    "threat_model",
 ]

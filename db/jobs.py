@@ -1,90 +1,38 @@
-"""Repository functions for jobs and results: every state change of a job goes through here.
+"""Jobs as they are submitted and read: creating a job (idempotency keys, re-use of a succeeded one), finding and
+listing jobs and their metrics.
 
 Each function is one unit of work: it takes a :class:`~sqlalchemy.orm.Session`, does its reads/writes and commits.
-
-Exactly-once execution does not come from the broker (Redis redelivers a long job after its visibility timeout; a
-lost worker's message comes back): a worker runs a job only after :func:`claim_job` won it with one atomic
-``UPDATE … WHERE status = 'queued' OR (status = 'running' AND lease_expires_at < now)``, and keeps it by renewing the
-lease (:func:`renew_lease`). A second delivery of a job whose lease is alive is dropped; a job whose worker died is
-taken over once its lease expires. Writes that finish a job (:func:`complete_job`, :func:`fail_job`) only apply
-while the job is still ``running`` (and, if ``worker`` is given, still held by that worker).
+What happens to a job after it is queued goes through :mod:`db.lifecycle` (claim, lease, progress, completion,
+cancel, retry); the API's recovery sweep through :mod:`db.recovery`; the leaderboard reads :mod:`db.leaderboard`.
 
 Example::
 
     with session_scope() as s:
-        job = create_job(s, spec)
-    with session_scope() as s:
-        if claim_job(s, job.id, worker="host:123", lease_seconds=60):
-            ...
-            complete_job(s, job.id, {"clean_acc": 0.98}, {"spec_hash": job.spec_hash})
+        job, reused = submit_job(s, spec, code_version=…, protocol_version=…, idempotency_key="k")
+        page, total = list_jobs(s, status="queued", limit=20)
 """
 
 from __future__ import annotations
 
-import functools
-import math
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Sequence
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Double,
-    Integer,
-    Select,
-    String,
-    and_,
-    bindparam,
-    delete,
-    exists,
-    func,
-    or_,
-    select,
-    true,
-    tuple_,
-    update,
-)
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from core.families import hyper_parameters
 from core.spec import JobSpec
-from db.models import TERMINAL_STATUSES, IdempotencyKey, Job, JobStatus, Result, utcnow
-
-MAX_METRIC_NAME = 100
+from db.models import IdempotencyKey, Job, JobStatus, Result, utcnow
 
 
-# ---------------------------------------------------------------------------------------------------- helpers
-def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats replaced by strings ("nan", "inf", "-inf") and tuples by lists, so that it
-    can be stored in a JSON column on every backend (PostgreSQL rejects the ``NaN`` token)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [json_safe(v) for v in value]
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    if hasattr(value, "item"):  # numpy / torch scalars
-        return json_safe(value.item())
-    return str(value)
-
-
-def _held_by(worker: str | None) -> ColumnElement[bool]:
-    return Job.worker == worker if worker is not None else true()
-
-
-# ---------------------------------------------------------------------------------------------------- create/read
-def _new_job(
+# ---------------------------------------------------------------------------------------------------- create
+def new_job(
     spec: JobSpec,
     code_version: str | None = None,
     protocol_version: str | None = None,
     reevaluation_of: str | None = None,
 ) -> Job:
+    """A ``queued`` job row for ``spec``, not added to any session yet."""
     return Job(
         id=str(uuid.uuid4()),
         name=spec.name,
@@ -106,7 +54,7 @@ def create_job(
     session: Session, spec: JobSpec, code_version: str | None = None, protocol_version: str | None = None
 ) -> Job:
     """Store a new ``queued`` job for ``spec`` and return it."""
-    job = _new_job(spec, code_version, protocol_version)
+    job = new_job(spec, code_version, protocol_version)
     session.add(job)
     session.commit()
     return job
@@ -173,7 +121,7 @@ def submit_job(
         if earlier is not None:
             return _idempotent_job(session, earlier, spec_hash), "idempotency-key"
     existing = find_succeeded_duplicate(session, spec_hash, code_version, protocol_version) if reuse_succeeded else None
-    job = existing or _new_job(spec, code_version, protocol_version)
+    job = existing or new_job(spec, code_version, protocol_version)
     try:
         if existing is None:
             session.add(job)
@@ -202,6 +150,7 @@ def _idempotent_job(session: Session, earlier: IdempotencyKey, spec_hash: str) -
     return job
 
 
+# ---------------------------------------------------------------------------------------------------- read
 def get_job(session: Session, job_id: str) -> Job | None:
     return session.get(Job, job_id, populate_existing=True)
 
@@ -249,491 +198,6 @@ def get_metrics(session: Session, job_id: str) -> dict[str, float]:
     return {name: value for name, value in rows}
 
 
-# ---------------------------------------------------------------------------------------------------- lifecycle
-def claim_job(session: Session, job_id: str, worker: str, lease_seconds: float) -> Job | None:
-    """Atomically take ``job_id`` for ``worker``: a queued job, or a running one whose lease has expired.
-
-    Returns:
-        The claimed job (status ``running``, ``attempts`` incremented), or ``None`` when the job does not exist,
-        is finished or cancelled, or another worker holds a live lease on it.
-    """
-    now = utcnow()
-    claimable = or_(
-        Job.status == JobStatus.queued.value,
-        and_(Job.status == JobStatus.running.value, Job.lease_expires_at < now),
-    )
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, claimable)
-        .values(
-            status=JobStatus.running.value,
-            worker=worker,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            attempts=Job.attempts + 1,
-            started_at=now,
-            error=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    if result.rowcount != 1:
-        return None
-    return get_job(session, job_id)
-
-
-def renew_lease(session: Session, job_id: str, worker: str, lease_seconds: float) -> bool:
-    """Extend ``worker``'s lease. ``False`` means the job is no longer this worker's to run (cancelled, or taken
-    over after the lease expired): the worker should stop."""
-    now = utcnow()
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.running.value, Job.worker == worker)
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return result.rowcount == 1
-
-
-def update_progress(session: Session, job_id: str, progress: Mapping[str, Any], worker: str | None = None) -> bool:
-    """Store the latest progress report of a running job. Returns ``False`` if the job is not running (for
-    ``worker``) any more."""
-    payload = json_safe(dict(progress))
-    payload["updated_at"] = utcnow().isoformat()
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.running.value, _held_by(worker))
-        .values(progress=payload)
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return result.rowcount == 1
-
-
-def complete_job(
-    session: Session,
-    job_id: str,
-    metrics: Mapping[str, float],
-    info: Mapping[str, Any] | None = None,
-    worker: str | None = None,
-) -> Job | None:
-    """Store the metrics of a running job and mark it ``succeeded``, all in ONE transaction: either the results
-    and the new status are both stored or neither is.
-
-    Non-finite metric values (NaN, ±inf) are not stored as rows (they cannot be ranked); they are listed in
-    ``info["nonfinite_metrics"]``.
-
-    Returns:
-        The finished job, or ``None`` if the job was not running (for ``worker``): e.g. already completed,
-        cancelled, or taken over by another worker. Nothing is written then.
-
-    Raises:
-        ValueError: a metric name is empty or longer than 100 characters.
-    """
-    finite: dict[str, float] = {}
-    nonfinite: dict[str, str] = {}
-    for name, value in metrics.items():
-        if not name or len(name) > MAX_METRIC_NAME:
-            raise ValueError(f"invalid metric name {name!r} (1 to {MAX_METRIC_NAME} characters)")
-        value = float(value)
-        if math.isfinite(value):
-            finite[name] = value
-        else:
-            nonfinite[name] = str(value)
-    stored_info = json_safe(dict(info or {}))
-    if nonfinite:
-        stored_info["nonfinite_metrics"] = nonfinite
-    now = utcnow()
-    try:
-        # The status change comes first: it takes the write lock (SQLite) / row lock (PostgreSQL) and decides
-        # whether this call may write at all.
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.running.value, _held_by(worker))
-            .values(
-                status=JobStatus.succeeded.value,
-                info=stored_info,
-                finished_at=now,
-                lease_expires_at=None,
-                error=None,
-                **_provenance_of(stored_info),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:
-            session.rollback()
-            return None
-        session.execute(delete(Result).where(Result.job_id == job_id))
-        session.add_all(Result(job_id=job_id, name=name, value=value) for name, value in finite.items())
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    return get_job(session, job_id)
-
-
-def _provenance_of(info: Mapping[str, Any]) -> dict[str, Any]:
-    """The job columns the worker's ``info`` sets: ``code_version`` from ``info["versions"]["robustlab"]`` (the code
-    identity that produced the numbers), ``protocol_version`` from ``info["provenance"]`` (each kept as recorded at
-    submission when absent) and ``weights_kept`` (``info["weights"]``: the stored weights' path)."""
-    columns: dict[str, Any] = {"weights_kept": bool(info.get("weights"))}
-    versions = info.get("versions")
-    version = versions.get("robustlab") if isinstance(versions, Mapping) else None
-    if version:
-        columns["code_version"] = str(version)[:100]
-    provenance = info.get("provenance")
-    protocol = provenance.get("protocol_version") if isinstance(provenance, Mapping) else None
-    if protocol:
-        columns["protocol_version"] = str(protocol)[:255]
-    return columns
-
-
-def fail_job(session: Session, job_id: str, error: str, worker: str | None = None) -> Job | None:
-    """Mark a queued or running job ``failed`` with ``error``. Returns ``None`` if it was already finished or is
-    held by another worker."""
-    result = session.execute(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            Job.status.in_([JobStatus.queued.value, JobStatus.running.value]),
-            _held_by(worker),
-        )
-        .values(status=JobStatus.failed.value, error=error, finished_at=utcnow(), lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return get_job(session, job_id) if result.rowcount == 1 else None
-
-
-def cancel_job(session: Session, job_id: str) -> Job | None:
-    """Cancel a queued or running job (a running job's worker notices at its next heartbeat and stops).
-    Returns ``None`` if the job was already finished."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_([JobStatus.queued.value, JobStatus.running.value]))
-        .values(status=JobStatus.cancelled.value, finished_at=utcnow(), lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return get_job(session, job_id) if result.rowcount == 1 else None
-
-
-RETRYABLE_STATUSES = (JobStatus.failed.value, JobStatus.cancelled.value)
-
-
-def retry_job(session: Session, job_id: str) -> Job | None:
-    """Put a failed or cancelled job back to ``queued`` with a clean slate (attempts, error, progress, worker and
-    timestamps reset), to be sent to the broker again. Returns ``None`` if the job is not failed or cancelled.
-
-    A cancelled job's old worker, if it is still between two epochs, loses its lease renewal (the job is no longer
-    ``running`` for it) and stops; the claim that runs the retry is a new one."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(RETRYABLE_STATUSES))
-        .values(
-            status=JobStatus.queued.value,
-            attempts=0,
-            error=None,
-            progress=None,
-            worker=None,
-            lease_expires_at=None,
-            started_at=None,
-            finished_at=None,
-            info=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return get_job(session, job_id) if result.rowcount == 1 else None
-
-
-def recover_orphans(session: Session, max_attempts: int) -> tuple[list[Job], list[Job]]:
-    """Jobs whose worker was lost (status ``running``, lease expired): put those with attempts left back to
-    ``queued`` (to be re-dispatched), fail the others.
-
-    Returns:
-        ``(requeued, failed)``.
-    """
-    now = utcnow()
-    expired = and_(Job.status == JobStatus.running.value, Job.lease_expires_at < now)
-    gave_up = session.scalars(
-        update(Job)
-        .where(expired, Job.attempts >= max_attempts)
-        .values(
-            status=JobStatus.failed.value,
-            error=f"WorkerLost: the job's worker stopped renewing its lease {max_attempts} time(s); not retried",
-            finished_at=now,
-            lease_expires_at=None,
-        )
-        .returning(Job)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    ).all()
-    requeued = session.scalars(
-        update(Job)
-        .where(expired, Job.attempts < max_attempts)
-        .values(status=JobStatus.queued.value, worker=None, lease_expires_at=None, redispatch_at=now)  # due now
-        .returning(Job)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    ).all()
-    session.commit()
-    return list(requeued), list(gave_up)
-
-
-def queued_jobs(session: Session, limit: int = 10_000) -> list[Job]:
-    """Queued jobs, oldest first: what must be (re-)sent to the broker after it lost its messages."""
-    return list(
-        session.scalars(
-            select(Job)
-            .where(Job.status == JobStatus.queued.value)
-            .order_by(Job.created_at)
-            .limit(limit)
-            .execution_options(populate_existing=True)
-        ).all()
-    )
-
-
-def claim_redispatch(
-    session: Session,
-    after: float,
-    max_interval: float,
-    *,
-    everything: bool = False,
-    now: datetime | None = None,
-    limit: int = 1000,
-) -> list[Job]:
-    """Queued jobs to send to the broker again (it may have lost them: Redis keeps nothing on disk), each pushed
-    back to its next re-send time in the same transaction.
-
-    A queued job is due when its ``redispatch_at`` has passed (``NULL``: ``after`` seconds after ``created_at``);
-    :func:`recover_orphans` makes a requeued job due at once. With ``everything`` every queued job is due (the API's
-    start-up: the broker may have restarted too). The next re-send is ``clamp(age, after, max_interval)`` seconds
-    later, ``age`` counted from ``created_at``: a job that merely waits in a long queue is re-sent at ages of about
-    ``after``, ``2·after``, ``4·after`` … and then every ``max_interval`` — a few duplicate messages, which the
-    worker's claim drops — never once per sweep.
-
-    Each job is taken by a conditional ``UPDATE`` on the ``redispatch_at`` it was read with, so of several sweepers
-    (API processes) exactly one re-sends it.
-
-    Returns:
-        The jobs to send, oldest first.
-    """
-    now = now or utcnow()
-    conditions: list[ColumnElement[bool]] = [Job.status == JobStatus.queued.value]
-    if not everything:
-        conditions.append(
-            or_(
-                Job.redispatch_at <= now,
-                and_(Job.redispatch_at.is_(None), Job.created_at <= now - timedelta(seconds=after)),
-            )
-        )
-    candidates = session.execute(
-        select(Job.id, Job.created_at, Job.redispatch_at).where(*conditions).order_by(Job.created_at).limit(limit)
-    ).all()
-    taken = []
-    for job_id, created_at, previous in candidates:
-        backoff = min(max((now - created_at).total_seconds(), after), max_interval)
-        result = session.execute(
-            update(Job)
-            .where(
-                Job.id == job_id,
-                Job.status == JobStatus.queued.value,
-                Job.redispatch_at.is_not_distinct_from(previous),
-            )
-            .values(redispatch_at=now + timedelta(seconds=backoff))
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:
-            taken.append(job_id)
-    session.commit()
-    if not taken:
-        return []
-    return list(
-        session.scalars(
-            select(Job).where(Job.id.in_(taken)).order_by(Job.created_at).execution_options(populate_existing=True)
-        ).all()
-    )
-
-
-def release_redispatch(session: Session, job_ids: Sequence[str]) -> None:
-    """Make queued jobs due for re-sending at the next sweep (the broker refused the ones
-    :func:`claim_redispatch` handed out)."""
-    if job_ids:
-        session.execute(
-            update(Job)
-            .where(Job.id.in_(list(job_ids)), Job.status == JobStatus.queued.value)
-            .values(redispatch_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-    session.commit()
-
-
-# ---------------------------------------------------------------------------------------------------- leaderboard
-@dataclass
-class LeaderboardRow:
-    rank: int
-    job_id: str
-    name: str
-    dataset: str
-    family: str
-    task: str
-    width: int | None
-    depth: int | None
-    theta: float | None
-    h: float | None
-    metric: str
-    value: float
-    clean_acc: float | None
-    created_at: datetime
-    finished_at: datetime | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    hyper_parameters: dict[str, Any] = field(default_factory=dict)
-    code_version: str | None = None
-    protocol_version: str | None = None
-    reevaluation_of: str | None = None
-    weights_kept: bool = False
-    flags: list[dict[str, str]] = field(default_factory=list)  # reliability flags (info.reliability), if any
-
-
-@functools.lru_cache(maxsize=64)
-def _leaderboard_statement(
-    on_postgresql: bool, dataset: bool, family: bool, task: bool, descending: bool, paged: bool, protocol: bool = False
-) -> Select:
-    """The ranking query for one shape of request (which filters are given, the direction, whether it continues
-    after a cursor), with bound parameters ``metric``, ``dataset``, ``family``, ``task``, ``protocol_version``,
-    ``after_value``, ``after_id`` and ``limit``. Built once per shape: the same statement object is executed again,
-    so SQLAlchemy finds its compiled SQL from the memoized cache key instead of rebuilding and re-hashing the
-    expression on each request. Plain Core columns, not ORM entities."""
-    jobs_t, results_t = Job.__table__, Result.__table__
-    conditions = [results_t.c.name == bindparam("metric"), jobs_t.c.status == JobStatus.succeeded.value]
-    filters = (dataset, jobs_t.c.dataset), (family, jobs_t.c.family), (task, jobs_t.c.task)
-    for given, column in (*filters, (protocol, jobs_t.c.protocol_version)):
-        if given:
-            conditions.append(column == bindparam(column.name))
-    key = tuple_(results_t.c.value, results_t.c.job_id)
-    if paged:
-        after = tuple_(bindparam("after_value", type_=Double), bindparam("after_id", type_=String))
-        conditions.append(key < after if descending else key > after)
-    direction = "desc" if descending else "asc"
-    order = [getattr(results_t.c.value, direction)(), getattr(results_t.c.job_id, direction)()]
-    columns = [
-        jobs_t.c.id, jobs_t.c.name, jobs_t.c.dataset, jobs_t.c.family, jobs_t.c.task, jobs_t.c.created_at,
-        jobs_t.c.finished_at, jobs_t.c.spec, results_t.c.value, jobs_t.c.code_version, jobs_t.c.protocol_version,
-        jobs_t.c.reevaluation_of, jobs_t.c.weights_kept,
-    ]  # fmt: skip
-    if on_postgresql:  # each ranked job's metrics in the same query (one round trip less per page)
-        other = results_t.alias("other")
-        all_of_job = select(func.json_object_agg(other.c.name, other.c.value)).where(other.c.job_id == jobs_t.c.id)
-        columns.append(all_of_job.correlate(jobs_t).scalar_subquery().label("all_metrics"))
-    return (
-        select(*columns)
-        .select_from(jobs_t.join(results_t, results_t.c.job_id == jobs_t.c.id))
-        .where(*conditions)
-        .order_by(*order)
-        .limit(bindparam("limit", type_=Integer))
-    )
-
-
-def leaderboard(
-    session: Session | Connection,
-    dataset: str | None = None,
-    family: str | None = None,
-    task: str | None = None,
-    metric: str = "clean_acc",
-    limit: int = 20,
-    descending: bool = True,
-    after: tuple[float, str] | None = None,
-    first_rank: int = 1,
-    protocol_version: str | None = None,
-) -> list[LeaderboardRow]:
-    """Succeeded jobs ranked by ``metric`` (best first: highest when ``descending``), with the key
-    hyper-parameters of their spec and all their metrics.
-
-    Ties are broken by job id (in the same direction), so ``(value, job_id)`` orders the rows totally and
-    ``after`` — the ``(value, job_id)`` of the last row of the previous page — continues the ranking exactly where
-    it stopped (keyset pagination: no row is skipped or repeated, and each page is one index range scan on
-    ``results (name, value, job_id)`` whatever its depth). ``first_rank`` is the rank of the page's first row.
-    ``session`` may be a plain connection (:func:`db.session.read_connection`): the query is Core, not ORM.
-    ``protocol_version``: only jobs evaluated under this protocol (the current one: ``?current=true``).
-    """
-    connection = session.connection() if isinstance(session, Session) else session
-    on_postgresql = connection.dialect.name == "postgresql"
-    statement = _leaderboard_statement(
-        on_postgresql,
-        dataset is not None,
-        family is not None,
-        task is not None,
-        descending,
-        after is not None,
-        protocol_version is not None,
-    )
-    parameters: dict[str, Any] = {"metric": metric, "limit": limit}
-    filters = ("dataset", dataset), ("family", family), ("task", task), ("protocol_version", protocol_version)
-    parameters.update((k, v) for k, v in filters if v is not None)
-    if after is not None:
-        parameters["after_value"], parameters["after_id"] = after
-    ranked = connection.execute(statement, parameters).all()
-    if on_postgresql:  # json_object_agg's numbers come back as int when integral: the metrics are floats
-        all_metrics = {job.id: {k: float(v) for k, v in sorted((job.all_metrics or {}).items())} for job in ranked}
-    else:  # SQLite's JSON renders floats with 15 digits: read them as REALs instead
-        all_metrics = metrics_of(connection, [job.id for job in ranked])
-    # the reliability flags live in the job's info; only jobs with flags (metric reliability_flags > 0) are read
-    flagged = [job.id for job in ranked if all_metrics[job.id].get("reliability_flags", 0.0) > 0]
-    flags = reliability_flags_of(connection, flagged)
-    rows = []
-    for rank, job in enumerate(ranked, start=first_rank):
-        metrics = all_metrics[job.id]
-        hp = hyper_parameters(job.spec)
-        rows.append(
-            LeaderboardRow(
-                rank=rank,
-                job_id=job.id,
-                name=job.name,
-                dataset=job.dataset,
-                family=job.family,
-                task=job.task,
-                metric=metric,
-                value=job.value,
-                clean_acc=metrics.get("clean_acc"),
-                created_at=job.created_at,
-                finished_at=job.finished_at,
-                metrics=metrics,
-                hyper_parameters=hp,
-                width=hp["width"],
-                depth=hp["depth"],
-                theta=hp["theta"],
-                h=hp["h"],
-                code_version=job.code_version,
-                protocol_version=job.protocol_version,
-                reevaluation_of=job.reevaluation_of,
-                weights_kept=bool(job.weights_kept),
-                flags=flags.get(job.id, []),
-            )
-        )
-    return rows
-
-
-def reliability_flags_of(session: Session | Connection, job_ids: Sequence[str]) -> dict[str, list[dict[str, str]]]:
-    """``{job id: [{"flag", "reason"}, …]}``: the reliability flags the worker stored in each job's info."""
-    if not job_ids:
-        return {}
-    rows = session.execute(select(Job.id, Job.info).where(Job.id.in_(list(job_ids))))
-    return {job_id: list(((info or {}).get("reliability") or {}).get("flags") or []) for job_id, info in rows}
-
-
-def metrics_of(session: Session | Connection, job_ids: Sequence[str]) -> dict[str, dict[str, float]]:
-    """``{job id: {metric: value}}`` (names sorted) for ``job_ids``, in one query."""
-    out: dict[str, dict[str, float]] = {job_id: {} for job_id in job_ids}
-    if job_ids:
-        rows = session.execute(
-            select(Result.job_id, Result.name, Result.value)
-            .where(Result.job_id.in_(list(job_ids)))
-            .order_by(Result.job_id, Result.name)
-        )
-        for job_id, name, value in rows:
-            out[job_id][name] = value
-    return out
-
-
 def get_jobs(session: Session, job_ids: Sequence[str]) -> dict[str, Job]:
     """The jobs among ``job_ids`` that exist, by id (one query)."""
     if not job_ids:
@@ -744,34 +208,15 @@ def get_jobs(session: Session, job_ids: Sequence[str]) -> dict[str, Job]:
     return {job.id: job for job in found}
 
 
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL_STATUSES
-
-
 __all__: Sequence[str] = [
     "IdempotencyConflict",
-    "LeaderboardRow",
-    "cancel_job",
-    "claim_job",
-    "claim_redispatch",
-    "complete_job",
     "create_job",
-    "fail_job",
     "find_idempotent",
     "find_succeeded_duplicate",
     "get_job",
     "get_jobs",
     "get_metrics",
-    "is_terminal",
-    "json_safe",
-    "leaderboard",
     "list_jobs",
-    "metrics_of",
-    "queued_jobs",
-    "recover_orphans",
-    "release_redispatch",
-    "renew_lease",
-    "retry_job",
+    "new_job",
     "submit_job",
-    "update_progress",
 ]

@@ -105,7 +105,7 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None]
     # while queued: when the API's recovery sweep may send the job to the broker again (NULL: created_at plus
-    # settings.redispatch_after); see db.jobs.claim_redispatch
+    # settings.redispatch_after); see db.recovery.claim_redispatch
     redispatch_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from core.spec import JobSpec
 from db.artifacts import JOB_REF_PREFIX, job_weights_path
-from db.jobs import _new_job
+from db.jobs import new_job
 from db.models import Job, JobStatus
 
 #: a re-evaluation in one of these states answers a new request under the same protocol
@@ -85,7 +85,7 @@ def reevaluate(
         existing = find_reevaluation(session, source.id, protocol_version)
         if existing is not None:
             return existing, True
-    job = _new_job(spec, code_version, protocol_version, reevaluation_of=source.id)
+    job = new_job(spec, code_version, protocol_version, reevaluation_of=source.id)
     session.add(job)
     session.commit()
     return job, False

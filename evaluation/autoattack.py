@@ -46,8 +46,6 @@ PROTOCOL_REVISION = 2
 
 #: the standard suite's members, in the order they run
 STANDARD = SUITE_ATTACKS
-ENSEMBLE = STANDARD  # the name earlier versions exported
-GRADIENT_ATTACKS = frozenset({"apgd-ce", "apgd-dlr", "apgd-cw", "apgd-t", "fab-t"})
 SQUARE_P_INIT = 0.8  # torchattacks' Square: the first squares cover about 80 % of the image
 
 
@@ -304,8 +302,6 @@ def autoattack_accuracy(
 
 
 __all__ = [
-    "ENSEMBLE",
-    "GRADIENT_ATTACKS",
     "STANDARD",
     "SuiteOutcome",
     "autoattack_accuracy",

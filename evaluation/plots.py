@@ -32,28 +32,7 @@ from core.metrics import CATALOG, PLOT_FILE, plot_kinds, series
 GAUSSIAN_FILE, EPS_FILE, RADIUS_FILE, PNP_FILE = (PLOT_FILE[p] for p in ("gaussian", "eps", "radius", "pnp"))
 SWEEP_FILE = "sweep_gaussian.png"
 PLOT_FILES = (GAUSSIAN_FILE, EPS_FILE, RADIUS_FILE)
-#: Gaussian kind of a sweep plot → (title word, y label)
-SWEEP_QUANTITY = {
-    "gaussian_acc": ("Accuracy", "accuracy"),
-    "gaussian_psnr": ("PSNR", "PSNR (dB, mean over draws)"),
-    "gaussian_mse": ("MSE", "mean squared error (mean over draws)"),
-}
-
-#: colour, marker and line style of each curve (the catalog, :mod:`core.metrics`, says which kinds a plot draws and
-#: gives their legends)
-STYLES = {
-    "robust_linf_acc": ("black", "x", "-"),
-    "robust_l2_acc": ("tab:gray", "+", "-"),
-    "pgd_linf_acc": ("tab:red", "o", "-"),
-    "pgd_l2_acc": ("tab:blue", "s", "-"),
-    "autoattack_linf_acc": ("tab:orange", "D", "-"),
-    "autoattack_l2_acc": ("tab:purple", "v", "-"),
-    "certified_l2_acc": ("tab:green", "^", "-"),
-    "pgd_linf_mse": ("tab:red", "o", "-"),
-    "pgd_l2_mse": ("tab:blue", "s", "-"),
-    "certified_linf_mse": ("tab:red", "v", "--"),
-    "certified_l2_mse": ("tab:blue", "^", "--"),
-}
+#: the style of a curve whose kind the catalog gives none (each kind's own: :attr:`core.metrics.MetricKind.style`)
 OTHER_STYLE = ("tab:gray", "x", ":")
 
 
@@ -172,10 +151,10 @@ def _present(metrics: Mapping[str, float], plot: str, task: str) -> dict[str, li
 
 
 def _curves_from_clean(ax, present: Mapping[str, list], clean: float | None) -> None:
-    """One curve per kind against ε, styled from :data:`STYLES` with the catalog's legend; every curve starts at
+    """One curve per kind against ε, with the catalog's style and legend; every curve starts at
     the clean value (ε = 0) when there is one."""
     for kind, points in present.items():
-        colour, marker, line = STYLES.get(kind, OTHER_STYLE)
+        colour, marker, line = CATALOG[kind].style or OTHER_STYLE
         xs, ys = [e for e, _ in points], [v for _, v in points]
         if clean is not None:
             xs, ys = [0.0, *xs], [clean, *ys]
@@ -341,9 +320,11 @@ def plot_sweep_gaussian(
         return None
     from matplotlib import colormaps
 
-    what, ylabel = SWEEP_QUANTITY.get(kind, ("Accuracy", "accuracy"))
+    record = CATALOG.get(kind)
+    chart = (record.chart if record else None) or CATALOG["gaussian_acc"].chart
+    assert chart is not None  # the catalog's Gaussian kinds have charts
     subtitle = "solid: this run; dashed: reference" if kind == "gaussian_acc" or reference else "mean over draws"
-    fig, ax = _figure(f"{what} under Gaussian noise — {title}", subtitle)
+    fig, ax = _figure(f"{chart.title} — {title}", subtitle)
     cmap = colormaps["viridis"]
     labels = list(dict.fromkeys([*curves, *(reference or {})]))
     colour = {lab: cmap(i / max(1, len(labels) - 1)) for i, lab in enumerate(labels)}
@@ -353,8 +334,8 @@ def plot_sweep_gaussian(
     for lab, points in (reference or {}).items():
         xs = sorted(points)
         ax.plot(xs, [points[x] for x in xs], ls="--", marker="x", color=colour[lab], label=f"{lab} ({reference_label})")
-    ax.set_xlabel("noise standard deviation σ (input units)")
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(chart.x)
+    ax.set_ylabel(chart.y)
     if kind == "gaussian_acc":
         ax.set_ylim(-0.02, 1.02)
     elif kind == "gaussian_mse" and all(v > 0 for points in curves.values() for v in points.values()):

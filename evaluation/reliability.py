@@ -29,15 +29,6 @@ from core.spec import PGDEval
 OVERSTATE = 0.01
 #: Square fooling this share of samples the gradient attacks could not is flagged
 BLACK_BOX_SHARE = 0.01
-FLAGS = (
-    "cheap_attack_only",
-    "cheap_attack_overstates",
-    "black_box_beats_gradient",
-    "not_monotone_in_eps",
-    "no_chance_at_large_eps",
-    "solver_unconverged_under_attack",
-    "pgd_rises_with_steps",
-)
 
 
 def _pct(value: float) -> str:
@@ -141,4 +132,4 @@ def reliability_flags(
     return {"flags": flags, "checked": checked, "unreliable": bool(flags)}
 
 
-__all__ = ["BLACK_BOX_SHARE", "FLAGS", "OVERSTATE", "reliability_flags"]
+__all__ = ["BLACK_BOX_SHARE", "OVERSTATE", "reliability_flags"]

@@ -5,14 +5,13 @@ before validation, so the rest is an ordinary job spec)::
 
     {"name": "spirals-theta-sweep", …, "sweep": {"model.theta": [0, 0.25, 0.5, 0.75, 1]}}
 
-    from evaluation.sweep import split_sweep, expand_grid, run_points_local
+    from evaluation.sweep import split_sweep, expand_grid
     base, axes = split_sweep(json.load(open("examples/spirals-theta-sweep.json")))
     points = expand_grid(base, axes)               # validated JobSpecs, named <base>-theta=0.25 …
-    outcomes = run_points_local(points)            # in-process; see cli/sweep.py for --server
+    # cli/sweep.py runs the points (in-process or on a server: cli/backend.py) into PointOutcomes
 
-Axes are crossed (a Cartesian product), the first axis varying slowest. :data:`POSTER_GAUSSIAN` holds the
-reference table of Reshniak & Webster's poster "Robust learning with implicit residual networks":
-classification accuracy (%) under Gaussian noise for θ = 0 … 1.
+Axes are crossed (a Cartesian product), the first axis varying slowest. A sweep's numbers beside Reshniak &
+Webster's poster (its Gaussian-noise table, the θ trend): :mod:`evaluation.poster`.
 """
 
 from __future__ import annotations
@@ -20,33 +19,17 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from core.families import FAMILIES
-from core.metrics import level_of, summary_columns
 from core.spec import JobSpec
 
 SWEEP_KEY = "sweep"
 MAX_POINTS = 256
-
-# Reshniak & Webster, poster "Robust learning with implicit residual networks", "Classification accuracy for data
-# corrupted with Gaussian noise": noise σ → {θ: accuracy %}.
-POSTER_THETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-POSTER_GAUSSIAN: dict[float, dict[float, float]] = {
-    0.0: dict(zip(POSTER_THETAS, (100.0, 100.0, 100.0, 100.0, 100.0), strict=True)),
-    0.1: dict(zip(POSTER_THETAS, (98.1, 100.0, 99.9, 99.9, 100.0), strict=True)),
-    0.2: dict(zip(POSTER_THETAS, (90.9, 96.7, 97.1, 97.9, 98.1), strict=True)),
-    0.3: dict(zip(POSTER_THETAS, (78.5, 87.3, 90.3, 91.9, 94.2), strict=True)),
-    0.4: dict(zip(POSTER_THETAS, (63.1, 75.1, 77.0, 78.9, 85.1), strict=True)),
-    0.5: dict(zip(POSTER_THETAS, (50.3, 63.2, 63.6, 65.4, 73.4), strict=True)),
-}
 
 
 class SweepError(ValueError):
@@ -255,162 +238,7 @@ class PointOutcome:
         return self.status == "succeeded"
 
 
-def _run_one(spec_json: str, out_dir: str | None, torch_threads: int) -> tuple[str, dict, str | None]:
-    """Run one point in this process (also the body of a pool worker): (status, metrics, error)."""
-    import torch
-
-    from evaluation.runner import run_job
-
-    if torch_threads > 0:
-        torch.set_num_threads(torch_threads)
-    spec = JobSpec.model_validate_json(spec_json)
-    try:
-        result = run_job(spec, out_dir=out_dir)
-    except Exception as exc:
-        return "failed", {}, f"{type(exc).__name__}: {exc}"
-    return "succeeded", result.metrics, None
-
-
-def run_points_local(
-    points: Sequence[SweepPoint],
-    out_dir: str | Path | None = None,
-    jobs: int = 1,
-    torch_threads: int = 1,
-    on_done: Callable[[PointOutcome], None] | None = None,
-) -> list[PointOutcome]:
-    """Run every point in-process (``jobs`` > 1: that many worker processes, each with ``torch_threads``
-    threads). Each point writes to ``out_dir/<point name>/`` when ``out_dir`` is given. A failed point is
-    reported in its outcome; the others still run. Results do not depend on ``jobs`` (every job seeds itself).
-    """
-    dirs = [None if out_dir is None else str(Path(out_dir) / p.name) for p in points]
-    outcomes: list[PointOutcome | None] = [None] * len(points)
-
-    def done(i: int, status: str, metrics: dict, error: str | None) -> None:
-        outcomes[i] = PointOutcome(points[i], status, metrics, error, dirs[i])
-        if on_done is not None:
-            on_done(outcomes[i])
-
-    if jobs <= 1 or len(points) <= 1:
-        for i, p in enumerate(points):
-            done(i, *_run_one(p.spec.model_dump_json(), dirs[i], torch_threads))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        context = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch threads
-        with ProcessPoolExecutor(max_workers=min(jobs, len(points)), mp_context=context) as pool:
-            futures = {
-                pool.submit(_run_one, p.spec.model_dump_json(), dirs[i], torch_threads): i for i, p in enumerate(points)
-            }
-            for future in as_completed(futures):
-                i = futures[future]
-                try:
-                    done(i, *future.result())
-                except Exception as exc:  # a worker process died
-                    done(i, "failed", {}, f"{type(exc).__name__}: {exc}")
-    return [o for o in outcomes if o is not None]
-
-
 # ---------------------------------------------------------------------------------------------------- summary
-def _level(name: str) -> float:
-    return level_of(name)
-
-
-def main_metric_columns(metrics_list: Iterable[Mapping[str, float]]) -> list[str]:
-    """The main metrics present in any point, in a fixed order (:func:`core.metrics.summary_columns`):
-    classification: clean, Gaussian per σ, PGD L∞, PGD L2, certified L2 accuracy (each by level); regression and
-    denoising: clean MSE and PSNR, Gaussian PSNR (or MSE) per σ, PGD L∞ / L2 worst MSE and certified L∞ / L2 MSE
-    bounds per ε."""
-    return summary_columns(metrics_list)
-
-
-def gaussian_curve(metrics: Mapping[str, float], kind: str = "gaussian_acc") -> dict[float, float]:
-    """{σ: value} of one run (``kind``: ``gaussian_acc``, or ``gaussian_psnr`` / ``gaussian_mse`` for regression;
-    see :func:`core.metrics.gaussian_kind`)."""
-    return {_level(n): v for n, v in metrics.items() if n.partition("@")[0] == kind}
-
-
-def theta_of(point: SweepPoint) -> float | None:
-    """The θ of the point's integrator (explicit Euler: 0; ``None`` for a family that is no θ-method)."""
-    model = point.spec.model
-    return FAMILIES[model.family].theta(model.model_dump())
-
-
-def poster_reference(theta: float | None) -> dict[float, float] | None:
-    """The poster's accuracy (as a fraction) at each noise level for this θ, or ``None`` if the table has no column
-    for it."""
-    if theta is None:
-        return None
-    for t in POSTER_THETAS:
-        if math.isclose(t, theta, abs_tol=1e-9):
-            return {sigma: row[t] / 100 for sigma, row in POSTER_GAUSSIAN.items()}
-    return None
-
-
-def spirals_noise_ceiling(spec: JobSpec) -> dict[float, float] | None:
-    """σ → accuracy of the nearest-arm rule (:func:`evaluation.datasets.nearest_arm_labels`, which knows the
-    spirals' generating curves) on exactly the noisy test copies the job's Gaussian evaluation draws: the ceiling
-    of the Gaussian-noise accuracy any network can reach on that data. ``None`` unless the job is on ``spirals``
-    with a Gaussian evaluation."""
-    from evaluation.datasets import load_dataset, nearest_arm_labels
-    from evaluation.gaussian import noisy_copies
-
-    gaussian = spec.evaluate.gaussian
-    if spec.dataset.name != "spirals" or gaussian is None:
-        return None
-    data = load_dataset(spec.dataset)
-    noisy = noisy_copies(data.x_test, gaussian.sigmas, gaussian.repeats, gaussian.seed, data.valid_range)
-    k = len(gaussian.sigmas) * gaussian.repeats
-    correct = nearest_arm_labels(noisy, spec.dataset.scale) == data.y_test.repeat(k)
-    per_sigma = correct.double().view(len(gaussian.sigmas), -1).mean(dim=1)
-    return dict(zip(gaussian.sigmas, per_sigma.tolist(), strict=True))
-
-
-@dataclass
-class TrendCheck:
-    """Does accuracy at noise σ rise with θ? ``by_theta``: θ → accuracy (mean over points with that θ)."""
-
-    sigma: float
-    by_theta: dict[float, float]
-
-    @property
-    def rises(self) -> bool | None:
-        """θ_max above θ_min (``None`` when fewer than two θ were measured at σ)."""
-        if len(self.by_theta) < 2:
-            return None
-        thetas = sorted(self.by_theta)
-        return self.by_theta[thetas[-1]] > self.by_theta[thetas[0]]
-
-    @property
-    def monotone(self) -> bool | None:
-        if len(self.by_theta) < 2:
-            return None
-        values = [self.by_theta[t] for t in sorted(self.by_theta)]
-        return all(b >= a for a, b in zip(values, values[1:], strict=False))
-
-
-def trend_check(outcomes: Sequence[PointOutcome], sigma: float | None = None) -> TrendCheck | None:
-    """The θ trend of Gaussian accuracy at ``sigma`` (default: the largest σ every θ was measured at)."""
-    per_theta: dict[float, list[dict[float, float]]] = {}
-    for o in outcomes:
-        theta = theta_of(o.point)
-        if o.ok and theta is not None:
-            per_theta.setdefault(theta, []).append(gaussian_curve(o.metrics))
-    if len(per_theta) < 2:
-        return None
-    common = set.intersection(*[set(c) for curves in per_theta.values() for c in curves])
-    if sigma is None:
-        if not common:
-            return None
-        sigma = max(common)
-    by_theta = {}
-    for theta, curves in per_theta.items():
-        values = [c[sigma] for c in curves if sigma in c]
-        if values:
-            by_theta[theta] = sum(values) / len(values)
-    return TrendCheck(sigma, dict(sorted(by_theta.items())))
-
-
 def summary(outcomes: Sequence[PointOutcome]) -> dict[str, Any]:
     """A JSON-able record of the sweep (``sweep.json``): grid values, status and metrics of every point."""
     return {
@@ -430,22 +258,14 @@ def summary(outcomes: Sequence[PointOutcome]) -> dict[str, Any]:
 
 
 __all__ = [
-    "POSTER_GAUSSIAN",
-    "POSTER_THETAS",
     "SWEEP_KEY",
     "PointOutcome",
     "SweepError",
     "SweepPoint",
-    "TrendCheck",
     "axis_labels",
     "expand_grid",
-    "main_metric_columns",
     "merge_axes",
     "parse_set",
-    "run_points_local",
-    "poster_reference",
-    "spirals_noise_ceiling",
     "split_sweep",
     "summary",
-    "trend_check",
 ]

@@ -6,7 +6,7 @@ enqueues by task name (``send_task("robustlab.run_job", …)``) without importin
 
 There is no result backend: the database is the source of truth for job state and results. Late acks,
 reject-on-worker-lost and a prefetch of one make a lost worker's job come back to the queue; exactly-once execution
-comes from the lease claimed in the database (:func:`db.jobs.claim_job`), not from the broker.
+comes from the lease claimed in the database (:func:`db.lifecycle.claim_job`), not from the broker.
 """
 
 from __future__ import annotations

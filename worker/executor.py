@@ -4,7 +4,7 @@ Celery-free, so it can be called (and tested) without a broker::
 
     outcome = execute_job(job_id, worker="host:1234")   # "succeeded" | "failed" | "dropped" | "cancelled" | "lost"
 
-* **claim**: :func:`db.jobs.claim_job` takes the job atomically; a job that is finished, cancelled or held by
+* **claim**: :func:`db.lifecycle.claim_job` takes the job atomically; a job that is finished, cancelled or held by
   another worker with a live lease is *dropped* (a duplicate delivery).
 * **heartbeat**: a daemon thread renews the lease every ``stop_check_seconds`` (at most every ``lease_seconds / 3``);
   when renewal fails (the job was cancelled, or the lease expired and another worker took over) it raises a stop
@@ -16,8 +16,8 @@ Celery-free, so it can be called (and tested) without a broker::
   of phase); training reports carry ``seconds_per_epoch`` and ``eta_seconds`` timed from the epochs so far.
 * **artifacts**: ``artifact:<id>`` references in the spec (uploaded checkpoint or dataset) are resolved to files
   under ``settings.artifacts_dir`` (:func:`db.artifacts.resolve_spec`) before the runner sees the spec.
-* **store**: metrics and info in one transaction (:func:`db.jobs.complete_job`), or the error text
-  ``"<ExceptionType>: <message>"`` (:func:`db.jobs.fail_job`). Artifacts go to ``artifacts_dir/<job id>/``; the
+* **store**: metrics and info in one transaction (:func:`db.lifecycle.complete_job`), or the error text
+  ``"<ExceptionType>: <message>"`` (:func:`db.lifecycle.fail_job`). Artifacts go to ``artifacts_dir/<job id>/``; the
   weights kept there (``info["weights"]``) make the job re-evaluable, and the runner's ``info["provenance"]`` sets
   the job's code identity and protocol version.
 * **database down**: the claim and the writes that finish a job are retried (exponential back-off, up to
@@ -42,7 +42,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from core.config import Settings, get_settings
 from core.spec import JobSpec
-from db import jobs
+from db import jobs, lifecycle
 from db.artifacts import JOB_WEIGHTS_FILE, resolve_spec
 from db.session import session_scope
 
@@ -75,7 +75,7 @@ class Heartbeat(threading.Thread):
         while not self._stop_event.wait(interval):
             try:
                 with session_scope(self.settings.database_url) as session:
-                    alive = jobs.renew_lease(session, self.job_id, self.worker, self.settings.lease_seconds)
+                    alive = lifecycle.renew_lease(session, self.job_id, self.worker, self.settings.lease_seconds)
             except Exception:  # a database hiccup: keep trying until the lease runs out
                 log.warning("job %s: lease renewal failed", self.job_id, exc_info=True)
                 continue
@@ -124,7 +124,7 @@ class ProgressReporter:
         self._last_write, self._last_phase = now, phase
         try:
             with session_scope(self.settings.database_url) as session:
-                still_ours = jobs.update_progress(session, self.job_id, event, self.worker)
+                still_ours = lifecycle.update_progress(session, self.job_id, event, self.worker)
         except Exception:  # progress is best effort; the outcome is written by complete_job / fail_job
             log.warning("job %s: progress write failed", self.job_id, exc_info=True)
             return
@@ -174,7 +174,9 @@ def execute_job(job_id: str, worker: str | None = None, settings: Settings | Non
     """
     settings = settings or get_settings()
     worker = worker or worker_name()
-    job = with_db_retry(settings, "claim", job_id, lambda s: jobs.claim_job(s, job_id, worker, settings.lease_seconds))
+    job = with_db_retry(
+        settings, "claim", job_id, lambda s: lifecycle.claim_job(s, job_id, worker, settings.lease_seconds)
+    )
     if job is None:
         log.info("job %s: not claimable (finished, cancelled or running elsewhere); dropped", job_id)
         return "dropped"
@@ -206,7 +208,7 @@ def execute_job(job_id: str, worker: str | None = None, settings: Settings | Non
             settings,
             "store results",
             job_id,
-            lambda s: jobs.complete_job(s, job_id, result.metrics, info, worker=worker),
+            lambda s: lifecycle.complete_job(s, job_id, result.metrics, info, worker=worker),
         )
         if done is None:
             return _aborted_outcome(job_id, worker, settings)
@@ -221,7 +223,7 @@ def execute_job(job_id: str, worker: str | None = None, settings: Settings | Non
         error = f"{type(exc).__name__}: {exc}"
         log.exception("job %s: failed: %s", job_id, error)
         failed = with_db_retry(
-            settings, "store error", job_id, lambda s: jobs.fail_job(s, job_id, error, worker=worker)
+            settings, "store error", job_id, lambda s: lifecycle.fail_job(s, job_id, error, worker=worker)
         )
         return "failed" if failed is not None else _aborted_outcome(job_id, worker, settings)
     finally:

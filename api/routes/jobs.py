@@ -18,7 +18,7 @@ from core.budget import over_limits
 from core.protocol import current_protocol
 from core.provenance import current_code
 from core.spec import JobSpec
-from db import jobs
+from db import jobs, lifecycle
 from db.artifacts import parse_job_ref
 from db.models import Job
 from db.reevaluation import reevaluate, reevaluation_blocker, reevaluation_spec_data
@@ -172,7 +172,7 @@ def cancel_job(job_id: str, session: SessionDep, _principal: WriteAccess) -> Job
     """Cancel a queued job (at once: no worker will run it) or a running one: its worker stops between two epochs
     (at its next progress write or lease renewal) and stores nothing."""
     job = _get_or_404(session, job_id)
-    cancelled = jobs.cancel_job(session, job.id)
+    cancelled = lifecycle.cancel_job(session, job.id)
     if cancelled is None:
         job = _get_or_404(session, job_id)
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job {job_id!r} has already finished ({job.status})")
@@ -187,7 +187,7 @@ def cancel_job(job_id: str, session: SessionDep, _principal: WriteAccess) -> Job
 def retry_job(job_id: str, session: SessionDep, dispatcher: DispatcherDep, _principal: WriteAccess) -> Job:
     """Queue a failed or cancelled job again (attempts, error and progress reset) and send it to the broker."""
     _get_or_404(session, job_id)
-    job = jobs.retry_job(session, job_id)
+    job = lifecycle.retry_job(session, job_id)
     if job is None:
         current = _get_or_404(session, job_id)
         raise HTTPException(
@@ -255,7 +255,7 @@ def _job_dir(settings, job: Job) -> Path:
     return (Path(settings.artifacts_dir) / job.id).resolve()
 
 
-def _safe_file(base: Path, relative: str) -> Path | None:
+def safe_file(base: Path, relative: str) -> Path | None:
     """``base / relative`` if it is a regular, non-hidden file inside ``base`` (symbolic links resolved), else
     ``None``: no ``..``, no absolute path, no link out of the directory, no temporary ``.partial`` file."""
     if not relative or "\x00" in relative or "\\" in relative:
@@ -278,7 +278,7 @@ def list_job_files(job_id: str, session: SessionDep, settings: SettingsDep, _pri
     if base.is_dir():
         for path in sorted(base.rglob("*")):
             relative = path.relative_to(base).as_posix()
-            if _safe_file(base, relative) is not None:
+            if safe_file(base, relative) is not None:
                 files.append(JobFile(path=relative, size_bytes=path.stat().st_size))
     return JobFiles(job_id=job.id, files=files)
 
@@ -298,7 +298,7 @@ def download_job_file(
     """One file of the job's artifacts directory, e.g. ``model.safetensors`` (weights, with the model spec in the
     safetensors metadata: ``models.load(path)``). Paths are relative to that directory and cannot leave it."""
     job = _get_or_404(session, job_id)
-    target = _safe_file(_job_dir(settings, job), path)
+    target = safe_file(_job_dir(settings, job), path)
     if target is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id!r} has no file {path!r}")
     return FileResponse(target, filename=target.name, media_type="application/octet-stream")

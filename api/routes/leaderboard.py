@@ -7,7 +7,7 @@
     GET /api/v1/compare?jobs=<id>,<id>,<id>
     GET /api/v1/leaderboard?…&format=csv           (or format=robustbench: RobustBench model_info objects)
 
-Pages are cut by keyset pagination on ``(value, job id)`` (:func:`db.jobs.leaderboard`): the cursor is an opaque
+Pages are cut by keyset pagination on ``(value, job id)`` (:func:`db.leaderboard.leaderboard`): the cursor is an opaque
 token holding the last row's key, the next rank and a fingerprint of the query, so it is only valid with the same
 filters, and a page is as fast on page 500 as on page 1. :func:`leaderboard_page` and :func:`compare` are the
 query logic, shared with the web pages (:mod:`api.routes.web`); :mod:`api.exports` writes the CSV and RobustBench
@@ -20,7 +20,7 @@ import base64
 import hashlib
 import json
 import math
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -30,12 +30,13 @@ from sqlalchemy.orm import Session
 
 from api import exports
 from api.deps import SessionDep, SettingsDep, run_db
-from api.schemas import CompareJob, Comparison, Leaderboard, Message, leaderboard_entry_data
+from api.schemas import CompareJob, Comparison, Leaderboard, Message
 from api.security import ReadAccess
 from core.families import hyper_parameters
 from core.metrics import metric_key
 from core.protocol import current_protocol
 from db import jobs
+from db.leaderboard import leaderboard, metrics_of
 from db.session import read_connection, session_scope
 
 router = APIRouter(prefix="/leaderboard", tags=["leaderboard"])
@@ -48,7 +49,8 @@ MAX_CURSOR_ID = 64
 JSON = "application/json"
 
 
-def _invalid(location: str, message: str, value: object = None) -> RequestValidationError:
+def invalid_query(location: str, message: str, value: object = None) -> RequestValidationError:
+    """A 422 naming the query parameter ``location`` (the JSON API answers it as FastAPI does, a web page as HTML)."""
     return RequestValidationError([{"loc": ("query", location), "msg": message, "type": "value_error", "input": value}])
 
 
@@ -56,16 +58,17 @@ def full_metric(metric: str, eps: float | None, sigma: float | None) -> str:
     """``metric`` with its level: ``pgd_linf_acc`` + ``eps=0.1`` → ``pgd_linf_acc@0.1``; ``gaussian_acc@0.30`` →
     ``gaussian_acc@0.3`` (levels are written as the runner writes them)."""
     if eps is not None and sigma is not None:
-        raise _invalid("sigma", "give eps or sigma, not both", sigma)
+        raise invalid_query("sigma", "give eps or sigma, not both", sigma)
     level = eps if eps is not None else sigma
     kind, at, written = metric.partition("@")
     if at:
         try:
             parsed = float(written)
         except ValueError:
-            raise _invalid("metric", f"{written!r} after '@' is not a number", metric) from None
+            raise invalid_query("metric", f"{written!r} after '@' is not a number", metric) from None
         if level is not None and metric_key(kind, level) != metric_key(kind, parsed):
-            raise _invalid("eps" if eps is not None else "sigma", f"contradicts the level in metric {metric!r}", level)
+            where = "eps" if eps is not None else "sigma"
+            raise invalid_query(where, f"contradicts the level in metric {metric!r}", level)
         level = parsed
     return metric_key(kind, level)
 
@@ -89,9 +92,9 @@ def decode_cursor(cursor: str, fingerprint: str) -> tuple[tuple[float, str], int
             raise ValueError("out of range")
         after[1].encode()  # a lone surrogate (from a "\\ud800" escape) cannot be sent to the database
     except (ValueError, TypeError, KeyError, OverflowError, UnicodeError, AttributeError):
-        raise _invalid("cursor", "not a cursor of this API (pass next_cursor back unchanged)", cursor) from None
+        raise invalid_query("cursor", "not a cursor of this API (pass next_cursor back unchanged)", cursor) from None
     if query != fingerprint:
-        raise _invalid("cursor", "this cursor belongs to a query with other filters, metric or order", cursor)
+        raise invalid_query("cursor", "this cursor belongs to a query with other filters, metric or order", cursor)
     return after, rank
 
 
@@ -159,7 +162,7 @@ async def get_leaderboard(
 
 def _leaderboard_json(database_url: str, query: tuple) -> bytes:
     with read_connection(database_url) as connection:  # one statement: no session, no transaction needed
-        board = leaderboard_data(connection, *query)
+        board = leaderboard_page(connection, *query)
     return to_json(board)  # pydantic's serialiser: byte for byte what FastAPI writes for the Leaderboard model
 
 
@@ -180,7 +183,7 @@ def _leaderboard_export(request: Request, database_url: str, query: tuple, forma
     return Response(json.dumps(models, ensure_ascii=False), media_type=exports.ROBUSTBENCH_MEDIA_TYPE, headers=headers)
 
 
-def leaderboard_data(
+def leaderboard_page(
     session: Session | Connection,
     dataset: str | None = None,
     family: str | None = None,
@@ -192,15 +195,15 @@ def leaderboard_data(
     limit: int = 20,
     cursor: str | None = None,
     current: bool = False,
-) -> dict[str, Any]:
-    """One page of the leaderboard as the plain data of a :class:`~api.schemas.Leaderboard` (its fields in order,
-    entries from :func:`~api.schemas.leaderboard_entry_data`): ``RequestValidationError`` for a bad metric level or
-    a cursor of another query. ``current``: only entries evaluated under the current protocol version."""
+) -> Leaderboard:
+    """One page of the leaderboard (the JSON API, its exports and the web page): ``RequestValidationError`` for a
+    bad metric level or a cursor of another query. ``current``: only entries evaluated under the current protocol
+    version."""
     metric = full_metric(metric, eps, sigma)
     protocol = current_protocol()
     fingerprint = _fingerprint(metric, order, dataset, family, task, *([protocol] if current else []))
     after, first_rank = decode_cursor(cursor, fingerprint) if cursor else (None, 1)
-    rows = jobs.leaderboard(
+    rows = leaderboard(
         session,
         dataset=dataset,
         family=family,
@@ -217,23 +220,18 @@ def leaderboard_data(
         rows = rows[:limit]
         last = rows[-1]
         next_cursor = encode_cursor(last.value, last.job_id, last.rank + 1, fingerprint)
-    return {
-        "metric": metric,
-        "order": order,
-        "dataset": dataset,
-        "family": family,
-        "task": task,
-        "current": current,
-        "protocol_version": protocol,
-        "limit": limit,
-        "entries": [leaderboard_entry_data(row) for row in rows],
-        "next_cursor": next_cursor,
-    }
-
-
-def leaderboard_page(session: Session, *query: Any, **named: Any) -> Leaderboard:
-    """One page of the leaderboard as a model (the web page): :func:`leaderboard_data` (same arguments), validated."""
-    return Leaderboard.model_validate(leaderboard_data(session, *query, **named))
+    return Leaderboard(
+        metric=metric,
+        order=order,
+        dataset=dataset,
+        family=family,
+        task=task,
+        current=current,
+        protocol_version=protocol,
+        limit=limit,
+        entries=rows,
+        next_cursor=next_cursor,
+    )
 
 
 @compare_router.get(
@@ -256,16 +254,16 @@ def compare(session: Session, jobs_: str, min_jobs: int = 1, max_jobs: int = MAX
     ``HTTPException(404)`` naming unknown ones."""
     ids = list(dict.fromkeys(part.strip() for part in jobs_.split(",") if part.strip()))
     if not ids:
-        raise _invalid("jobs", "give one or more comma-separated job ids", jobs_)
+        raise invalid_query("jobs", "give one or more comma-separated job ids", jobs_)
     if len(ids) < min_jobs:
-        raise _invalid("jobs", f"give at least {min_jobs} job ids", len(ids))
+        raise invalid_query("jobs", f"give at least {min_jobs} job ids", len(ids))
     if len(ids) > max_jobs:
-        raise _invalid("jobs", f"at most {max_jobs} jobs", len(ids))
+        raise invalid_query("jobs", f"at most {max_jobs} jobs", len(ids))
     found = jobs.get_jobs(session, ids)
     unknown = [job_id for job_id in ids if job_id not in found]
     if unknown:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown job id(s): {', '.join(unknown)}")
-    metrics = jobs.metrics_of(session, ids)
+    metrics = metrics_of(session, ids)
     names = sorted({name for values in metrics.values() for name in values})
     return Comparison(
         jobs=[

@@ -33,6 +33,7 @@ from typing import Annotated
 
 import typer
 
+from cli.backend import Backend, BackendError, InProcess, JobRun, OnServer
 from cli.check.compare import compare
 from cli.check.files import CheckError, write_file
 from cli.check.inputs import (
@@ -42,7 +43,7 @@ from cli.check.inputs import (
     looks_like_path,
     noise_estimate,
     repeat_specs,
-    run_in_process,
+    run_of_job,
     save_runs,
     seeds_label,
     write_baseline,
@@ -50,32 +51,61 @@ from cli.check.inputs import (
 from cli.check.policy import BaselineSpread, build_policy, check_alpha
 from cli.check.reports import console, err_console, junit_xml, markdown_summary, print_report
 from cli.check.server import Server, load_baseline
+from cli.client import RobustlabClient
 
 
-def _server(url: str | None, api_key: str | None, timeout: float | None) -> Server:
+def _server(url: str | None, api_key: str | None) -> Server:
     from core.config import get_settings
 
-    return Server(url or get_settings().server_url, api_key, timeout)
+    return Server(RobustlabClient(url or get_settings().server_url, api_key=api_key))
+
+
+def _seed(spec, i: int) -> str:
+    return f"train seed {spec.train.seed}" if spec.checkpoint is None else f"evaluation {i + 1}"
 
 
 def _produce(spec_file: Path, checkpoint, name, repeats, server, local, out, api_key, timeout, server_client):
-    """Run SPEC ``repeats`` times (here, or on the server): ``(runs, specs, label, server_client)``."""
+    """Run SPEC ``repeats`` times through a backend (:mod:`cli.backend`: here, or on the server): ``(runs,
+    specs, label, server_client)``; :class:`CheckError` at the first run that did not succeed."""
     spec = load_candidate_spec(spec_file, checkpoint, name)
     specs = repeat_specs(spec, repeats)
     what = f"{spec_file}" + (f" + checkpoint {spec.checkpoint}" if spec.checkpoint else "")
-    if server is not None and not local:
-        server_client = server_client or _server(server, api_key, timeout)
-        if spec.checkpoint and not spec.checkpoint.startswith("artifact:") and Path(spec.checkpoint).exists():
-            ref = server_client.upload_checkpoint(Path(spec.checkpoint), spec.model_dump(mode="json"))
-            specs = [s.model_copy(update={"checkpoint": ref}) for s in specs]
-        runs = server_client.run([s.model_dump(mode="json") for s in specs])
-        where = f"on {server_client.url}"
+    on_server = server is not None and not local
+    backend: Backend
+    if on_server:
+        server_client = server_client or _server(server, api_key)
+
+        def submitted(i: int, _spec, job: dict) -> None:
+            err_console.print(f"candidate job {job['id']} ({i + 1}/{len(specs)}): {job['status']}", highlight=False)
+
+        backend = OnServer(server_client.client, timeout=timeout, on_submitted=submitted)
+        dirs = None
+    else:
+        backend = InProcess()
+        dirs = None if out is None else [out if len(specs) == 1 else out / f"repeat-{i}" for i in range(len(specs))]
+
+    def done(i: int, run: JobRun) -> None:
+        if run.ok:
+            return
+        if run.status == "unknown":
+            raise CheckError(f"waiting for candidate job {run.job_id}: {run.error}")
+        if on_server:
+            reason = f": {run.error}" if run.error else ""
+            raise CheckError(f"candidate: job {run.job_id} ({run.name}) is {run.status}, not succeeded{reason}")
+        raise CheckError(f"run {i + 1}/{len(specs)} ({_seed(specs[i], i)}) failed: {run.error}")
+
+    try:
+        data = backend.with_checkpoints([s.model_dump(mode="json") for s in specs])
+        jobs = backend.run(data, dirs, progress=None if on_server else err_console, on_done=done)
+    except BackendError as exc:
+        raise CheckError(f"submitting the candidate: {exc}" if exc.name else str(exc)) from None
+    if on_server:
+        runs = [run_of_job(job, f"job {job.job_id}") for job in jobs]
         if out is not None:
             save_runs(runs, out)
     else:
-        runs = run_in_process(specs, out, err_console)
-        where = "in-process"
-    return runs, specs, f"{what} ({where}, {seeds_label(specs)})", server_client
+        runs = [run_of_job(job, f"in-process ({_seed(specs[i], i)})") for i, job in enumerate(jobs)]
+    return runs, specs, f"{what} ({backend.where}, {seeds_label(specs)})", server_client
 
 
 def make_baseline(spec_file: Path, repeats: int, out: Path | None, **produce) -> None:
@@ -187,7 +217,7 @@ def check(
         if any(r.kind == "max_drop" for r in pol.rules) and not baseline and not baseline_tag:
             raise CheckError("--max-drop compares with a baseline: give --baseline FILE|JOB_ID or --baseline-tag NAME")
         if baseline_tag is not None or any(not looks_like_path(b) for b in baseline or ()):
-            server_client = _server(server, api_key, timeout)
+            server_client = _server(server, api_key)
         base_side = load_baseline(baseline or (), baseline_tag, server_client)
         if spec_file is not None:
             runs, _, label, server_client = _produce(

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from cli.backend import JobRun
 from cli.check.files import CheckError, read_structured, write_file
 from cli.client import format_validation_errors
 
@@ -186,35 +187,11 @@ def seeds_label(specs: Sequence) -> str:
     return "eval seed" + ("s " if len(specs) > 1 else " ") + eval_seeds
 
 
-def run_in_process(specs: Sequence, out: Path | None, progress_console) -> list[Run]:
-    """Train (or load) and evaluate each spec here with :func:`evaluation.runner.run_job`."""
-    import torch
-
-    from cli.display import JobProgress
-    from core.config import get_settings
-    from evaluation.runner import run_job
-
-    threads = get_settings().torch_threads
-    if threads > 0:
-        torch.set_num_threads(threads)
-    runs = []
-    for i, spec in enumerate(specs):
-        if spec.checkpoint is not None and not spec.checkpoint.startswith("artifact:"):
-            if not Path(spec.checkpoint).exists():
-                raise CheckError(f"checkpoint not found: {spec.checkpoint}")
-        seed = f"train seed {spec.train.seed}" if spec.checkpoint is None else f"evaluation {i + 1}"
-        where = None if out is None else (out if len(specs) == 1 else out / f"repeat-{i}")
-        title = f"{spec.name} ({i + 1}/{len(specs)}, {seed})"
-        try:
-            with JobProgress(progress_console, title=title) as display:
-                result = run_job(spec, out_dir=where, progress=display.update)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            raise CheckError(f"run {i + 1}/{len(specs)} ({seed}) failed: {type(exc).__name__}: {exc}") from None
-        spec_json = spec.model_dump(mode="json")
-        runs.append(Run(dict(result.metrics), f"in-process ({seed})", spec_json, None, result.info.get("outcomes")))
-    return runs
+def run_of_job(job: JobRun, source: str) -> Run:
+    """A :class:`Run` from a job the backend ran (:mod:`cli.backend`): its metrics, spec and per-sample outcomes."""
+    outcomes = job.info.get("outcomes")
+    outcomes = outcomes if isinstance(outcomes, dict) else None
+    return Run(dict(job.metrics), source, job.spec or None, job.job_id, outcomes)
 
 
 def save_runs(runs: Sequence[Run], out: Path) -> None:

@@ -1,27 +1,22 @@
-"""The REST calls the gate makes, and resolving ``--baseline`` / ``--baseline-tag`` to runs."""
+"""Resolving ``--baseline`` / ``--baseline-tag`` to runs: files, or finished jobs on a server (looked up through
+:class:`cli.client.RobustlabClient`; the candidate's jobs run through :mod:`cli.backend`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
 
 from cli.check.files import CheckError
 from cli.check.inputs import Run, Side, load_runs, looks_like_path, run_of
 from cli.client import ApiError, RobustlabClient
 
-err_console = Console(stderr=True)
-
 
 class Server:
-    """The REST calls the gate makes (a thin layer over :class:`cli.client.RobustlabClient`)."""
+    """The server's finished jobs, as the gate reads them."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout: float | None = None, poll: float = 0.5):
-        self.url = url
-        self.client = RobustlabClient(url, api_key=api_key)
-        self.timeout, self.poll = timeout, poll
+    def __init__(self, client: RobustlabClient) -> None:
+        self.client = client
+        self.url = client.base_url
 
     def close(self) -> None:
         self.client.close()
@@ -59,35 +54,6 @@ class Server:
             offset += page
             if not listing["items"] or offset >= listing["total"]:
                 raise CheckError(f"--baseline-tag: no succeeded job named {name!r} on {self.url}")
-
-    def upload_checkpoint(self, path: Path, spec: dict[str, Any]) -> str:
-        """Upload local weights (``POST /artifacts/checkpoints``); returns ``artifact:<id>`` for the spec."""
-        weights = path / "model.safetensors" if path.is_dir() else path
-        if not weights.is_file():
-            raise CheckError(f"checkpoint not found: {weights}")
-        try:
-            artifact = self.client.upload_checkpoint(weights, {**spec, "checkpoint": None})
-        except ApiError as exc:
-            raise CheckError(f"uploading checkpoint {weights}: {exc}") from None
-        ref = artifact.get("ref") or f"artifact:{artifact['id']}"
-        err_console.print(f"uploaded checkpoint {weights} as {ref}", highlight=False)
-        return ref
-
-    def run(self, specs: Sequence[dict[str, Any]]) -> list[Run]:
-        """Submit every spec first (workers run them in parallel), then wait for each; their metrics."""
-        try:
-            jobs = [self.client.submit(spec) for spec in specs]
-        except ApiError as exc:
-            raise CheckError(f"submitting the candidate: {exc}") from None
-        runs = []
-        for i, job in enumerate(jobs):
-            err_console.print(f"candidate job {job['id']} ({i + 1}/{len(jobs)}): {job['status']}", highlight=False)
-            try:
-                job = self.client.wait(job["id"], poll_interval=self.poll, timeout=self.timeout)
-            except (ApiError, TimeoutError) as exc:
-                raise CheckError(f"waiting for candidate job {job['id']}: {exc}") from None
-            runs.append(self.finished_run(job["id"], "candidate"))
-        return runs
 
 
 def load_baseline(refs: Sequence[str], tag: str | None, server: Server | None) -> Side | None:

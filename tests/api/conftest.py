@@ -17,7 +17,7 @@ from sqlalchemy import text
 from core.config import Settings
 from core.provenance import current_code
 from core.spec import JobSpec
-from db import jobs
+from db import jobs, lifecycle
 from db.migrate import upgrade
 from db.models import Base
 from db.session import session_scope
@@ -78,8 +78,8 @@ def finish(pg_db: str) -> Callable[..., str]:
     def make(spec: dict[str, Any], metrics: dict[str, float], info: dict[str, Any] | None = None) -> str:
         with session_scope(pg_db) as s:
             job = jobs.create_job(s, JobSpec.model_validate(spec), code_version=current_code().identity)
-            jobs.claim_job(s, job.id, "test-worker", 60)
-            assert jobs.complete_job(s, job.id, metrics, worker_provenance() | (info or {}), "test-worker")
+            lifecycle.claim_job(s, job.id, "test-worker", 60)
+            assert lifecycle.complete_job(s, job.id, metrics, worker_provenance() | (info or {}), "test-worker")
             return job.id
 
     return make

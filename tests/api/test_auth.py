@@ -170,7 +170,7 @@ def test_work_budget_is_422(pg_client: TestClient) -> None:
 
 
 def test_up_warns_when_the_api_is_open(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.main import _warn_if_open
+    from cli.service import _warn_if_open
     from core.config import Settings
 
     _warn_if_open(Settings(auth="open"), "0.0.0.0")

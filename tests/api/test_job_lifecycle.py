@@ -15,7 +15,7 @@ from core.config import Settings
 from core.protocol import current_protocol
 from core.provenance import current_code
 from core.spec import JobSpec
-from db import jobs
+from db import jobs, lifecycle
 from db.session import session_scope
 from worker.executor import execute_job
 
@@ -92,9 +92,9 @@ def test_reuse_needs_the_same_code_version(pg_client: TestClient, pg_db: str) ->
     spec = JobSpec.model_validate(tiny_spec("old-code"))
     with session_scope(pg_db) as s:
         job = jobs.create_job(s, spec, code_version="0.0.1")
-        jobs.claim_job(s, job.id, "w", 60)
+        lifecycle.claim_job(s, job.id, "w", 60)
         info = {"versions": {"robustlab": "0.0.1"}, "provenance": {"protocol_version": current_protocol()}}
-        jobs.complete_job(s, job.id, {"clean_acc": 0.5}, info, "w")  # the current protocol, other code
+        lifecycle.complete_job(s, job.id, {"clean_acc": 0.5}, info, "w")  # the current protocol, other code
     assert pg_client.post("/api/v1/jobs", json=tiny_spec("old-code")).status_code == 201
 
 
@@ -111,7 +111,7 @@ def test_retry_failed_and_cancelled_jobs(pg_client: TestClient, pg_db: str, pg_s
     assert (body["status"], body["attempts"], body["error"], body["worker"]) == ("queued", 0, None, None)
     assert body["finished_at"] is None and body["progress"] is None and body["id"] == failed
     with session_scope(pg_db) as s:
-        assert jobs.claim_job(s, failed, "w2", 60) is not None  # a worker can take it again
+        assert lifecycle.claim_job(s, failed, "w2", 60) is not None  # a worker can take it again
 
     queued = pg_client.post("/api/v1/jobs", json=tiny_spec()).json()["id"]
     assert pg_client.post(f"/api/v1/jobs/{queued}/retry").status_code == 409  # queued: nothing to retry

@@ -15,7 +15,7 @@ from service_helpers import free_port, tiny_spec
 
 from api.main import create_app
 from core.config import Settings
-from db import jobs
+from db import lifecycle
 from db.session import session_scope
 
 
@@ -110,13 +110,13 @@ def test_job_lifecycle_through_the_routes(client: TestClient, settings: Settings
     assert r.status_code == 409 and "queued" in r.json()["detail"]
 
     with session_scope(settings.database_url) as s:  # what the worker does
-        jobs.claim_job(s, job["id"], "w", 60)
-        jobs.update_progress(s, job["id"], {"phase": "train", "epoch": 3, "epochs": 30, "loss": 0.5}, "w")
+        lifecycle.claim_job(s, job["id"], "w", 60)
+        lifecycle.update_progress(s, job["id"], {"phase": "train", "epoch": 3, "epochs": 30, "loss": 0.5}, "w")
     got = client.get(f"/api/v1/jobs/{job['id']}").json()
     assert got["status"] == "running" and got["progress"]["epoch"] == 3 and got["started_at"] is not None
     assert client.get(f"/api/v1/jobs/{job['id']}/results").status_code == 409
     with session_scope(settings.database_url) as s:
-        jobs.complete_job(s, job["id"], {"clean_acc": 0.75, "pgd_linf_acc@0.05": 0.5}, {"spec_hash": "x"}, "w")
+        lifecycle.complete_job(s, job["id"], {"clean_acc": 0.75, "pgd_linf_acc@0.05": 0.5}, {"spec_hash": "x"}, "w")
 
     results = client.get(f"/api/v1/jobs/{job['id']}/results").json()
     assert results["metrics"] == {"clean_acc": 0.75, "pgd_linf_acc@0.05": 0.5}

@@ -90,3 +90,21 @@ def test_plots_draw_the_catalog_kinds() -> None:
     assert [k.name for k in metrics.plot_kinds("eps", "regression")] == [
         "pgd_linf_mse", "pgd_l2_mse", "certified_linf_mse", "certified_l2_mse",
     ]  # fmt: skip
+
+
+def test_threat_models_and_charts_agree_with_the_kinds_they_describe() -> None:
+    """A threat model belongs to an ε-levelled kind whose name says its norm; a chart's curve starts from a
+    level-free kind of the same task and unit, and its compare-page overlay names are unique."""
+    assert metrics.threat_model("pgd_l2_acc@0.5") == "L2" and metrics.threat_model("robust_linf_acc@0.1") == "Linf"
+    assert metrics.threat_model("clean_acc") is None and metrics.threat_model("no_such_metric@0.1") is None
+    for kind in metrics.CATALOG.values():
+        if kind.norm is not None:
+            assert kind.level == "eps" and f"_{kind.norm.lower()}_" in f"_{kind.name}_", kind.name
+        if kind.chart is not None:
+            assert kind.level is not None, kind.name
+            start = metrics.CATALOG.get(kind.chart.start) if kind.chart.start else None
+            if kind.chart.start:
+                assert start is not None and start.level is None, kind.name
+                assert start.tasks == kind.tasks and start.unit == kind.unit, kind.name
+    overlays = [k.chart.overlay for k in metrics.CATALOG.values() if k.chart and k.chart.overlay]
+    assert len(overlays) == len(set(overlays)) and {"gaussian", "pgd_linf", "certified_l2"} <= set(overlays)

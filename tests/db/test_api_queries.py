@@ -11,7 +11,8 @@ from service_helpers import tiny_spec
 from sqlalchemy import text
 
 from core.spec import JobSpec
-from db import artifacts, jobs
+from db import artifacts, jobs, lifecycle
+from db.leaderboard import leaderboard
 from db.migrate import upgrade
 from db.models import Base
 from db.seed import seed_leaderboard
@@ -57,7 +58,7 @@ def test_keyset_pages_cover_every_row_once(db_url: str, descending: bool) -> Non
     got, after, rank = [], None, 1
     with session_scope(db_url) as s:
         while True:
-            page = jobs.leaderboard(s, metric="clean_acc", limit=7, descending=descending, after=after, first_rank=rank)
+            page = leaderboard(s, metric="clean_acc", limit=7, descending=descending, after=after, first_rank=rank)
             got += page
             if len(page) < 7:
                 break
@@ -77,8 +78,8 @@ def test_submit_job_idempotency_and_reuse(session) -> None:
     with pytest.raises(jobs.IdempotencyConflict):
         jobs.submit_job(session, spec(name="b"), idempotency_key="k", code_version="1")
 
-    jobs.claim_job(session, first.id, "w", 60)
-    jobs.complete_job(session, first.id, {"clean_acc": 0.5}, {"versions": {"robustlab": "1"}}, "w")
+    lifecycle.claim_job(session, first.id, "w", 60)
+    lifecycle.complete_job(session, first.id, {"clean_acc": 0.5}, {"versions": {"robustlab": "1"}}, "w")
     same, reused = jobs.submit_job(session, spec(name="a"), code_version="1")
     assert same.id == first.id and reused == "succeeded-job"
     new, reused = jobs.submit_job(session, spec(name="a"), code_version="2")  # other code: run again
@@ -90,15 +91,15 @@ def test_submit_job_idempotency_and_reuse(session) -> None:
 
 def test_retry_only_failed_or_cancelled(session) -> None:
     job = jobs.create_job(session, spec())
-    assert jobs.retry_job(session, job.id) is None  # queued
-    jobs.claim_job(session, job.id, "w", 60)
-    assert jobs.retry_job(session, job.id) is None  # running
-    jobs.fail_job(session, job.id, "Boom: x", "w")
-    retried = jobs.retry_job(session, job.id)
+    assert lifecycle.retry_job(session, job.id) is None  # queued
+    lifecycle.claim_job(session, job.id, "w", 60)
+    assert lifecycle.retry_job(session, job.id) is None  # running
+    lifecycle.fail_job(session, job.id, "Boom: x", "w")
+    retried = lifecycle.retry_job(session, job.id)
     assert (retried.status, retried.attempts, retried.error, retried.worker) == ("queued", 0, None, None)
-    assert jobs.cancel_job(session, job.id).status == "cancelled"
-    assert jobs.retry_job(session, job.id).status == "queued"
-    assert jobs.retry_job(session, "nope") is None
+    assert lifecycle.cancel_job(session, job.id).status == "cancelled"
+    assert lifecycle.retry_job(session, job.id).status == "queued"
+    assert lifecycle.retry_job(session, "nope") is None
 
 
 def test_resolve_spec_maps_references_to_files(tmp_path: Path) -> None:

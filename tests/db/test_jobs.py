@@ -15,7 +15,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from core.families import hyper_parameters
 from core.spec import JobSpec
-from db import jobs
+from db import jobs, lifecycle, recovery
+from db.leaderboard import leaderboard
 from db.migrate import downgrade, upgrade
 from db.models import Base, Job, Result, utcnow
 from db.session import get_engine, session_scope
@@ -69,26 +70,26 @@ def test_create_job_denormalises_the_spec(session) -> None:
 
 def test_second_claim_with_live_lease_is_dropped(session) -> None:
     job = new_job(session)
-    claimed = jobs.claim_job(session, job.id, "worker-a", lease_seconds=60)
+    claimed = lifecycle.claim_job(session, job.id, "worker-a", lease_seconds=60)
     assert claimed is not None and claimed.status == "running" and claimed.worker == "worker-a"
     assert claimed.attempts == 1 and claimed.lease_expires_at > claimed.started_at
-    assert jobs.claim_job(session, job.id, "worker-b", lease_seconds=60) is None
-    assert jobs.claim_job(session, job.id, "worker-a", lease_seconds=60) is None  # a redelivery to the same worker
+    assert lifecycle.claim_job(session, job.id, "worker-b", lease_seconds=60) is None
+    assert lifecycle.claim_job(session, job.id, "worker-a", lease_seconds=60) is None  # a redelivery to the same worker
     assert jobs.get_job(session, job.id).worker == "worker-a"
 
 
 def test_expired_lease_is_taken_over(session) -> None:
     job = new_job(session)
-    assert jobs.claim_job(session, job.id, "worker-a", lease_seconds=0.05)
+    assert lifecycle.claim_job(session, job.id, "worker-a", lease_seconds=0.05)
     time.sleep(0.15)
-    taken = jobs.claim_job(session, job.id, "worker-b", lease_seconds=60)
+    taken = lifecycle.claim_job(session, job.id, "worker-b", lease_seconds=60)
     assert taken is not None and taken.worker == "worker-b" and taken.attempts == 2
     # the old worker learns it lost the job, and can no longer write its outcome
-    assert not jobs.renew_lease(session, job.id, "worker-a", 60)
-    assert not jobs.update_progress(session, job.id, {"phase": "train"}, "worker-a")
-    assert jobs.complete_job(session, job.id, {"clean_acc": 0.1}, {}, worker="worker-a") is None
-    assert jobs.fail_job(session, job.id, "late", worker="worker-a") is None
-    assert jobs.renew_lease(session, job.id, "worker-b", 60)
+    assert not lifecycle.renew_lease(session, job.id, "worker-a", 60)
+    assert not lifecycle.update_progress(session, job.id, {"phase": "train"}, "worker-a")
+    assert lifecycle.complete_job(session, job.id, {"clean_acc": 0.1}, {}, worker="worker-a") is None
+    assert lifecycle.fail_job(session, job.id, "late", worker="worker-a") is None
+    assert lifecycle.renew_lease(session, job.id, "worker-b", 60)
 
 
 def test_concurrent_claims_have_one_winner(db_url: str) -> None:
@@ -100,7 +101,7 @@ def test_concurrent_claims_have_one_winner(db_url: str) -> None:
     def claim(i: int) -> None:
         barrier.wait()
         with session_scope(db_url) as s:
-            if jobs.claim_job(s, job_id, f"worker-{i}", lease_seconds=60) is not None:
+            if lifecycle.claim_job(s, job_id, f"worker-{i}", lease_seconds=60) is not None:
                 winners.append(f"worker-{i}")
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
@@ -116,24 +117,24 @@ def test_concurrent_claims_have_one_winner(db_url: str) -> None:
 
 def test_cancelled_job_cannot_be_claimed_and_stops_its_worker(session) -> None:
     queued, running = new_job(session), new_job(session)
-    jobs.claim_job(session, running.id, "w", 60)
-    assert jobs.cancel_job(session, queued.id).status == "cancelled"
-    assert jobs.cancel_job(session, running.id).status == "cancelled"
-    assert jobs.claim_job(session, queued.id, "w", 60) is None
-    assert not jobs.renew_lease(session, running.id, "w", 60)
-    assert jobs.cancel_job(session, running.id) is None  # already finished
+    lifecycle.claim_job(session, running.id, "w", 60)
+    assert lifecycle.cancel_job(session, queued.id).status == "cancelled"
+    assert lifecycle.cancel_job(session, running.id).status == "cancelled"
+    assert lifecycle.claim_job(session, queued.id, "w", 60) is None
+    assert not lifecycle.renew_lease(session, running.id, "w", 60)
+    assert lifecycle.cancel_job(session, running.id) is None  # already finished
 
 
 # ---------------------------------------------------------------------------------------------------- outcomes
 def test_complete_job_twice_does_not_duplicate_results(session, db_url: str) -> None:
     job = new_job(session)
-    jobs.claim_job(session, job.id, "w", 60)
+    lifecycle.claim_job(session, job.id, "w", 60)
     metrics = {"clean_acc": 0.9, "pgd_linf_acc@0.05": 0.5, "lipschitz_bound": float("inf")}
-    done = jobs.complete_job(session, job.id, metrics, {"spec_hash": job.spec_hash, "loss": float("nan")}, "w")
+    done = lifecycle.complete_job(session, job.id, metrics, {"spec_hash": job.spec_hash, "loss": float("nan")}, "w")
     assert done is not None and done.status == "succeeded" and done.finished_at is not None
     assert done.info["nonfinite_metrics"] == {"lipschitz_bound": "inf"} and done.info["loss"] == "nan"
-    assert jobs.complete_job(session, job.id, metrics, {}, "w") is None
-    assert jobs.complete_job(session, job.id, {"clean_acc": 0.1}) is None
+    assert lifecycle.complete_job(session, job.id, metrics, {}, "w") is None
+    assert lifecycle.complete_job(session, job.id, {"clean_acc": 0.1}) is None
     assert jobs.get_metrics(session, job.id) == {"clean_acc": 0.9, "pgd_linf_acc@0.05": 0.5}
     assert count_results(db_url, job.id) == 2
 
@@ -155,9 +156,9 @@ def test_complete_job_is_all_or_nothing(make_pg_database: Callable[[], str]) -> 
     upgrade(url)
     with session_scope(url) as s:
         job = new_job(s)
-        jobs.claim_job(s, job.id, "w", 60)
+        lifecycle.claim_job(s, job.id, "w", 60)
     with pytest.raises(DBAPIError), session_scope(url) as s:
-        jobs.complete_job(s, job.id, {"clean_acc": 0.9, "bad\x00name": 1.0}, {"x": 1}, "w")
+        lifecycle.complete_job(s, job.id, {"clean_acc": 0.9, "bad\x00name": 1.0}, {"x": 1}, "w")
     with session_scope(url) as s:
         job = jobs.get_job(s, job.id)
         assert job.status == "running" and job.info is None and job.finished_at is None
@@ -166,27 +167,28 @@ def test_complete_job_is_all_or_nothing(make_pg_database: Callable[[], str]) -> 
 
 def test_fail_job_keeps_the_error_and_no_results(session, db_url: str) -> None:
     job = new_job(session)
-    jobs.claim_job(session, job.id, "w", 60)
-    assert jobs.update_progress(session, job.id, {"phase": "train", "epoch": 4, "loss": float("nan")}, "w")
-    failed = jobs.fail_job(session, job.id, "TrainingDiverged: training diverged: loss is nan at epoch 4", "w")
+    lifecycle.claim_job(session, job.id, "w", 60)
+    assert lifecycle.update_progress(session, job.id, {"phase": "train", "epoch": 4, "loss": float("nan")}, "w")
+    failed = lifecycle.fail_job(session, job.id, "TrainingDiverged: training diverged: loss is nan at epoch 4", "w")
     assert failed.status == "failed" and "diverged" in failed.error and failed.progress["loss"] == "nan"
-    assert jobs.complete_job(session, job.id, {"clean_acc": 1.0}) is None
+    assert lifecycle.complete_job(session, job.id, {"clean_acc": 1.0}) is None
     assert count_results(db_url, job.id) == 0
 
 
 def test_recover_orphans(session) -> None:
     fresh, exhausted, alive = new_job(session), new_job(session), new_job(session)
-    jobs.claim_job(session, fresh.id, "w", 0.01)
+    lifecycle.claim_job(session, fresh.id, "w", 0.01)
     for _ in range(3):
-        jobs.claim_job(session, exhausted.id, "w", 0.01)
+        lifecycle.claim_job(session, exhausted.id, "w", 0.01)
         time.sleep(0.03)
-    jobs.claim_job(session, alive.id, "w", 60)
+    lifecycle.claim_job(session, alive.id, "w", 60)
     time.sleep(0.05)
-    requeued, failed = jobs.recover_orphans(session, max_attempts=3)
+    requeued, failed = recovery.recover_orphans(session, max_attempts=3)
     assert [j.id for j in requeued] == [fresh.id] and requeued[0].status == "queued"
     assert [j.id for j in failed] == [exhausted.id] and "WorkerLost" in failed[0].error
     assert jobs.get_job(session, alive.id).status == "running"
-    assert fresh.id in [j.id for j in jobs.queued_jobs(session)]
+    # the requeued job, and only it, is due to be sent to the broker again at the next sweep
+    assert [j.id for j in recovery.claim_redispatch(session, 60, 600)] == [fresh.id]
 
 
 def test_claim_redispatch_backs_off_with_the_age_of_the_job(session) -> None:
@@ -196,25 +198,25 @@ def test_claim_redispatch_backs_off_with_the_age_of_the_job(session) -> None:
     sends = [
         t
         for t in range(0, 3600, 10)
-        if jobs.claim_redispatch(session, 60, 600, now=job.created_at + timedelta(seconds=t))
+        if recovery.claim_redispatch(session, 60, 600, now=job.created_at + timedelta(seconds=t))
     ]
     assert sends == [60, 120, 240, 480, 960, 1560, 2160, 2760, 3360]
 
 
 def test_claim_redispatch_at_start_up_and_after_a_lost_worker(session) -> None:
     queued, running, orphan = new_job(session), new_job(session), new_job(session)
-    jobs.claim_job(session, running.id, "w", 60)
-    jobs.claim_job(session, orphan.id, "w", 0.01)
-    assert jobs.claim_redispatch(session, 60, 600) == []  # nothing is 60 s old yet
+    lifecycle.claim_job(session, running.id, "w", 60)
+    lifecycle.claim_job(session, orphan.id, "w", 0.01)
+    assert recovery.claim_redispatch(session, 60, 600) == []  # nothing is 60 s old yet
     # start-up: every queued job, once
-    assert [j.id for j in jobs.claim_redispatch(session, 60, 600, everything=True)] == [queued.id]
+    assert [j.id for j in recovery.claim_redispatch(session, 60, 600, everything=True)] == [queued.id]
     time.sleep(0.05)
-    requeued, _ = jobs.recover_orphans(session, max_attempts=3)
+    requeued, _ = recovery.recover_orphans(session, max_attempts=3)
     assert [j.id for j in requeued] == [orphan.id]
-    assert [j.id for j in jobs.claim_redispatch(session, 60, 600)] == [orphan.id]  # due at once
-    assert jobs.claim_redispatch(session, 60, 600) == []  # … and then backs off
-    jobs.release_redispatch(session, [orphan.id, running.id])  # the broker refused it: due at the next sweep
-    assert [j.id for j in jobs.claim_redispatch(session, 60, 600)] == [orphan.id]  # a running job is never sent
+    assert [j.id for j in recovery.claim_redispatch(session, 60, 600)] == [orphan.id]  # due at once
+    assert recovery.claim_redispatch(session, 60, 600) == []  # … and then backs off
+    recovery.release_redispatch(session, [orphan.id, running.id])  # the broker refused it: due at the next sweep
+    assert [j.id for j in recovery.claim_redispatch(session, 60, 600)] == [orphan.id]  # a running job is never sent
 
 
 def test_concurrent_sweepers_re_send_each_job_once(db_url: str) -> None:
@@ -227,7 +229,7 @@ def test_concurrent_sweepers_re_send_each_job_once(db_url: str) -> None:
     def sweep() -> None:
         barrier.wait()
         with session_scope(db_url) as s:
-            taken.extend(j.id for j in jobs.claim_redispatch(s, 60, 600, now=later))
+            taken.extend(j.id for j in recovery.claim_redispatch(s, 60, 600, now=later))
 
     threads = [threading.Thread(target=sweep) for _ in range(4)]
     for t in threads:
@@ -239,7 +241,7 @@ def test_concurrent_sweepers_re_send_each_job_once(db_url: str) -> None:
 
 def test_list_jobs_filters_and_pages(session) -> None:
     a, b, c = new_job(session), new_job(session), new_job(session)
-    jobs.claim_job(session, b.id, "w", 60)
+    lifecycle.claim_job(session, b.id, "w", 60)
     queued, total = jobs.list_jobs(session, status="queued")
     assert total == 2 and {j.id for j in queued} == {a.id, c.id}
     page, total = jobs.list_jobs(session, limit=2, offset=0)
@@ -250,8 +252,8 @@ def test_list_jobs_filters_and_pages(session) -> None:
 # ---------------------------------------------------------------------------------------------------- leaderboard
 def _finished(session, metrics: dict[str, float], **spec) -> Job:
     job = new_job(session, **spec)
-    jobs.claim_job(session, job.id, "w", 60)
-    jobs.complete_job(session, job.id, metrics, {})
+    lifecycle.claim_job(session, job.id, "w", 60)
+    lifecycle.complete_job(session, job.id, metrics, {})
     return job
 
 
@@ -262,16 +264,16 @@ def test_leaderboard_ranks_filters_and_reports_hyper_parameters(session) -> None
     c = _finished(session, {"clean_acc": 0.95}, name="c", dataset={"name": "digits", "n_train": 100})
     new_job(session, name="queued-one")  # not finished: never on the board
 
-    rows = jobs.leaderboard(session)
+    rows = leaderboard(session)
     assert [r.job_id for r in rows] == [c.id, b.id, a.id] and [r.rank for r in rows] == [1, 2, 3]
-    rows = jobs.leaderboard(session, dataset="spirals", metric="pgd_linf_acc@0.1")
+    rows = leaderboard(session, dataset="spirals", metric="pgd_linf_acc@0.1")
     assert [(r.name, r.value, r.clean_acc) for r in rows] == [("a", 0.6, 0.8), ("b", 0.3, 0.9)]
     assert rows[1].metrics == {"clean_acc": 0.9, "pgd_linf_acc@0.1": 0.3}
     assert (rows[1].family, rows[1].width, rows[1].depth, rows[1].theta, rows[1].h) == ("implicit", 16, 6, 0.75, 0.5)
     assert rows[0].theta == 0.0  # explicit ResNet = θ-method with θ = 0
-    assert [r.name for r in jobs.leaderboard(session, family="implicit")] == ["b"]
-    assert [r.name for r in jobs.leaderboard(session, descending=False, limit=2)] == ["a", "b"]
-    assert jobs.leaderboard(session, metric="no_such_metric") == []
+    assert [r.name for r in leaderboard(session, family="implicit")] == ["b"]
+    assert [r.name for r in leaderboard(session, descending=False, limit=2)] == ["a", "b"]
+    assert leaderboard(session, metric="no_such_metric") == []
 
 
 # ---------------------------------------------------------------------------------------------------- migrations

@@ -16,6 +16,7 @@ from sqlalchemy import update
 from core.protocol import parse_protocol_version, protocol_version
 from core.spec import JobSpec
 from db import jobs as job_store
+from db import lifecycle
 from db.models import Job
 from db.session import session_scope
 
@@ -70,8 +71,8 @@ def test_reevaluate_stale_refreshes_each_chain_once(pg_stack: Stack) -> None:
         s.commit()
         # and an entry stored without weights under that protocol (as an import or `db seed` stores one)
         bare = job_store.create_job(s, JobSpec.model_validate(tiny_spec("e2e-no-weights")), "imported", older)
-        job_store.claim_job(s, bare.id, "importer", 60)
-        assert job_store.complete_job(s, bare.id, {"clean_acc": 0.5}, {}, "importer") is not None
+        lifecycle.claim_job(s, bare.id, "importer", 60)
+        assert lifecycle.complete_job(s, bare.id, {"clean_acc": 0.5}, {}, "importer") is not None
     with pg_stack.client() as c:
         stale_ids = [j["id"] for j in c.get("/api/v1/jobs", params={"stale": "true", "limit": 500}).json()["items"]]
     assert first["id"] in stale_ids and old["id"] not in stale_ids  # the chain's newest link only

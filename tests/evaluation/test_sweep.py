@@ -13,20 +13,16 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from cli.sweep import comparison_table, poster_table, shared_noise_ceiling, trend_lines
+from evaluation.poster import POSTER_GAUSSIAN, poster_reference, spirals_noise_ceiling, trend_check
 from evaluation.sweep import (
     MAX_POINTS,
-    POSTER_GAUSSIAN,
     PointOutcome,
     SweepError,
     axis_labels,
     expand_grid,
     merge_axes,
     parse_set,
-    poster_reference,
-    run_points_local,
-    spirals_noise_ceiling,
     split_sweep,
-    trend_check,
 )
 
 BASE = {
@@ -210,10 +206,13 @@ def test_trend_check_compares_the_extreme_thetas() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- running
-def test_run_points_local_gives_the_same_numbers_in_worker_processes(tmp_path: Path) -> None:
+def test_in_process_points_give_the_same_numbers_in_worker_processes(tmp_path: Path) -> None:
+    from cli.backend import InProcess
+    from cli.sweep import run_points
+
     points = expand_grid(BASE, {"model.theta": [0, 1]})
-    serial = run_points_local(points, tmp_path / "serial")
-    parallel = run_points_local(points, tmp_path / "parallel", jobs=2)
+    serial = run_points(points, InProcess(), tmp_path / "serial")
+    parallel = run_points(points, InProcess(jobs=2), tmp_path / "parallel")
     assert [o.status for o in serial] == ["succeeded", "succeeded"]
     assert [o.metrics["gaussian_acc@0.3"] for o in serial] == [o.metrics["gaussian_acc@0.3"] for o in parallel]
     assert (tmp_path / "parallel" / "tiny-theta=1" / "result.json").exists()
@@ -242,12 +241,12 @@ def test_sweep_command_exit_codes(tmp_path: Path, monkeypatch) -> None:
     malformed = runner.invoke(app, ["sweep", str(spec), "--set", "model.theta"])
     assert malformed.exit_code == 2
 
-    def fail_second(spec_json: str, out_dir, threads):
-        if '"theta":1.0' in spec_json:
-            return "failed", {}, "RuntimeError: boom"
-        return "succeeded", {"clean_acc": 1.0, "gaussian_acc@0.5": 0.5}, None
+    def fail_second(spec_json: str, out_dir, threads, progress=None):
+        if json.loads(spec_json)["model"]["theta"] == 1:
+            return "failed", {}, {}, "RuntimeError: boom"
+        return "succeeded", {"clean_acc": 1.0, "gaussian_acc@0.5": 0.5}, {}, None
 
-    monkeypatch.setattr("evaluation.sweep._run_one", fail_second)
+    monkeypatch.setattr("cli.backend._run_one", fail_second)
     failed = runner.invoke(app, ["sweep", str(spec), "--set", "model.theta=0,1", "--out", str(tmp_path / "o")])
     assert failed.exit_code == 1 and "boom" in failed.output
 

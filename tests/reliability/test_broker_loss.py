@@ -4,7 +4,7 @@ queued, a worker started afterwards runs each of them once.
 
 Which sweeper: the API's (:class:`api.dispatch.RecoveryLoop`, here every 0.5 s); the worker has none. A queued job
 is re-sent ``redispatch_after`` (here 1 s) after its submission and then with a back-off that doubles with its age
-(:func:`db.jobs.claim_redispatch`), so jobs that merely wait collect a few duplicate messages, not one per sweep.
+(:func:`db.recovery.claim_redispatch`), so jobs that merely wait collect a few duplicate messages, not one per sweep.
 """
 
 from __future__ import annotations

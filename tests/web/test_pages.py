@@ -183,6 +183,8 @@ def test_compare_two_jobs_side_by_side_with_curves(http: httpx.Client, web_site:
         ("/?metric=clean_acc;drop", 422, "is not a metric name"),
         ("/?order=sideways", 422, "order"),
         ("/?limit=0", 422, "limit"),
+        ("/?limit=500", 422, "limit: Input should be less than or equal to 200"),
+        ("/?order=sideways&limit=x", 422, "order: one of 'asc' or 'desc'; limit: Input should be a valid integer"),
         ("/?cursor=garbage", 422, "cursor"),
         ("/?dataset=%00", 422, "NUL"),
         ("/?metric=<script>alert(1)</script>", 422, "is not a metric name"),  # escaped: page() finds no <script
@@ -195,6 +197,12 @@ def test_compare_two_jobs_side_by_side_with_curves(http: httpx.Client, web_site:
 def test_bad_requests_are_html_error_pages(http: httpx.Client, path: str, status: int, message: str) -> None:
     text = page(http, path, status=status)
     assert message in html.unescape(text) and "Back to the leaderboard" in text
+
+
+def test_blank_form_fields_count_as_absent(http: httpx.Client) -> None:
+    """The filter form sends ``dataset=`` for "any": a blank value is the parameter's default, not a 422."""
+    blank = page(http, "/", {"dataset": "", "family": " ", "task": "", "order": "", "limit": "", "metric": ""})
+    assert ROW.findall(blank) == ROW.findall(page(http, "/")) == api_ids(http, limit=25)
 
 
 def test_plots_route_serves_only_pngs_of_the_job(http: httpx.Client, web_site: Site) -> None:

@@ -25,7 +25,7 @@ from service_helpers import REPO, free_port, service_env, tiny_spec, worker_prov
 from core.config import Settings
 from core.provenance import current_code
 from core.spec import JobSpec
-from db import jobs
+from db import jobs, lifecycle
 from db.seed import seed_leaderboard
 from db.session import session_scope
 from evaluation.plots import write_plots
@@ -120,10 +120,10 @@ def add_regression_jobs(url: str, artifacts: Path, mses: dict[str, float]) -> di
         )
         with session_scope(url) as s:
             job = jobs.create_job(s, spec, code_version=current_code().identity)
-            assert jobs.claim_job(s, job.id, WORKER, 600) is not None
+            assert lifecycle.claim_job(s, job.id, WORKER, 600) is not None
             plots = write_plots(artifacts / job.id, metrics, name)
             info = {"plots": plots, **worker_provenance()}
-            assert jobs.complete_job(s, job.id, metrics, info, worker=WORKER) is not None
+            assert lifecycle.complete_job(s, job.id, metrics, info, worker=WORKER) is not None
             ids[name] = job.id
     return ids
 
@@ -138,23 +138,23 @@ def populate(url: str, artifacts: Path, real_job: bool = False) -> Populated:
         with session_scope(url) as s:
             job = jobs.create_job(s, _spec(name, model), code_version=current_code().identity)
             out.ids[name] = job.id
-            assert jobs.claim_job(s, job.id, WORKER, 600) is not None
+            assert lifecycle.claim_job(s, job.id, WORKER, 600) is not None
             radii = np.random.default_rng(len(name)).gamma(2.0, 0.04, size=100)
             job_dir = artifacts / job.id
             plots = write_plots(job_dir, metrics, name, radii=radii, certified_eps=EPS, radius_method="test")
             info = {"pgd": _attack_info(), "plots": plots, **worker_provenance()}
-            assert jobs.complete_job(s, job.id, metrics, info, worker=WORKER) is not None
+            assert lifecycle.complete_job(s, job.id, metrics, info, worker=WORKER) is not None
         out.metrics[name] = metrics
     with session_scope(url) as s:
         code = current_code().identity
         failed = jobs.create_job(s, _spec("web-failed", {"family": "explicit", "width": 8, "depth": 2}), code)
-        jobs.claim_job(s, failed.id, WORKER, 600)
-        jobs.fail_job(s, failed.id, "TrainingDiverged: the loss is nan at epoch 3", worker=WORKER)
+        lifecycle.claim_job(s, failed.id, WORKER, 600)
+        lifecycle.fail_job(s, failed.id, "TrainingDiverged: the loss is nan at epoch 3", worker=WORKER)
         running = jobs.create_job(s, _spec("web-running", {"family": "explicit", "width": 8, "depth": 3}), code)
-        jobs.claim_job(s, running.id, WORKER, 3600)
+        lifecycle.claim_job(s, running.id, WORKER, 3600)
         progress = {"phase": "train", "epoch": 12, "epochs": 30, "loss": 0.42, "seconds_per_epoch": 0.5,
                     "eta_seconds": 600.0}  # fmt: skip
-        assert jobs.update_progress(s, running.id, progress, WORKER)
+        assert lifecycle.update_progress(s, running.id, progress, WORKER)
         out.ids |= {"web-failed": failed.id, "web-running": running.id}
     out.timings["seed_s"] = time.perf_counter() - t0
     if real_job:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from core.config import Settings
 from core.spec import JobSpec
-from db import jobs
+from db import jobs, lifecycle
 from db.session import session_scope
 from worker.executor import execute_job, load_spec
 
@@ -84,7 +84,7 @@ def test_cancel_stops_a_running_job(settings: Settings) -> None:
             break
         time.sleep(0.05)
     with session_scope(settings.database_url) as s:
-        assert jobs.cancel_job(s, job_id) is not None
+        assert lifecycle.cancel_job(s, job_id) is not None
     runner.join(timeout=30)
     assert outcome == ["cancelled"]
     with session_scope(settings.database_url) as s:
@@ -101,13 +101,13 @@ def test_database_errors_are_retried_not_stored_as_the_jobs_error(settings: Sett
     job_id = submit(settings, tiny_spec("exec-db-retry"))
     calls: dict[str, int] = {"claim_job": 0, "complete_job": 0}
     for name in calls:
-        real = getattr(jobs, name)
+        real = getattr(lifecycle, name)
 
         def flaky(*args, _name=name, _real=real, **kwargs):
             calls[_name] += 1
             return _unreachable() if calls[_name] <= 2 else _real(*args, **kwargs)
 
-        monkeypatch.setattr(jobs, name, flaky)
+        monkeypatch.setattr(lifecycle, name, flaky)
     assert execute_job(job_id, "w1", settings) == "succeeded"
     assert calls == {"claim_job": 3, "complete_job": 3}
     with session_scope(settings.database_url) as s:
@@ -121,8 +121,8 @@ def test_a_long_outage_leaves_the_job_running_for_the_sweep(settings: Settings, 
     the recovery sweep re-runs it once its lease expires."""
     settings = settings.model_copy(update={"db_retry_seconds": 0.3})
     job_id = submit(settings, tiny_spec("exec-db-down"))
-    monkeypatch.setattr(jobs, "complete_job", _unreachable)
-    monkeypatch.setattr(jobs, "fail_job", _unreachable)
+    monkeypatch.setattr(lifecycle, "complete_job", _unreachable)
+    monkeypatch.setattr(lifecycle, "fail_job", _unreachable)
     with pytest.raises(OperationalError):
         execute_job(job_id, "w1", settings)
     with session_scope(settings.database_url) as s:
