@@ -50,7 +50,13 @@ from models.steps import SolverConfig, ThetaStep  # noqa: E402
 
 FAMILIES = ("explicit", "implicit", "hamiltonian", "lipschitz")
 TORCHDEQ_SOLVERS = ("fixed_point_iter", "anderson", "broyden")
-OUR_PAIRS = (("anderson", "gmres"), ("fixed_point", "neumann"), ("anderson", "neumann"), ("fixed_point", "gmres"))
+OUR_PAIRS = (
+    ("anderson", "gmres"),
+    ("fixed_point", "neumann"),
+    ("anderson", "neumann"),
+    ("fixed_point", "gmres"),
+    ("auto", "auto"),
+)
 CIFAR = (3, 32, 32)
 
 
@@ -227,6 +233,8 @@ def bench_deq(args: argparse.Namespace, device: torch.device) -> list[tuple[str,
     print(f"\n  ours default (anderson + gmres) ÷ torchdeq fastest ({best_peer}): {default / peer_time:.2f}  "
           f"goal ≤ 0.5  {'PASS' if default / peer_time <= 0.5 else 'MISS'}")  # fmt: skip
     print(f"  ours fastest pair ÷ torchdeq fastest: {fastest / peer_time:.2f}")
+    print(f"  ours auto (resolved to {', '.join(ours['auto + auto'].stats.pairs)}) ÷ torchdeq fastest: "
+          f"{times['ours auto + auto'] / peer_time:.2f}")  # fmt: skip
     auto = times["ours anderson + gmres, autograd VJPs"]
     print(f"  closed-form conv term ÷ autograd VJPs (anderson + gmres): {default / auto:.2f}")
     return rows

@@ -260,6 +260,12 @@ def run_job(
         metrics["solver_failures"] = float(failures)
         if failures:
             info["warnings"].append(f"{failures} solver calls did not reach their tolerance")
+        pairs: dict[str, int] = {}  # which forward + backward solvers ran ("auto" resolves per step): solve counts
+        for stats in {id(s): s for s in solver_stats}.values():
+            for name, count in stats.pairs.items():
+                pairs[name] = pairs.get(name, 0) + count
+        if pairs:
+            info["solver"] = {"pairs": dict(sorted(pairs.items()))}
     info["warnings"] += sorted({str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)})[:20]
     result = RunResult(metrics=metrics, info=info, model=model, arrays=arrays)
     if out_dir is not None:

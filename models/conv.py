@@ -6,20 +6,20 @@ works on the flat state (N, channels·n²) through :class:`ConvResidualFunction`
 
     F(x) = K₂ ⋆ σ(K₁ ⋆ x + b₁) + b₂        (zero padding k//2, stride 1: 'same' size)
 
-Lipschitz bounds use the **exact** spectral norm of each convolution as a linear operator on C×n×n images
-(:func:`conv_operator_norm`): the operator's matrix is built once, in float64, by writing each kernel tap where
-it acts (:func:`conv_operator_matrix`), and its largest singular value is taken exactly
-(:mod:`models.spectral_norms`). On small images that is affordable (C·n² = 512 for 8 channels on 8×8: about
-26 ms per convolution on one CPU core) and, unlike power iteration, never an underestimate; unlike the
-circular-convolution (FFT) bound of :mod:`models.lipschitz_layers`, it is exact for the zero-padded operator rather
-than an upper bound. Above :data:`EXACT_CONV_SIZE` rows (64 channels on 32×32 would be a 65 536² matrix) certificates
-use :func:`conv_norm_bound`, a provable upper bound that never forms the matrix (:func:`certified_conv_norm`).
-The implicit θ-step solves with F in closed form (:mod:`models.conv_term`). Example::
+Lipschitz bounds use the norm of each convolution as a linear operator on C×n×n images from
+:func:`models.conv_norms.conv_lipschitz_bound`: exact (the largest singular value of the operator's matrix, in
+float64) where the matrix is small — 8 channels on 8×8 images, 512×512, about 26 ms per convolution — and above that
+a provable upper bound by Gram iteration on the circular convolution that contains the zero-padded one, which never
+forms the matrix (Delattre et al., ICML 2023; see :mod:`models.conv_norms`). Never power iteration, which
+underestimates. :func:`certified_conv_norm` is that bound for square images and the image backbone's
+(:mod:`models.image`) certificates; :func:`conv_norm_bound` is the differentiable sound bound its training uses (the
+step size of a 1-Lipschitz layer, a normalised lift). The implicit θ-step solves with F in closed form
+(:mod:`models.conv_term`). Example::
 
     embed = ConvEmbedding(channels=8, side=8, kernel_size=3)
     f = ConvResidualFunction(channels=8, hidden=8, side=8)
     y = f(embed(x))                    # x: (N, 64) → (N, 512)
-    f.lipschitz_bound()                # Lip(σ)·‖K₂‖₂·‖K₁‖₂, exact
+    f.lipschitz_bound()                # Lip(σ)·‖K₂‖₂·‖K₁‖₂, exact at this size
 """
 
 from __future__ import annotations
@@ -27,36 +27,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.conv_norms import conv_lipschitz_bound, conv_operator_matrix, conv_operator_norm
 from models.conv_term import ConvTerm
 from models.lipschitz_layers import conv_operator_norm_bound
 from models.residual import ACTIVATIONS, has_closed_form
-from models.spectral_norms import exact_spectral_norm
-
-
-def conv_operator_matrix(kernel: torch.Tensor, side: int) -> torch.Tensor:
-    """The (C'·n²)×(C·n²) matrix of the zero-padded ('same', stride 1) convolution with ``kernel`` (C'×C×k×k) on
-    C×n×n images, in float64. Conv2d is a cross-correlation: output pixel (i, j) reads input pixel
-    (i + a − k//2, j + b − k//2) through tap (a, b), so each C'×C block of taps is written where that input pixel
-    lies inside the image (zero padding: nowhere else)."""
-    c_out, c_in, k = kernel.shape[0], kernel.shape[1], kernel.shape[-1]
-    device = kernel.device
-    pixel = torch.arange(side, device=device)
-    tap = torch.arange(k, device=device)
-    # (i, j, a, b) for every output pixel and tap, and the input pixel (ii, jj) it reads
-    i, j, a, b = torch.meshgrid(pixel, pixel, tap, tap, indexing="ij")
-    ii, jj = i + a - k // 2, j + b - k // 2
-    inside = (ii >= 0) & (ii < side) & (jj >= 0) & (jj < side)
-    out_pixel, in_pixel = (i * side + j)[inside], (ii * side + jj)[inside]
-    blocks = torch.zeros(side * side, side * side, c_out, c_in, dtype=torch.float64, device=device)
-    blocks[out_pixel, in_pixel] = kernel.detach().double().permute(2, 3, 0, 1)[a[inside], b[inside]]
-    return blocks.permute(2, 0, 3, 1).reshape(c_out * side * side, c_in * side * side)
-
-
-def conv_operator_norm(kernel: torch.Tensor, side: int) -> float:
-    """Exact ‖·‖₂ of the zero-padded convolution with ``kernel`` on C×n×n images: the largest singular value of
-    :func:`conv_operator_matrix` (:func:`models.spectral_norms.exact_spectral_norm`, float64)."""
-    with torch.no_grad():
-        return exact_spectral_norm(conv_operator_matrix(kernel, side))
 
 
 def image_size(side: int | tuple[int, int]) -> tuple[int, int]:
@@ -64,27 +38,22 @@ def image_size(side: int | tuple[int, int]) -> tuple[int, int]:
     return (side, side) if isinstance(side, int) else (int(side[0]), int(side[1]))
 
 
-EXACT_CONV_SIZE = 1024  # rows or columns of the operator matrix up to which its norm is taken exactly
-
-
 def conv_norm_bound(kernel: torch.Tensor, side: int | tuple[int, int]) -> torch.Tensor:
-    """THE sound upper bound on ‖·‖₂ of the zero-padded ('same', stride 1) convolution with ``kernel`` on C×H×W
-    images that every layer of the image backbone (:mod:`models.image`) uses, in training (differentiable, e.g. the
-    step size τ of a 1-Lipschitz layer) and in certificates alike; it never forms the operator matrix.
-
-    Today: the exact norm of the circular convolution on the (H + k − 1)×(W + k − 1) grid, which contains the
-    zero-padded one as a restriction (:func:`models.lipschitz_layers.conv_operator_norm_bound`, Sedghi, Gupta &
-    Long, 2019). The one place to change for a tighter or cheaper provable bound (Gram iteration)."""
+    """A sound upper bound on ‖·‖₂ of the zero-padded ('same', stride 1) convolution with ``kernel`` on C×H×W
+    images that is **differentiable**, for training: the step size τ ≤ 2/B² of a 1-Lipschitz layer, a lift divided
+    by its bound. The exact norm of the circular convolution on the (H + k − 1)×(W + k − 1) grid, which contains the
+    zero-padded one as a restriction (:func:`models.lipschitz_layers.conv_operator_norm_bound`; Sedghi, Gupta &
+    Long, 2019). Certificates use :func:`certified_conv_norm`."""
     return conv_operator_norm_bound(kernel, image_size(side))
 
 
 def certified_conv_norm(kernel: torch.Tensor, side: int | tuple[int, int]) -> float:
-    """‖·‖₂ of the zero-padded convolution for a certificate: exact (:func:`conv_operator_norm`) on square images
-    while the operator matrix has at most :data:`EXACT_CONV_SIZE` rows and columns, else :func:`conv_norm_bound`.
-    Both are sound."""
+    """The sound conv norm of every certificate of the image backbone: on square images
+    :func:`models.conv_norms.conv_lipschitz_bound` (exact while the operator is small, else Gram iteration), on
+    non-square ones :func:`conv_norm_bound`. The one place to change for another provable bound."""
     height, width = image_size(side)
-    if height == width and max(kernel.shape[0], kernel.shape[1]) * height * width <= EXACT_CONV_SIZE:
-        return conv_operator_norm(kernel, height)
+    if height == width:
+        return conv_lipschitz_bound(kernel, height)
     with torch.no_grad():
         return float(conv_norm_bound(kernel.detach().double(), (height, width)))
 
@@ -103,8 +72,9 @@ class ConvEmbedding(nn.Module):
         return self.conv(x.reshape(x.shape[0], 1, self.side, self.side)).flatten(1)
 
     def lipschitz_bound(self) -> float:
-        """Exact operator norm of the convolution (the bias does not change the Lipschitz constant)."""
-        return conv_operator_norm(self.conv.weight, self.side)
+        """The convolution's operator norm, exact or a sound upper bound (:func:`conv_lipschitz_bound`; the bias
+        does not change the Lipschitz constant)."""
+        return conv_lipschitz_bound(self.conv.weight, self.side)
 
 
 class ConvResidualFunction(nn.Module):
@@ -146,10 +116,10 @@ class ConvResidualFunction(nn.Module):
         return ConvTerm.fold(self.activation, params["w1"], params["b1"], params["w2"], params["b2"], coeff, image)
 
     def lipschitz_bound(self) -> float:
-        """Lip(F) ≤ Lip(σ)·‖K₂‖₂·‖K₁‖₂, each norm exact while small, else a sound bound
-        (:func:`certified_conv_norm`)."""
-        norm1 = certified_conv_norm(self.conv1.weight, self.size)
-        return self.activation_lipschitz * certified_conv_norm(self.conv2.weight, self.size) * norm1
+        """Lip(F) ≤ Lip(σ)·‖K₂‖₂·‖K₁‖₂ with the operator norms of the two convolutions, exact or sound upper bounds
+        (:func:`certified_conv_norm`: :func:`conv_lipschitz_bound` on square images)."""
+        norm2 = certified_conv_norm(self.conv2.weight, self.size)
+        return self.activation_lipschitz * norm2 * certified_conv_norm(self.conv1.weight, self.size)
 
 
 __all__ = ["ConvEmbedding", "ConvResidualFunction", "certified_conv_norm", "conv_norm_bound", "conv_operator_matrix",

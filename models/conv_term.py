@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.functional import conv2d, conv_transpose2d
 
-from models.residual import ACTIVATION_DERIVATIVES, ACTIVATIONS_IN_PLACE
+from models.residual import ACTIVATION_DERIVATIVES, ACTIVATION_LIPSCHITZ, ACTIVATIONS_IN_PLACE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +63,16 @@ class ConvTerm:
 
     def with_tensors(self, tensors: dict[str, torch.Tensor]) -> ConvTerm:
         return dataclasses.replace(self, **tensors)
+
+    def lipschitz_bound(self) -> float:
+        """Sound bound on Lip(T) = Lip(σ)·‖K₂‖₂·‖K₁‖₂ of the folded weights (hθ included), each convolution's norm
+        from :func:`models.conv.certified_conv_norm` (what the ``auto`` solver choice reads)."""
+        from models.conv import certified_conv_norm  # models.conv builds ConvTerms: imported when first needed
+
+        size = self.image[1:]
+        with torch.no_grad():
+            norm1, norm2 = certified_conv_norm(self.w1, size), certified_conv_norm(self.w2, size)
+        return ACTIVATION_LIPSCHITZ[type(self.activation)] * norm1 * norm2
 
     def images(self, z: torch.Tensor) -> torch.Tensor:
         return z.view(z.shape[0], *self.image)

@@ -115,8 +115,15 @@ class ImageEmbedding(nn.Module):
         return self.conv(self.normalize(x.reshape(x.shape[0], *self.image))).flatten(1)
 
     def lipschitz_bound(self) -> float:
-        """1/min s_c (normalisation) × ‖lift‖₂ (exact while small, else :func:`models.conv.conv_norm_bound`)."""
-        return self.normalize.lipschitz_bound() * certified_conv_norm(self.conv.weight, self.image[1:])
+        """1/min s_c (normalisation) × ‖lift‖₂ (:func:`models.conv.certified_conv_norm`; for a lift divided by its
+        bound, the smaller of that and the same differentiable bound it was divided by, recomputed in float64 on the
+        weight in use: both are sound, and the second is 1 up to rounding)."""
+        weight = self.conv.weight
+        norm = certified_conv_norm(weight, self.image[1:])
+        if parametrize.is_parametrized(self.conv, "weight"):
+            with torch.no_grad():
+                norm = min(norm, float(conv_norm_bound(weight.detach().double(), self.image[1:])))
+        return self.normalize.lipschitz_bound() * norm
 
 
 class Downsample(nn.Module):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from models.spectral_norms import exact_spectral_norm
+from models.spectral_norms import exact_spectral_norm, spectral_norms
 
 ACTIVATIONS: dict[str, tuple[type[nn.Module], float]] = {
     # name: (module, Lipschitz constant)
@@ -143,6 +143,8 @@ def localized_field(
 # --- the implicit term of a θ-step in closed form ---------------------------------------------------------------
 
 
+ACTIVATION_LIPSCHITZ: dict[type[nn.Module], float] = {module: lip for module, lip in ACTIVATIONS.values()}
+
 ACTIVATION_DERIVATIVES: dict[type[nn.Module], Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]] = {
     # σ'(a) from the module, the pre-activation a and σ(a), as autograd's backward of the module computes it
     nn.Tanh: lambda act, pre, post: 1 - post * post,
@@ -206,6 +208,12 @@ class DenseTerm:
 
     def with_tensors(self, tensors: dict[str, torch.Tensor]) -> DenseTerm:
         return dataclasses.replace(self, **tensors)
+
+    def lipschitz_bound(self) -> float:
+        """Sound bound on Lip(T) = |c| + Lip(σ)·‖W₂‖₂·‖W₁‖₂ of the folded weights (so hθ, the localisation and the
+        scale included), from exact spectral norms in float64 (one batched eigensolver call)."""
+        norm1, norm2 = spectral_norms([self.w1, self.w2])
+        return abs(self.identity) + ACTIVATION_LIPSCHITZ[type(self.activation)] * norm1 * norm2
 
     def fixed_point_map(self, base: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """z ↦ base + T(z), for states of shape (batch, width)."""

@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from models.residual import ResidualFunction
+from models.residual import DenseTerm, ResidualFunction
 from models.solvers import SolverInfo, solve_adjoint, solve_fixed_point
+from models.solvers.auto import AUTO_SOLVER, resolve_solvers
 
 
 def explicit_euler_step(x: torch.Tensor, fx: torch.Tensor, h: float) -> torch.Tensor:
@@ -129,8 +131,8 @@ class ImplicitAdjoint(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, step, term, z_star, base, *tensors):  # noqa: D401 - autograd signature
-        ctx.step, ctx.term = step, term
+    def forward(ctx, step, term, backward, z_star, base, *tensors):  # noqa: D401 - autograd signature
+        ctx.step, ctx.term, ctx.backward = step, term, backward  # backward: the adjoint solver's name
         ctx.save_for_backward(z_star, *tensors)
         return z_star.clone()  # not a view: an in-place op on y must not corrupt the saved fixed point
 
@@ -143,18 +145,20 @@ class ImplicitAdjoint(torch.autograd.Function):
             term = ctx.term.with_tensors({n: t.detach() for n, t in zip(names, tensors, strict=True)})
             linear = term.linearize(z_star)
             cfg = step.solver
-            grad, info = solve_adjoint(linear.vjp, grad_y, cfg.backward, cfg.backward_tol, cfg.backward_max_iter)
+            grad, info = solve_adjoint(linear.vjp, grad_y, ctx.backward, cfg.backward_tol, cfg.backward_max_iter)
         step.stats.record_backward(info)
         if not info.converged:  # a non-converged adjoint gives inexact gradients: say so, never silently
             warnings.warn(step.stats.failures[-1], RuntimeWarning, stacklevel=2)
-        wanted = [n for n, w in zip(names, ctx.needs_input_grad[4:], strict=True) if w]
+        wanted = [n for n, w in zip(names, ctx.needs_input_grad[5:], strict=True) if w]
         found = linear.param_vjp(grad, wanted) if wanted else {}
         param_grads = [found.get(n) for n in names]
-        return (None, None, None, grad if ctx.needs_input_grad[3] else None, *param_grads)
+        return (None, None, None, None, grad if ctx.needs_input_grad[4] else None, *param_grads)
 
 
 @dataclass
 class SolverConfig:
+    """Solver names (``"auto"``: :func:`models.solvers.auto.resolve_solvers`), tolerances and iteration limits."""
+
     forward: str = "anderson"
     backward: str = "gmres"
     tol: float = 1e-5
@@ -172,6 +176,11 @@ class SolverStats:
     backward_iterations: int = 0
     backward_residual: float = 0.0
     failures: list[str] = field(default_factory=list)
+    pairs: dict[str, int] = field(default_factory=dict)  # "forward + backward" → forward solves with that pair
+
+    def record_pair(self, forward: str, backward: str) -> None:
+        name = f"{forward} + {backward}"
+        self.pairs[name] = self.pairs.get(name, 0) + 1
 
     def record_forward(self, info: SolverInfo, tol: float) -> None:
         self.forward_iterations = max(self.forward_iterations, info.iterations)
@@ -192,6 +201,8 @@ class SolverStats:
         self.backward_iterations = max(self.backward_iterations, other.backward_iterations)
         self.backward_residual = max(self.backward_residual, other.backward_residual)
         self.failures.extend(other.failures)
+        for name, count in other.pairs.items():
+            self.pairs[name] = self.pairs.get(name, 0) + count
 
     def reset(self) -> None:
         self.__init__()
@@ -205,6 +216,7 @@ class ThetaStep(nn.Module):
         self.theta = theta
         self.solver = solver or SolverConfig()
         self.stats = SolverStats()
+        self._contraction: tuple | None = None  # (state key, tensors, bound) of contraction_bound
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = self.residual.weights()  # once per step, with graph (see ResidualFunction.weights)
@@ -221,17 +233,48 @@ class ThetaStep(nn.Module):
             base = x + self.h * (1 - self.theta) * fx
             with torch.no_grad():
                 z0 = base.detach() + hth * fx.detach()  # one explicit predictor step
+        cfg = self.solver
+        forward, backward = cfg.forward, cfg.backward
+        if AUTO_SOLVER in (forward, backward):
+            forward, backward = resolve_solvers(forward, backward, self.contraction_bound(term, params))
+        self.stats.record_pair(forward, backward)
         with torch.no_grad():
             frozen = term.with_tensors({k: v.detach() for k, v in term.tensors().items()})
-            cfg = self.solver
             fixed_point_map = frozen.fixed_point_map(base.detach())
-            z_star, info = solve_fixed_point(fixed_point_map, z0, cfg.forward, cfg.tol, cfg.max_iter)
+            z_star, info = solve_fixed_point(fixed_point_map, z0, forward, cfg.tol, cfg.max_iter)
         self.stats.record_forward(info, self.solver.tol)
         if not info.converged:
             warnings.warn(self.stats.failures[-1], RuntimeWarning, stacklevel=2)
         if not torch.is_grad_enabled():
             return z_star
-        return ImplicitAdjoint.apply(self, frozen, z_star, base, *term.tensors().values())
+        return ImplicitAdjoint.apply(self, frozen, backward, z_star, base, *term.tensors().values())
+
+    def contraction_bound(self, term, params: dict[str, torch.Tensor]) -> float | None:
+        """A sound upper bound on Lip(hθF) for the weights of this forward pass, or None where there is none: the
+        folded closed form's exact norms (:meth:`models.residual.DenseTerm.lipschitz_bound`), else hθ times the
+        residual function's own bound (not for parametrised weights, which the bound would recompute). Kept while
+        the residual's parameters and buffers (their identity and in-place versions), h, θ and the mode are
+        unchanged: once per weight update in training, once in all in evaluation."""
+        tensors = (*self.residual.parameters(), *self.residual.buffers())
+        key = (self.training, self.h, self.theta, tuple((id(t), t._version) for t in tensors))
+        cached = self._contraction
+        if cached is not None and cached[0] == key:
+            return cached[2]
+        hth = self.h * self.theta
+        with torch.no_grad():
+            closed = getattr(self.residual, "implicit_term", None)
+            dense = term if isinstance(term, DenseTerm) else (closed(params, hth) if closed is not None else None)
+            if dense is not None:
+                bound = dense.lipschitz_bound()
+            elif any(parametrize.is_parametrized(m) for m in self.residual.modules()):
+                bound = None
+            else:
+                try:
+                    bound = hth * float(self.residual.lipschitz_bound())
+                except LipschitzBoundUnavailable:
+                    bound = None
+        self._contraction = (key, tensors, bound)  # the tensors kept alive: their ids cannot be reused
+        return bound
 
     def lipschitz_bound(self) -> float:
         return theta_step_lipschitz(self.residual.lipschitz_bound(), self.h, self.theta)

@@ -26,6 +26,7 @@ name is importable from ``core.spec``.
 """
 
 from core.spec.base import (
+    AUTO_SOLVER,
     DIGITS_IMAGES,
     MAX_DEPTH,
     MAX_EPOCHS,
@@ -106,6 +107,7 @@ __all__ = [
     "AttackEval",
     "AugmentSpec",
     "AutoAttackEval",
+    "AUTO_SOLVER",
     "BackwardSolverName",
     "CertifiedEval",
     "Cifar100Spec",

@@ -33,9 +33,14 @@ MAX_WORK = 5e15
 
 NonNegFloat = Annotated[float, Field(ge=0.0, le=1e3, allow_inf_nan=False)]
 PosFloat = Annotated[float, Field(gt=0.0, le=1e3, allow_inf_nan=False)]
-# Names of the solver registries in models.solvers (a test keeps the two in step; the spec stays torch-free).
-ForwardSolverName = Literal["fixed_point", "anderson", "gradient_descent", "ncg_fr", "ncg_pr"]
-BackwardSolverName = Literal["gmres", "neumann", "fixed_point"]
+# Names of the solver registries in models.solvers (a test keeps the two in step; the spec stays torch-free), and
+# AUTO_SOLVER: fixed_point forward / neumann backward where the θ-step is provably contractive (θh·Lip F < 1 from
+# exact norms or sound bounds), anderson / gmres otherwise (models.solvers.auto). An opt-in value, not the default:
+# a stored spec says "anderson" explicitly and must keep running it, and a default of "auto" would change the hash
+# of every spec that leaves the solver out.
+AUTO_SOLVER = "auto"
+ForwardSolverName = Literal["auto", "fixed_point", "anderson", "gradient_descent", "ncg_fr", "ncg_pr"]
+BackwardSolverName = Literal["auto", "gmres", "neumann", "fixed_point"]
 
 
 class StrictModel(BaseModel):

@@ -53,7 +53,8 @@ class SpectralSpec(StrictModel):
 
 class SolverSpec(StrictModel):
     """Forward (nonlinear) and backward (linear, implicit differentiation) solvers of an implicit layer.
-    Defaults follow Reshniak & Webster: TOL = 1e-5, at most 50 iterations."""
+    Defaults follow Reshniak & Webster: TOL = 1e-5, at most 50 iterations. ``"auto"`` (opt-in, either side) picks
+    fixed_point / neumann where the step is provably contractive, else anderson / gmres (``base.AUTO_SOLVER``)."""
 
     forward: ForwardSolverName = "anderson"
     backward: BackwardSolverName = "gmres"

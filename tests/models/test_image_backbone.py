@@ -58,6 +58,10 @@ def test_conv_term_matches_autograd_of_coeff_times_f(activation):
     direct = torch.autograd.grad(fy, leaves, g)
     for a, b in zip(via_fold, direct, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    bound = frozen.lipschitz_bound()  # what the "auto" solver choice reads: sound for T = coeff·F
+    for z in y.detach():
+        jac = jacobian(lambda v: COEFF * f.apply(params, v[None])[0], z)
+        assert float(torch.linalg.matrix_norm(jac, 2)) <= bound
 
 
 def test_a_conv_activation_without_closed_form_falls_back_to_autograd():

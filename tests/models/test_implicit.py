@@ -7,7 +7,7 @@ import pytest
 import torch
 from model_checks import assert_every_parameter_gets_a_gradient, assert_save_load_identical, parameter_gradcheck
 
-from core.spec import BackwardSolverName, ForwardSolverName, ModelSpec
+from core.spec import AUTO_SOLVER, BackwardSolverName, ForwardSolverName, ModelSpec
 from models import build_model
 from models.residual import ResidualFunction
 from models.solvers import BACKWARD_SOLVERS, FORWARD_SOLVERS
@@ -35,8 +35,9 @@ def tiny_implicit(theta=0.7, forward="anderson", backward="gmres", tol=1e-12, sp
 
 
 def test_spec_solver_names_match_registries():
-    assert set(typing.get_args(ForwardSolverName)) == set(FORWARD_SOLVERS)
-    assert set(typing.get_args(BackwardSolverName)) == set(BACKWARD_SOLVERS)
+    """Every registered solver, and "auto" (a choice between registered ones, models.solvers.auto)."""
+    assert set(typing.get_args(ForwardSolverName)) == set(FORWARD_SOLVERS) | {AUTO_SOLVER}
+    assert set(typing.get_args(BackwardSolverName)) == set(BACKWARD_SOLVERS) | {AUTO_SOLVER}
 
 
 @pytest.mark.parametrize("forward,backward", list(itertools.product(FORWARD, BACKWARD)))
