@@ -16,6 +16,9 @@ header (and a ``Link: <…>; rel="next"``).
   otherwise; ``attack`` and ``footnote`` say what ran, ``flags`` lists the reliability flags with their reasons
   (``unreliable``: any). The threat model and ε are those of the ranking metric when it is an attack or certified
   one (``metric=pgd_l2_acc@0.5`` → ``L2``, ``"0.5"``), else each job's largest ε of L∞ (L2 if it has no L∞).
+  ``certified_acc`` is the Lipschitz-margin certificate (the network itself); ``smoothed_certified_acc`` holds,
+  per σ, randomized smoothing's certified accuracy at that L2 ε (the smoothed classifier, each certificate with
+  probability ≥ 1 − α; ``evaluation.smoothing``), and the footnote says which is which.
 
 Both forms describe the entry's robustness by :func:`robustness` (one place); the CSV adds its columns
 ``threat_model``, ``eps``, ``robust_acc``, ``autoattack_acc``, ``attack`` and ``flags`` after the fixed ones.
@@ -31,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.families import family_of
-from core.metrics import is_fraction, kind_of, level_of, split, threat_model
+from core.metrics import is_fraction, kind_of, level_of, param_series, split, threat_model
 from db.leaderboard import LeaderboardEntry
 from db.models import Job
 
@@ -72,7 +75,16 @@ ROBUSTBENCH_ITEM_SCHEMA: dict[str, Any] = {
             "description": "reliability flags with their reasons (evaluation.reliability)",
         },
         "unreliable": {"type": "boolean", "description": "any reliability flag"},
-        "certified_acc": {"type": ["string", "null"], "description": "certified L2 accuracy at eps (L2 only)"},
+        "certified_acc": {
+            "type": ["string", "null"],
+            "description": "Lipschitz-margin certified L2 accuracy at eps (the network itself; L2 only)",
+        },
+        "smoothed_certified_acc": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "σ → randomized-smoothing certified L2 accuracy at eps (the smoothed classifier, "
+            "probability ≥ 1 − α; L2 only)",
+        },
         "footnote": {"type": "string"},
         "paper": {"type": "string"},
         "job_id": {"type": "string"},
@@ -215,6 +227,12 @@ def robustbench_models(
         r = robustness(e, metric, jobs_by_id.get(e.job_id))
         threat, eps_text = r["threat_model"], r["eps"]
         certified = e.metrics.get(f"certified_l2_acc@{eps_text}") if threat == "L2" and eps_text else None
+        smoothed = {}
+        if threat == "L2" and eps_text:
+            for sigma, points in param_series(e.metrics, "smoothed_certified_l2_acc").items():
+                at_eps = [v for level, v in points if level == float(eps_text)]
+                if at_eps:
+                    smoothed[sigma] = percent(at_eps[0])
         library = f", {r['library']}" if r["library"] else ""
         if r["best"] is None:
             footnote = f"robustlab job {e.job_id}. No {threat} attack accuracy was measured for this job."
@@ -231,7 +249,17 @@ def robustbench_models(
                 "empty: an upper bound on the robust accuracy."
             )
         if certified is not None:
-            footnote += f" Certified L2 accuracy at ε = {eps_text} (a sound lower bound): {percent(certified)}%."
+            footnote += (
+                f" Certified L2 accuracy at ε = {eps_text} from Lipschitz margins (the network itself, "
+                f"deterministic; a sound lower bound): {percent(certified)}%."
+            )
+        if smoothed:
+            footnote += (
+                f" Randomized smoothing (Cohen et al. 2019) certifies the smoothed classifier, not the network, each "
+                f"certificate with probability ≥ 1 − α: certified L2 accuracy at ε = {eps_text} "
+                + ", ".join(f"{v}% at σ = {s}" for s, v in smoothed.items())
+                + "."
+            )
         if r["flags"]:
             footnote += " Unreliable: " + "; ".join(f"{f['flag']} ({f['reason']})" for f in r["flags"]) + "."
         family = family_of(e.family)
@@ -252,6 +280,7 @@ def robustbench_models(
                 "autoattack_acc": percent(r["autoattack"]),
                 "attack": r["attack"],
                 "certified_acc": percent(certified),
+                "smoothed_certified_acc": smoothed,
                 "flags": r["flags"],
                 "unreliable": bool(r["flags"]),
                 "footnote": footnote,

@@ -11,8 +11,8 @@ are upper-bound-ish orders of magnitude, cheap enough to compute on every submis
   step and sample, for the largest batch that is differentiated — a training batch, or the test set under attack;
 * **evaluation passes**: forward (and backward) passes over the test set that the evaluation makes: Gaussian
   σ × repeats, PGD norms × ε × steps × restarts, AutoAttack norms × ε × (APGD/FAB steps per attack + Square
-  queries), plug-and-play σ × iterations. Each pass costs at least one round of Python and kernel launches however
-  small the model, so their number is bounded by itself;
+  queries), randomized smoothing σ × (n0 + n) noisy copies, plug-and-play σ × iterations. Each pass costs at
+  least one round of Python and kernel launches however small the model, so their number is bounded by itself;
 * **evaluation work**: passes × test samples × work per sample (``ModelSpec.work()``: width² · depth), the
   same unit as the training budget of :mod:`core.spec`.
 """
@@ -125,6 +125,8 @@ def eval_passes(spec: JobSpec) -> float:
         aa = ev.autoattack
         per_eps = sum(aa.queries if attack == "square" else aa.steps for attack in aa.attacks) * aa.restarts
         passes += len(aa.norm) * (len(aa.eps) + int(aa.sanity)) * per_eps  # the sanity ε too
+    if ev.smoothing is not None:
+        passes += len(ev.smoothing.sigmas) * (ev.smoothing.n0 + ev.smoothing.n)
     if ev.plug_and_play is not None:
         passes += len(ev.plug_and_play.sigmas) * ev.plug_and_play.iterations
     return passes

@@ -1,6 +1,10 @@
 """The metric catalog: one record per metric kind, and the one place that parses and formats ``kind@level``.
 
 Metric names are flat: a *kind* (``pgd_linf_acc``), optionally ``@`` and a *level* (``pgd_linf_acc@0.1``: ε = 0.1).
+A kind measured at two levels (randomized smoothing: noise σ and radius ε) carries the first in its name, as
+``_sigma<σ>`` (its record's ``param``): ``smoothed_certified_l2_acc_sigma0.25@0.5`` is the smoothed classifier of
+σ = 0.25 certified at ε = 0.5, one curve per σ. :func:`metric_key` writes every name and :func:`parse` (with
+:func:`split`, :func:`base_kind`) reads it back, here only; :data:`NAME_PATTERN` is the grammar the API checks.
 Everything that shows, sorts, plots, gates or exports a metric reads its facts here::
 
     from core import metrics
@@ -20,6 +24,7 @@ Torch-free: every layer imports it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -31,6 +36,13 @@ CLASSIFICATION: tuple[str, ...] = ("classification",)
 REGRESSION: tuple[str, ...] = ("regression", "denoising")
 EVERY_TASK: tuple[str, ...] = CLASSIFICATION + REGRESSION
 LEVEL_SYMBOLS = {"sigma": "σ", "eps": "ε", "q": "q"}
+#: a kind's second level, written into its name: ``<kind><tag><value>@<level>`` (``…_acc_sigma0.25@0.5``)
+PARAM_TAGS = {"sigma": "_sigma"}
+_NUMBER = r"[0-9.eE+-]+"
+#: every metric name robustlab writes (the API's ``metric`` query is checked against it)
+NAME_PATTERN = rf"^[A-Za-z0-9_]+(({'|'.join(PARAM_TAGS.values())}){_NUMBER})?(@{_NUMBER})?$"
+#: a metric name or a glob of them (``pgd_*``, ``smoothed_*_sigma0.25@*``), as the CI gate's policy takes them
+GLOB_PATTERN = r"^[A-Za-z0-9_.+*?\[\]-]+(@[A-Za-z0-9_.+*?-]+)?$"
 #: the per-job plots (a kind's ``plot``) and the files a job writes them to, in the order the job page shows them
 PLOT_FILE = {"gaussian": "plot_gaussian.png", "eps": "plot_eps.png", "radius": "plot_radius.png", "pnp": "plot_pnp.png"}
 
@@ -71,8 +83,12 @@ class MetricKind:
         summary: whether it is one of the task's summary columns (sweep tables, leaderboard entries).
         column: whether the web leaderboard shows it as a column by default (the ranking metric always is).
         norm: the threat model of an attack's or a certificate's kind (``Linf``, ``L2``).
-        style: ``(colour, marker, line style)`` of its curve on its per-job plot (matplotlib names).
+        style: ``(colour, marker, line style)`` of its curve on its per-job plot (matplotlib names); a kind with a
+            second level draws its first curve so and the others in :data:`MORE_COLOURS`.
         chart: how a figure of this kind against its level is labelled (:class:`Chart`).
+        param: a second level written into the kind's name (``"sigma"``: ``<name>_sigma<σ>``), or ``None``.
+        note: what the number certifies or measures, in a sentence, for the job page (certificates say what they
+            hold for: the network itself, or a smoothed classifier with some probability).
     """
 
     name: str
@@ -89,6 +105,21 @@ class MetricKind:
     norm: Norm | None = None
     style: tuple[str, str, str] | None = None
     chart: Chart | None = None
+    param: Literal["sigma"] | None = None
+    note: str = ""
+
+
+LIPSCHITZ_NOTE = (
+    "Lipschitz margins certify the network itself, deterministically: no L2 perturbation of size ε changes its "
+    "class (exact weight norms, a sound lower bound on its robust accuracy)."
+)
+SMOOTHING_NOTE = (
+    "Randomized smoothing (Cohen, Rosenfeld & Kolter, ICML 2019) certifies the smoothed classifier g(x) = "
+    "argmax_c P(f(x + δ) = c), δ ~ N(0, σ²I), not the network f, and each certificate holds with probability "
+    "≥ 1 − α over the Monte-Carlo draws."
+)
+#: colours of the second, third … curve of a kind drawn once per second level (σ)
+MORE_COLOURS = ("tab:olive", "tab:brown", "tab:pink", "darkgreen", "navy")
 
 
 def _kinds(*kinds: MetricKind) -> dict[str, MetricKind]:
@@ -124,11 +155,24 @@ CATALOG: dict[str, MetricKind] = _kinds(
     MetricKind("autoattack_l2_acc", CLASSIFICATION, "eps", "higher", "AutoAttack L2", "aa2", "fraction", "eps",
                "AutoAttack L2 (attack ensemble: upper bound)", summary=True, norm="L2", style=("tab:purple", "v", "-")),
     MetricKind("certified_l2_acc", CLASSIFICATION, "eps", "higher", "cert. L2", "cert2", "fraction", "eps",
-               "certified L2 (sound: lower bound)", summary=True, column=True, norm="L2",
+               "certified L2, Lipschitz (the network; sound lower bound)", summary=True, column=True, norm="L2",
                style=("tab:green", "^", "-"), chart=Chart("Certified L2 accuracy (sound: lower bound)",
-               "certified radius ε (L2, input units)", "certified accuracy", "clean_acc", "certified_l2")),
+               "certified radius ε (L2, input units)", "certified accuracy", "clean_acc", "certified_l2"),
+               note=LIPSCHITZ_NOTE),
     MetricKind("reliability_flags", CLASSIFICATION, None, "lower", "reliability flags", "flags", "count"),
     MetricKind("certified_radius_q", CLASSIFICATION, "q", "higher", "cert. radius", "radius", "number", "radius"),
+    MetricKind("smoothed_certified_l2_acc", CLASSIFICATION, "eps", "higher", "smoothed cert. L2", "sm cert2",
+               "fraction", "eps", "certified L2, smoothing (g; prob. ≥ 1 − α)", norm="L2",
+               style=("tab:cyan", "P", "--"), chart=Chart("Smoothed classifier's certified L2 accuracy (prob. ≥ 1 − α)",
+               "certified radius ε (L2, input units)", "certified accuracy", "smoothed_clean_acc"),
+               param="sigma", note=SMOOTHING_NOTE),
+    MetricKind("smoothed_clean_acc", CLASSIFICATION, "sigma", "higher", "smoothed clean", "sm clean", "fraction",
+               note="Smoothed clean accuracy: PREDICT of Cohen et al. returns the true class (abstentions count as "
+                    "wrong)."),
+    MetricKind("smoothed_abstain_rate", CLASSIFICATION, "sigma", "lower", "smoothed abstain", "sm abstain",
+               "fraction", note="Smoothed abstain rate: CERTIFY abstained, its lower confidence bound on p_A ≤ ½."),
+    MetricKind("smoothed_radius_q", CLASSIFICATION, "q", "higher", "smoothed radius", "sm radius", "number",
+               param="sigma"),
     MetricKind("train_acc", CLASSIFICATION, None, "higher", "train acc.", "train acc", "fraction"),
     # ------------------------------------------------------------------------------------- regression, denoising
     MetricKind("clean_mse", REGRESSION, None, "lower", "clean MSE", "clean MSE", summary=True, column=True),
@@ -197,19 +241,70 @@ SUMMARY_KINDS: dict[str, tuple[str, ...]] = {
 
 
 # ---------------------------------------------------------------------------------------------------- names
-def metric_key(kind: str, level: float | None = None) -> str:
-    """Flat, parseable metric names: ``gaussian_acc@0.3``, ``pgd_linf_acc@0.1``, ``certified_l2_acc@0.05``."""
+def metric_key(kind: str, level: float | None = None, param: float | None = None) -> str:
+    """Flat, parseable metric names: ``gaussian_acc@0.3``, ``pgd_linf_acc@0.1``, ``certified_l2_acc@0.05``; with
+    ``param`` (a kind whose record has one): ``metric_key("smoothed_certified_l2_acc", 0.5, param=0.25)`` →
+    ``smoothed_certified_l2_acc_sigma0.25@0.5``.
+
+    Raises:
+        ValueError: ``param`` for a kind that takes none.
+    """
+    if param is not None:
+        record = CATALOG.get(kind)
+        if record is None or record.param is None:
+            raise ValueError(f"metric kind {kind!r} takes no second level")
+        kind = f"{kind}{PARAM_TAGS[record.param]}{param:g}"
     return kind if level is None else f"{kind}@{level:g}"
 
 
 def split(name: str) -> tuple[str, str]:
-    """``"pgd_linf_acc@0.1"`` → ``("pgd_linf_acc", "0.1")``; ``"clean_acc"`` → ``("clean_acc", "")``."""
+    """``"pgd_linf_acc@0.1"`` → ``("pgd_linf_acc", "0.1")``; ``"clean_acc"`` → ``("clean_acc", "")``. The kind keeps
+    its second level: ``smoothed_certified_l2_acc_sigma0.25@0.5`` → ``("smoothed_certified_l2_acc_sigma0.25",
+    "0.5")`` (one curve, one column group per σ)."""
     kind, _, level = name.partition("@")
     return kind, level
 
 
 def kind_of(name: str) -> str:
     return split(name)[0]
+
+
+_PARAM_RE = re.compile(rf"^(?P<base>[A-Za-z0-9_]+?)(?P<tag>{'|'.join(PARAM_TAGS.values())})(?P<value>{_NUMBER})$")
+
+
+def base_kind(kind: str) -> tuple[str, str]:
+    """A kind without its second level, and that level as written: ``smoothed_certified_l2_acc_sigma0.25`` →
+    ``("smoothed_certified_l2_acc", "0.25")``; a kind without one (or not a catalog kind) → ``(kind, "")``."""
+    if kind in CATALOG:
+        return kind, ""
+    found = _PARAM_RE.match(kind)
+    if found is not None:
+        record = CATALOG.get(found["base"])
+        if record is not None and record.param is not None and PARAM_TAGS[record.param] == found["tag"]:
+            try:
+                float(found["value"])
+            except ValueError:
+                return kind, ""
+            return found["base"], found["value"]
+    return kind, ""
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A metric name read back: its catalog ``base`` kind, the ``param`` (second level) and ``level`` as written
+    (``""`` where there is none)."""
+
+    base: str
+    param: str
+    level: str
+
+
+def parse(name: str) -> Parsed:
+    """``smoothed_certified_l2_acc_sigma0.25@0.5`` → ``Parsed("smoothed_certified_l2_acc", "0.25", "0.5")``;
+    ``pgd_linf_acc@0.1`` → ``Parsed("pgd_linf_acc", "", "0.1")``."""
+    kind, level = split(name)
+    base, param = base_kind(kind)
+    return Parsed(base, param, level)
 
 
 def level_of(name: str) -> float:
@@ -222,7 +317,7 @@ def level_of(name: str) -> float:
 
 def kind_info(name: str) -> MetricKind | None:
     """The catalog's record of a metric name's kind (``None``: not a kind robustlab reports)."""
-    return CATALOG.get(kind_of(name))
+    return CATALOG.get(base_kind(kind_of(name))[0])
 
 
 # ---------------------------------------------------------------------------------------------------- facts
@@ -249,12 +344,15 @@ def is_fraction(name: str) -> bool:
 
 
 def label(name: str, short: bool = False) -> str:
-    """``pgd_linf_acc@0.1`` → ``PGD L∞ ε=0.1``, ``gaussian_acc@0.3`` → ``Gauss σ=0.3``; unknown kinds as written."""
-    kind_name, level = split(name)
-    kind = CATALOG.get(kind_name)
+    """``pgd_linf_acc@0.1`` → ``PGD L∞ ε=0.1``, ``gaussian_acc@0.3`` → ``Gauss σ=0.3``,
+    ``smoothed_certified_l2_acc_sigma0.25@0.5`` → ``smoothed cert. L2 σ=0.25 ε=0.5``; unknown kinds as written."""
+    parsed = parse(name)
+    kind, level = CATALOG.get(parsed.base), parsed.level
     if kind is None:
         return name
     text = kind.short if short else kind.label
+    if parsed.param and kind.param is not None:
+        text = f"{text} {LEVEL_SYMBOLS[kind.param]}={parsed.param}"
     if level and kind.level is not None:
         return f"{text} {LEVEL_SYMBOLS[kind.level]}={level}"
     return f"{text}@{level}" if level else text
@@ -278,16 +376,19 @@ def format_value(name: str, value: float | None, unit: bool = True) -> str:
     return f"{value:.4g}"
 
 
-def sort_key(name: str) -> tuple[int, str, float, str]:
-    """Orders metric names as tables show them: by the catalog's kind order, then level; unknown kinds last, by
-    name."""
-    kind, level = split(name)
-    rank = ORDER.get(kind, len(ORDER))
+def _number(text: str) -> float:
     try:
-        number = float(level) if level else -1.0
+        return float(text) if text else -1.0
     except ValueError:
-        number = math.inf
-    return rank, kind if rank == len(ORDER) else "", number, name
+        return math.inf
+
+
+def sort_key(name: str) -> tuple[int, str, float, float, str]:
+    """Orders metric names as tables show them: by the catalog's kind order, then second level (σ), then level;
+    unknown kinds last, by name."""
+    parsed = parse(name)
+    rank = ORDER.get(parsed.base, len(ORDER))
+    return rank, parsed.base if rank == len(ORDER) else "", _number(parsed.param), _number(parsed.level), name
 
 
 def is_column(name: str) -> bool:
@@ -305,6 +406,13 @@ def threat_model(name: str) -> Norm | None:
 def plot_kinds(plot: str, task: str = "classification") -> list[MetricKind]:
     """The kinds a per-job plot draws for a task, in catalog order."""
     return [k for k in CATALOG.values() if k.plot == plot and task in k.tasks]
+
+
+def notes(names: Iterable[str]) -> list[tuple[str, str]]:
+    """``(label, note)`` of each kind among ``names`` that has a note, in catalog order (the job page says with
+    them what each certificate holds for)."""
+    present = {kind.name for name in names if (kind := kind_info(name)) is not None and kind.note}
+    return [(CATALOG[k].label, CATALOG[k].note) for k in CATALOG if k in present]
 
 
 # ---------------------------------------------------------------------------------------------------- summaries
@@ -349,6 +457,17 @@ def group_levels(metrics: Mapping[str, float], kinds: Iterable[str] = LEVEL_KIND
     return grouped
 
 
+def param_series(metrics: Mapping[str, float], base: str) -> dict[str, list[tuple[float, float]]]:
+    """``{"0.12": [(ε, value), …], "0.25": […]}``: the :func:`series` of each second level of a kind with one
+    (``smoothed_certified_l2_acc``: one curve per σ), by increasing σ."""
+    kinds: dict[str, str] = {}
+    for name in metrics:
+        parsed = parse(name)
+        if parsed.base == base and parsed.param and parsed.level:
+            kinds[parsed.param] = kind_of(name)
+    return {param: series(metrics, kinds[param]) for param in sorted(kinds, key=float)}
+
+
 def series(metrics: Mapping[str, float], kind: str) -> list[tuple[float, float]]:
     """``[(level, value), …]`` of the metrics named ``<kind>@<level>``, sorted by level."""
     points = []
@@ -365,11 +484,17 @@ def series(metrics: Mapping[str, float], kind: str) -> list[tuple[float, float]]
 __all__ = [
     "CATALOG",
     "Chart",
+    "GLOB_PATTERN",
+    "MORE_COLOURS",
     "LEVEL_KINDS",
+    "NAME_PATTERN",
+    "PARAM_TAGS",
+    "Parsed",
     "SCALAR_KINDS",
     "SUMMARY_KINDS",
     "PLOT_FILE",
     "MetricKind",
+    "base_kind",
     "best",
     "default_order",
     "direction",
@@ -383,6 +508,9 @@ __all__ = [
     "label",
     "level_of",
     "metric_key",
+    "notes",
+    "param_series",
+    "parse",
     "plot_kinds",
     "series",
     "sort_key",

@@ -35,6 +35,7 @@ EVALUATIONS: dict[str, str] = {
     "autoattack": "evaluation.autoattack",
     "best_known": "evaluation.best_known",
     "certified": "evaluation.certified",
+    "smoothing": "evaluation.smoothing",
     "regression": "evaluation.regression",
     "plug_and_play": "evaluation.pnp",
 }

@@ -5,7 +5,9 @@ Three figures, written by :func:`write_plots` next to ``result.json``:
 * ``plot_gaussian.png`` — accuracy vs Gaussian noise σ, mean ± std over the draws (Reshniak & Webster's poster's table
   "Classification accuracy for data corrupted with Gaussian noise", as a curve);
 * ``plot_eps.png`` — accuracy vs ε for PGD L∞, PGD L2, AutoAttack (when run) and certified L2 on one axis (clean
-  accuracy at ε = 0);
+  accuracy at ε = 0): the Lipschitz-margin certificate (solid, the network itself) and, when run, randomized
+  smoothing's (dashed, one curve per σ, from the smoothed clean accuracy at ε = 0: the smoothed classifier, with
+  probability ≥ 1 − α);
 * ``plot_radius.png`` — histogram of the per-sample certified L2 radii, the certified ε marked.
 
 Regression and denoising jobs (metrics ``clean_mse`` …) get the same file names with other content:
@@ -27,7 +29,16 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from core.metrics import CATALOG, PLOT_FILE, plot_kinds, series
+from core.metrics import (
+    CATALOG,
+    LEVEL_SYMBOLS,
+    MORE_COLOURS,
+    PLOT_FILE,
+    metric_key,
+    param_series,
+    plot_kinds,
+    series,
+)
 
 GAUSSIAN_FILE, EPS_FILE, RADIUS_FILE, PNP_FILE = (PLOT_FILE[p] for p in ("gaussian", "eps", "radius", "pnp"))
 SWEEP_FILE = "sweep_gaussian.png"
@@ -143,22 +154,39 @@ def plot_gaussian_regression(metrics: Mapping[str, float], path: str | Path, tit
     return _save(fig, Path(path))
 
 
-def _present(metrics: Mapping[str, float], plot: str, task: str) -> dict[str, list[tuple[float, float]]]:
-    """The (level, value) points of each kind the catalog draws on ``plot`` for ``task`` that was measured, in
-    catalog order."""
-    found = {kind.name: series(metrics, kind.name) for kind in plot_kinds(plot, task)}
-    return {kind: points for kind, points in found.items() if points}
+Curve = tuple[str, str, tuple[str, str, str], list[tuple[float, float]], float | None]
 
 
-def _curves_from_clean(ax, present: Mapping[str, list], clean: float | None) -> None:
-    """One curve per kind against ε, with the catalog's style and legend; every curve starts at
-    the clean value (ε = 0) when there is one."""
-    for kind, points in present.items():
-        colour, marker, line = CATALOG[kind].style or OTHER_STYLE
+def _present(metrics: Mapping[str, float], plot: str, task: str, clean: float | None = None) -> list[Curve]:
+    """The curves of each kind the catalog draws on ``plot`` for ``task`` that was measured, in catalog order:
+    ``(kind, legend, (colour, marker, line), (level, value) points, value at level 0)``; a kind with a second
+    level (σ) gives one curve per σ, starting from its chart's ``start`` metric at that σ (smoothing: PREDICT's
+    clean accuracy)."""
+    curves: list[Curve] = []
+    for kind in plot_kinds(plot, task):
+        style = kind.style or OTHER_STYLE
+        if kind.param is None:
+            points = series(metrics, kind.name)
+            if points:
+                curves.append((kind.name, kind.legend, style, points, clean))
+            continue
+        for i, (param, points) in enumerate(param_series(metrics, kind.name).items()):
+            colour = style[0] if i == 0 else MORE_COLOURS[(i - 1) % len(MORE_COLOURS)]
+            start = kind.chart.start if kind.chart else None
+            zero = metrics.get(metric_key(start, float(param))) if start else None
+            legend = f"{kind.legend}, {LEVEL_SYMBOLS[kind.param]}={param}"
+            curves.append((kind.name, legend, (colour, style[1], style[2]), points, zero))
+    return curves
+
+
+def _curves_from_clean(ax, curves: list[Curve]) -> None:
+    """One line per curve against ε with its style and legend; each starts at its value at ε = 0 when there is
+    one (the clean value)."""
+    for _kind, legend, (colour, marker, line), points, zero in curves:
         xs, ys = [e for e, _ in points], [v for _, v in points]
-        if clean is not None:
-            xs, ys = [0.0, *xs], [clean, *ys]
-        ax.plot(xs, ys, marker=marker, color=colour, ls=line, label=CATALOG[kind].legend)
+        if zero is not None:
+            xs, ys = [0.0, *xs], [zero, *ys]
+        ax.plot(xs, ys, marker=marker, color=colour, ls=line, label=legend)
 
 
 def plot_eps_regression(
@@ -166,15 +194,15 @@ def plot_eps_regression(
 ) -> Path | None:
     """Worst-case MSE vs ε: PGD (found by the attack, from below) and the certified bounds (from above), log scale,
     clean MSE at ε = 0; ``None`` when none of them was measured."""
-    present = _present(metrics, "eps", "regression")
+    clean = metrics.get("clean_mse")
+    present = _present(metrics, "eps", "regression", clean)
     if not present:
         return None
     fig, ax = _figure(f"Worst-case MSE vs ε — {title}", settings)
-    clean = metrics.get("clean_mse")
-    _curves_from_clean(ax, present, clean)
+    _curves_from_clean(ax, present)
     if clean is not None:
         ax.axhline(clean, ls=":", color="grey", lw=1, label=f"clean {clean:.3g}")
-    values = [v for points in present.values() for _, v in points] + ([clean] if clean else [])
+    values = [v for curve in present for _, v in curve[3]] + ([clean] if clean else [])
     if values and all(v > 0 for v in values):
         ax.set_yscale("log")
     ax.set_xlabel("perturbation budget ε (input units; L∞ and L2 share the axis)")
@@ -221,13 +249,14 @@ def plot_pnp(metrics: Mapping[str, float], path: str | Path, title: str) -> Path
 
 def plot_eps(metrics: Mapping[str, float], path: str | Path, title: str, settings: str | None = None) -> Path | None:
     """PGD, AutoAttack and certified L2 accuracy vs ε on one axis (the kinds the catalog draws on the ε plot, those
-    measured); ``None`` when none of them was measured."""
-    present = _present(metrics, "eps", "classification")
+    measured: the Lipschitz certificate and, one per σ, randomized smoothing's); ``None`` when none of them was
+    measured."""
+    clean = metrics.get("clean_acc")
+    present = _present(metrics, "eps", "classification", clean)
     if not present:
         return None
     fig, ax = _figure(f"Robust accuracy vs ε — {title}", settings)
-    clean = metrics.get("clean_acc")
-    _curves_from_clean(ax, present, clean)
+    _curves_from_clean(ax, present)
     if clean is not None:
         ax.axhline(clean, ls="--", color="grey", lw=1, label=f"clean {clean:.3f}")
     ax.set_xlabel("perturbation budget ε (input units; L∞ and L2 share the axis)")

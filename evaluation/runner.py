@@ -283,6 +283,10 @@ def write_result_plots(result: RunResult, spec: JobSpec, out_dir: Path) -> list[
         settings = f"PGD: {p.steps} steps, {p.restarts} restart(s), seed {p.seed}; certified: Lipschitz margin"
         if spec.task != "classification":
             settings = f"PGD: {p.steps} steps, {p.restarts} restart(s), seed {p.seed}; certified: (‖f(x)−y‖ + Lε)²"
+    if ev.smoothing is not None:
+        sm = ev.smoothing
+        smoothing = f"smoothing (dashed): the smoothed classifier, n={sm.n}, prob. ≥ 1 − {sm.alpha:g}"
+        settings = smoothing if settings is None else f"{settings}\n{smoothing}"
     try:
         return write_plots(
             out_dir,

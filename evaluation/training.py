@@ -35,6 +35,13 @@ def stochastic_state_penalty(
     return total
 
 
+def gaussian_augmentation(x: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
+    """x + σ·N(0, I), the noise drawn from ``gen`` on the CPU (the same numbers on any device) and not clipped:
+    the inputs randomized smoothing will classify (Cohen, Rosenfeld & Kolter, ICML 2019, section 4: base
+    classifiers trained with Gaussian data augmentation at the σ they are smoothed with)."""
+    return x + sigma * torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+
+
 class SolverLog:
     """Solver diagnostics of a model's implicit steps during training: :meth:`epoch` returns the worst forward /
     backward iterations and final residuals of the epoch and its count of non-converged solves (each of which also
@@ -123,7 +130,9 @@ def train_classifier(
 ) -> dict:
     """Train ``model`` with cross-entropy (``task="classification"``) or the mean squared error (``"regression"``,
     ``"denoising"``: mean over samples and output entries), + the spec's regularizers; return a summary dict
-    (``train_acc`` or ``train_mse`` on the training set after training).
+    (``train_acc`` or ``train_mse`` on the training set after training). With ``noise_sigma`` > 0 every batch is
+    trained on x + noise_sigma·N(0, I), fresh noise each time (Gaussian data augmentation, as Cohen, Rosenfeld &
+    Kolter train the base classifiers of randomized smoothing); the training accuracy is still taken on clean x.
 
     Raises:
         TrainingDiverged: the loss is not finite.
@@ -159,6 +168,8 @@ def train_classifier(
             xb, yb = x[idx], y[idx]
             if augment is not None:
                 xb = augment_images(xb, augment.crop_padding, augment.flip, gen)
+            if train_spec.noise_sigma > 0:
+                xb = gaussian_augmentation(xb, train_spec.noise_sigma, gen)
             if stochastic is not None:
                 logits, states = model(xb, return_states=True)
                 copies = xb.repeat(stochastic.streams, *([1] * (xb.dim() - 1)))  # P streams, one forward

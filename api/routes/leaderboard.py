@@ -33,7 +33,7 @@ from api.deps import SessionDep, SettingsDep, run_db
 from api.schemas import CompareJob, Comparison, Leaderboard, Message
 from api.security import ReadAccess
 from core.families import hyper_parameters
-from core.metrics import metric_key
+from core.metrics import NAME_PATTERN, metric_key
 from core.protocol import current_protocol
 from db import jobs
 from db.leaderboard import leaderboard, metrics_of
@@ -42,7 +42,7 @@ from db.session import read_connection, session_scope
 router = APIRouter(prefix="/leaderboard", tags=["leaderboard"])
 compare_router = APIRouter(prefix="/compare", tags=["leaderboard"])
 
-METRIC_PATTERN = r"^[A-Za-z0-9_]+(@[0-9.eE+-]+)?$"
+METRIC_PATTERN = NAME_PATTERN  # the catalog's grammar (core.metrics): kind, its σ if it has one, @level
 MAX_COMPARE = 50
 MAX_CURSOR_RANK = 2**31 - 1  # a decoded cursor outside these bounds was not made by this API
 MAX_CURSOR_ID = 64

@@ -41,7 +41,7 @@ def metric_direction(name: str, overrides: Mapping[str, Direction] | None = None
     return metrics.direction(name)
 
 
-_METRIC_RE = re.compile(r"^[A-Za-z0-9_*?\[\]]+(@[A-Za-z0-9_.+*?-]+)?$")
+_METRIC_RE = re.compile(metrics.GLOB_PATTERN)  # a metric name or a glob of them (core.metrics)
 OPTION_OF = {"max_drop": "--max-drop", "min": "--min", "max": "--max"}
 
 

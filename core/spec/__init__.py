@@ -62,6 +62,7 @@ from core.spec.dataset import (
     UploadSpec,
 )
 from core.spec.evaluate import (
+    MAX_SMOOTHING_SAMPLES,
     MIN_SUITE_STEPS,
     SUITE_ATTACKS,
     SUITE_QUERIES,
@@ -73,6 +74,7 @@ from core.spec.evaluate import (
     GaussianEval,
     PGDEval,
     PlugAndPlayEval,
+    SmoothingEval,
     SuiteAttack,
 )
 from core.spec.job import JobSpec
@@ -140,6 +142,7 @@ __all__ = [
     "MAX_FEATURES",
     "MAX_LIST",
     "MAX_SAMPLES",
+    "MAX_SMOOTHING_SAMPLES",
     "MAX_WORK",
     "MIN_SUITE_STEPS",
     "MODEL_VARIANTS",
@@ -158,6 +161,7 @@ __all__ = [
     "SUITE_QUERIES",
     "SUITE_STEPS",
     "SineSpec",
+    "SmoothingEval",
     "SolverSpec",
     "SpectralSpec",
     "SpiralsSpec",

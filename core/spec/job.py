@@ -47,6 +47,8 @@ class JobSpec(StrictModel):
             raise ValueError("train.logit_scale applies to task 'classification' only (regression trains on MSE)")
         if self.evaluate.autoattack is not None and self.task != "classification":
             raise ValueError("evaluate.autoattack needs task 'classification' (its attacks flip class labels)")
+        if self.evaluate.smoothing is not None and self.task != "classification":
+            raise ValueError("evaluate.smoothing needs task 'classification' (it certifies a class vote)")
         if self.evaluate.plug_and_play is not None and self.task != "denoising":
             raise ValueError("evaluate.plug_and_play needs task 'denoising' (a trained image denoiser)")
         return self

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -116,7 +116,7 @@ class AugmentSpec(StrictModel):
 
 
 class TrainSpec(StrictModel):
-    added_fields = frozenset({"augment"})
+    added_fields: ClassVar[frozenset[str]] = frozenset({"augment", "noise_sigma"})
 
     epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
     lr: PosFloat = 0.01
@@ -132,4 +132,10 @@ class TrainSpec(StrictModel):
     )
     augment: AugmentSpec | None = Field(
         None, description="image datasets only: random crops and flips of every training batch (default: none)"
+    )
+    noise_sigma: NonNegFloat = Field(
+        0.0,
+        description="Gaussian data augmentation: train on x + noise_sigma·N(0, I), drawn anew for every batch (after "
+        "any crop and flip), as Cohen et al. train the base models of randomized smoothing (0: off). Not R_rnd, "
+        "which perturbs the inputs to penalise the growth of the hidden states (regularizers.stochastic)",
     )

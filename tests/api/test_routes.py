@@ -75,8 +75,36 @@ def test_submit_returns_201_and_enqueues(client: TestClient, settings: Settings,
             lambda s: s["evaluate"].update(autoattack={"eps": [0.1], "steps": 9}),
             ("body", "evaluate", "autoattack", "steps"),
         ),
+        (
+            lambda s: s["evaluate"].update(smoothing={"eps": [0.1], "sigmas": [0]}),
+            ("body", "evaluate", "smoothing", "sigmas", 0),
+        ),
+        (
+            lambda s: s["evaluate"].update(smoothing={"eps": [0.1], "n0": 200, "n": 100}),
+            ("body", "evaluate", "smoothing", "n0"),
+        ),
+        (
+            lambda s: s["evaluate"].update(smoothing={"eps": [0.1], "alpha": 1.0}),
+            ("body", "evaluate", "smoothing", "alpha"),
+        ),
+        (lambda s: s["evaluate"].update(smoothing={"eps": [0.1], "n": 10**6}), ("body", "evaluate", "smoothing", "n")),
+        (lambda s: s["train"].update(noise_sigma=-0.1), ("body", "train", "noise_sigma")),
     ],
-    ids=["unknown-field", "unknown-nested-field", "theta", "pgd-eps", "certified-eps", "lr", "missing", "suite-steps"],
+    ids=[
+        "unknown-field",
+        "unknown-nested-field",
+        "theta",
+        "pgd-eps",
+        "certified-eps",
+        "lr",
+        "missing",
+        "suite-steps",
+        "smoothing-sigma",
+        "smoothing-n0",
+        "smoothing-alpha",
+        "smoothing-n-cap",
+        "noise-sigma",
+    ],
 )
 def test_invalid_spec_is_422_naming_the_field(client: TestClient, change, location) -> None:
     spec = tiny_spec()

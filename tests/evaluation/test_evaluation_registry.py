@@ -14,7 +14,7 @@ from evaluation.runner import run_job
 
 def test_each_task_has_its_evaluations_in_a_fixed_order() -> None:
     names = [e.name for e in registered("classification")]
-    assert names == ["gaussian", "attacks", "certified"]
+    assert names == ["gaussian", "attacks", "certified", "smoothing"]
     assert [e.name for e in registered("regression")] == ["rollout", "gaussian", "pgd", "certified"]
     assert [e.name for e in registered("denoising")] == ["gaussian", "pgd", "certified", "plug_and_play"]
 

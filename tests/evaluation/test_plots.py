@@ -60,6 +60,25 @@ def test_plots_for_missing_sections_are_skipped(tmp_path: Path) -> None:
     assert plots.plot_radius([], tmp_path / "r.png", "empty") is None
 
 
+def test_the_eps_plot_draws_one_smoothing_curve_per_sigma_beside_the_lipschitz_one(tmp_path: Path) -> None:
+    smoothed = {
+        "smoothed_clean_acc@0.12": 0.9, "smoothed_clean_acc@0.5": 0.7,
+        "smoothed_certified_l2_acc_sigma0.12@0.05": 0.8, "smoothed_certified_l2_acc_sigma0.12@0.1": 0.6,
+        "smoothed_certified_l2_acc_sigma0.5@0.05": 0.65, "smoothed_certified_l2_acc_sigma0.5@0.1": 0.6,
+    }  # fmt: skip
+    curves = plots._present({**METRICS, **smoothed}, "eps", "classification", METRICS["clean_acc"])
+    by_legend = {legend: (kind, style, points, zero) for kind, legend, style, points, zero in curves}
+    lipschitz = next(v for k, v in by_legend.items() if v[0] == "certified_l2_acc")
+    assert "Lipschitz" in next(k for k, v in by_legend.items() if v[0] == "certified_l2_acc")
+    assert lipschitz[2] == [(0.05, 0.5), (0.1, 0.2)] and lipschitz[3] == METRICS["clean_acc"]
+    sigma_curves = {k: v for k, v in by_legend.items() if v[0] == "smoothed_certified_l2_acc"}
+    assert [k.rsplit("σ=", 1)[1] for k in sigma_curves] == ["0.12", "0.5"]
+    assert [v[3] for v in sigma_curves.values()] == [0.9, 0.7]  # each starts at its smoothed clean accuracy
+    assert len({v[1][0] for v in sigma_curves.values()}) == 2 and all(v[1][2] == "--" for v in sigma_curves.values())
+    path = plots.plot_eps({**METRICS, **smoothed}, tmp_path / "eps.png", "smoothing")
+    assert_real_png(path)
+
+
 def test_series_reads_flat_metric_names() -> None:
     assert plots.series(METRICS, "pgd_l2_acc") == [(0.05, 0.8), (0.1, 0.6)]
     assert plots.series({"gaussian_acc@x": 1.0, "gaussian_acc@0.2": 0.5}, "gaussian_acc") == [(0.2, 0.5)]

@@ -52,6 +52,7 @@ def job_page(job_id: str, request: Request, session: SessionDep, settings: Setti
         "progress": out.progress or {},
         "eta": _duration(out.eta_seconds),
         "metrics": sorted(job_metrics.items(), key=lambda item: metrics.sort_key(item[0])),
+        "metric_notes": metrics.notes(job_metrics),
         "plots": [(name, link(request, f"/jobs/{job.id}/plots/{name}")) for name in plots],
         "warnings": info.get("warnings") or [],
         "attacks": info.get("pgd") or {},
