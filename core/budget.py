@@ -13,7 +13,7 @@ are upper-bound-ish orders of magnitude, cheap enough to compute on every submis
   σ × repeats, PGD norms × ε × steps × restarts, AutoAttack norms × ε × (APGD/FAB steps per attack + Square
   queries), randomized smoothing σ × (n0 + n) noisy copies, plug-and-play σ × iterations. Each pass costs at
   least one round of Python and kernel launches however small the model, so their number is bounded by itself;
-* **evaluation work**: passes × test samples × work per sample and step (``ModelSpec.work_width()``² · depth), the
+* **evaluation work**: passes × test samples × work per sample (``ModelSpec.work()``: width² · depth), the
   same unit as the training budget of :mod:`core.spec`.
 """
 
@@ -46,24 +46,49 @@ class Estimate:
     eval_work: float
 
 
+def _model(spec: JobSpec) -> ModelSpec:
+    """The model section with an image dataset's input size and shape filled in where the spec leaves them open (as
+    the runner will), so that an image backbone's stages are estimated at their real resolution."""
+    model, image = spec.model, IMAGE_DATASETS.get(spec.dataset.name)
+    if image is None or model.input_dim is not None or "input_shape" not in type(model).model_fields:
+        return model
+    return model.model_copy(update={"input_dim": image.input_dim, "input_shape": list(image.input_shape)})
+
+
 def _dims(spec: JobSpec) -> tuple[int, int]:
     known = DATASET_DIMS.get(spec.dataset.name, (1, 1))
     return spec.model.input_dim or known[0], spec.model.output_dim or known[1]
 
 
 def _widths(model: ModelSpec, input_dim: int) -> tuple[float, float]:
-    """(state numbers, hidden numbers) per sample and step."""
+    """(state numbers, hidden numbers) per sample and step (the widest stage of an image backbone)."""
     if model.family == "ode":
         state = 2 * input_dim
         return state, model.hidden or 100
+    if getattr(model, "stages", None):
+        layout = model.layout()
+        return max(c * px for c, _, px, _ in layout), max(hid * px for _, hid, px, _ in layout)
     if model.is_conv():
         return model.channels * input_dim, (model.hidden or model.channels) * input_dim
     return model.width, model.hidden or model.width
 
 
 def parameters(spec: JobSpec) -> float:
-    model = spec.model
+    model = _model(spec)
     input_dim, output_dim = _dims(spec)
+    if getattr(model, "stages", None):
+        # image backbone: a residual step has two k×k convolutions C ↔ hidden, a gradient-flow step one, a symplectic
+        # step two on C/2 channels each; the lift C_in → C₁, a 1×1 convolution 4C → C' between stages
+        k2, stages = model.kernel_size**2, model.stages
+        kernels = 1 if model.family in ("hamiltonian", "lipschitz") else 2
+        steps = sum(
+            (1 if model.shared_weights else depth) * (kernels * c * hid * k2 + c + hid)
+            for c, hid, _, depth in model.layout()
+        )
+        downsample = sum(4 * a.channels * b.channels for a, b in zip(stages, stages[1:], strict=False))
+        c_in = (model.image() or (input_dim,))[0]
+        lift = c_in * stages[0].channels * k2
+        return float(steps + downsample + lift + (stages[-1].channels + 1) * output_dim)
     if model.is_conv():
         hidden = model.hidden or model.channels
         per_step = 2 * model.channels * hidden * model.kernel_size**2 + model.channels + hidden
@@ -79,11 +104,13 @@ def parameters(spec: JobSpec) -> float:
 
 def activation_bytes(spec: JobSpec) -> float:
     input_dim, _ = _dims(spec)
-    state, hidden = _widths(spec.model, input_dim)
+    state, hidden = _widths(_model(spec), input_dim)
     train_batch = 0 if spec.checkpoint else min(spec.train.batch_size or spec.dataset.n_train, spec.dataset.n_train)
-    attacked = spec.dataset.n_test if (spec.evaluate.pgd or spec.evaluate.autoattack) else 0
+    # attacks run batch by batch (evaluate.batch_size): the largest differentiated batch is one of them
+    attacks = spec.evaluate.pgd or spec.evaluate.autoattack
+    attacked = min(spec.dataset.n_test, spec.evaluate.batch_size) if attacks else 0
     batch = max(train_batch, attacked, 1)
-    return float(BYTES_PER_NUMBER * SAVED_PER_STEP * (state + hidden) * spec.model.depth * batch)
+    return float(BYTES_PER_NUMBER * SAVED_PER_STEP * (state + hidden) * spec.model.step_count() * batch)
 
 
 def eval_passes(spec: JobSpec) -> float:
@@ -107,7 +134,7 @@ def eval_passes(spec: JobSpec) -> float:
 
 def estimate(spec: JobSpec) -> Estimate:
     passes = eval_passes(spec)
-    work = spec.model.work_width() ** 2 * spec.model.depth * spec.dataset.n_test * passes
+    work = _model(spec).work() * spec.dataset.n_test * passes
     return Estimate(parameters(spec), activation_bytes(spec), passes, work)
 
 

@@ -115,6 +115,14 @@ def hyper_parameters(spec: Mapping[str, Any]) -> dict[str, Any]:
         out["spectral"] = [model["spectral"].get("lower"), model["spectral"].get("upper")]
     if model.get("conv"):
         out.update(conv=True, channels=model.get("channels"), kernel_size=model.get("kernel_size"))
+        if model.get("stages"):  # the image backbone: channels and depth live in the stages
+            stages = model["stages"]
+            out.update(
+                channels=[stage.get("channels") for stage in stages],
+                depth=sum(stage.get("depth") or 0 for stage in stages),
+                stages=len(stages),
+                downsample=model.get("downsample"),
+            )
     stochastic = regularizers.get("stochastic") or None
     if stochastic:
         out["stochastic_sigma"] = stochastic.get("sigma")

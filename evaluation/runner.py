@@ -24,7 +24,7 @@ from core.spec import JobSpec
 from evaluation.best_known import MASKS_KEY
 from evaluation.certified import RADIUS_KEY
 from evaluation.checkpoints import Checkpointer, default_every
-from evaluation.datasets import Dataset, load_dataset
+from evaluation.datasets import DATASETS, Dataset, load_dataset
 from evaluation.device import BatchWatch, DeviceFacts, naming_the_batch, resolve_device
 from evaluation.gaussian import outputs
 from evaluation.outcomes import OUTCOMES_KEY, fingerprint_test_set, pack_outcomes
@@ -109,9 +109,35 @@ def provenance() -> dict:
     }
 
 
+def fill_model_spec(model_spec, data: Dataset, dataset_name: str):
+    """The model spec with what the data decide filled in: ``input_dim`` and ``output_dim``; for image data (samples
+    C×H×W) ``input_shape``; ``normalization: "dataset"`` replaced by the dataset's per-channel statistics.
+
+    Raises:
+        ValueError: the filled spec is invalid for these data (e.g. a pixel-unshuffle of an odd image side), or the
+            dataset has no per-channel statistics for ``normalization: "dataset"``.
+    """
+    update = {"input_dim": data.input_dim, "output_dim": data.output_dim}
+    fields = type(model_spec).model_fields
+    if "input_shape" in fields and data.x_train.dim() == 4 and model_spec.input_shape is None:
+        update["input_shape"] = [int(v) for v in data.x_train.shape[1:]]
+    if getattr(model_spec, "normalization", None) == "dataset":
+        loader = DATASETS.get(dataset_name)
+        mean, std = getattr(loader, "mean", None), getattr(loader, "std", None)
+        if mean is None or std is None:
+            raise ValueError(
+                f"model.normalization 'dataset': dataset {dataset_name!r} publishes no per-channel statistics; "
+                "give model.normalization {'mean': [...], 'std': [...]}"
+            )
+        update["normalization"] = {"mean": list(mean), "std": list(std)}
+    if set(update) == {"input_dim", "output_dim"}:  # as before the image options: nothing to validate anew
+        return model_spec.model_copy(update=update)
+    return type(model_spec).model_validate({**model_spec.model_dump(), **update})
+
+
 def prepare_model(spec: JobSpec, data: Dataset, device: torch.device) -> tuple[JobSpec, nn.Module]:
-    """Fill the model's input/output sizes from the data and build it (or load ``spec.checkpoint``)."""
-    model_spec = spec.model.model_copy(update={"input_dim": data.input_dim, "output_dim": data.output_dim})
+    """Fill the model's sizes from the data (:func:`fill_model_spec`) and build it (or load ``spec.checkpoint``)."""
+    model_spec = fill_model_spec(spec.model, data, spec.dataset.name)
     spec = spec.model_copy(update={"model": model_spec})
     if spec.checkpoint is not None:
         stored = models.read_model_spec(spec.checkpoint)

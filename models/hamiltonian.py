@@ -36,6 +36,7 @@ import math
 import torch
 from torch import nn
 
+from models.conv import certified_conv_norm
 from models.residual import ACTIVATIONS
 from models.spectral_norms import derived_matrix, exact_spectral_norm
 
@@ -101,6 +102,51 @@ class GradientPotential(nn.Module):
         return self.activation_lipschitz * exact_spectral_norm(self.bound_matrix()) ** 2
 
 
+def conv_potential_gradient(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor,
+                            activation: nn.Module) -> torch.Tensor:
+    """∇K(p) = Aᵀdiag(u)σ(Ap + a) with A a zero-padded convolution (Murari, "Example of a Hamiltonian/Symplectic
+    NN", with the convolutional form of "Adapting Gradient Flows to Convolutional Neural Networks"): Ap + a is
+    conv2d(p, K) + a, diag(u) scales each hidden channel, Aᵀ is conv_transpose2d with the same kernel. ``x`` is an
+    image batch (N, C, H, W)."""
+    pad = kernel.shape[-1] // 2
+    hidden = activation(nn.functional.conv2d(x, kernel, bias, padding=pad)) * scale[:, None, None]
+    return nn.functional.conv_transpose2d(hidden, kernel, padding=pad)
+
+
+class ConvGradientPotential(nn.Module):
+    """:class:`GradientPotential` with a convolution: x ↦ Aᵀdiag(u)σ(A⋆x + a) on flat states (N, C·H·W), A a k×k
+    convolution from C to ``hidden`` channels, u one scale per hidden channel (:func:`conv_potential_gradient`).
+
+    Lip ≤ Lip(σ)·‖diag(√|u|)A‖₂² as for the dense potential (module docstring), diag(√|u|)A being the convolution
+    whose kernel has output channel c scaled by √|u_c|; its norm from :func:`models.conv.certified_conv_norm`."""
+
+    def __init__(self, channels: int, hidden: int, size: tuple[int, int], kernel_size: int = 3,
+                 activation: str = "tanh"):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd ('same' padding), got {kernel_size}")
+        act_cls, self.activation_lipschitz = ACTIVATIONS[activation]
+        self.activation = act_cls()
+        self.channels, self.size = channels, tuple(size)
+        conv = nn.Conv2d(channels, hidden, kernel_size)  # PyTorch's default initialisation for A and a
+        self.weight = nn.Parameter(conv.weight.detach().clone())
+        self.bias = nn.Parameter(conv.bias.detach().clone())
+        self.scale = nn.Parameter(torch.empty(hidden).uniform_(-1.0, 1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = x.reshape(x.shape[0], self.channels, *self.size)
+        return conv_potential_gradient(image, self.weight, self.bias, self.scale, self.activation).flatten(1)
+
+    def bound_kernel(self) -> torch.Tensor:
+        """diag(√|u|)·A as a kernel, in float64."""
+        scale = self.scale.detach().double().abs().sqrt()
+        return self.weight.detach().double() * scale[:, None, None, None]
+
+    def lipschitz_bound(self) -> float:
+        """Lip(σ)·‖diag(√|u|)A‖₂², the norm exact while small, else a sound bound."""
+        return self.activation_lipschitz * certified_conv_norm(self.bound_kernel(), self.size) ** 2
+
+
 class SymplecticEulerStep(nn.Module):
     """One symplectic Euler step on x = (q, p): p ← p − h∇U(q), then q ← q + h∇K(p) (Murari).
 
@@ -142,5 +188,13 @@ class SymplecticEulerStep(nn.Module):
         return bound
 
 
-__all__ = ["GradientPotential", "SymplecticEulerStep", "momentum_update", "position_update", "potential_gradient",
-           "symplectic_step_lipschitz"]
+__all__ = [
+    "ConvGradientPotential",
+    "GradientPotential",
+    "SymplecticEulerStep",
+    "conv_potential_gradient",
+    "momentum_update",
+    "position_update",
+    "potential_gradient",
+    "symplectic_step_lipschitz",
+]

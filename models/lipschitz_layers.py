@@ -46,13 +46,15 @@ def spectral_norm_exact(weight: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(weight.double(), ord=2).to(weight.dtype)
 
 
-def conv_operator_norm_bound(kernel: torch.Tensor, image_size: int) -> torch.Tensor:
+def conv_operator_norm_bound(kernel: torch.Tensor, image_size: int | tuple[int, int]) -> torch.Tensor:
     """Sound upper bound on ‖W‖₂ of the zero-padded ('same', stride 1) convolution with ``kernel`` (C'×C×k×k) on
-    C×n×n inputs: the exact norm max_ω ‖K̂(ω)‖₂ of the circular convolution on the (n + k − 1)² grid, which contains
-    the zero-padded one as a restriction (module docstring). Differentiable; computed in float64."""
+    C×n×n inputs (or C×H×W: ``image_size`` = (H, W)): the exact norm max_ω ‖K̂(ω)‖₂ of the circular convolution on
+    the (n + k − 1)² grid, which contains the zero-padded one as a restriction (module docstring). Differentiable;
+    computed in float64."""
     k = kernel.shape[-1]
-    grid = image_size + k - 1
-    spectrum = torch.fft.rfft2(kernel.double(), s=(grid, grid))  # (C', C, N, N//2+1); real kernel: ω and −ω agree
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    grid = (height + k - 1, width + k - 1)
+    spectrum = torch.fft.rfft2(kernel.double(), s=grid)  # (C', C, N, N//2+1); real kernel: ω and −ω agree
     blocks = spectrum.permute(2, 3, 0, 1)  # one C'×C matrix per frequency
     return torch.linalg.matrix_norm(blocks, ord=2).amax().to(kernel.dtype)
 
@@ -118,37 +120,42 @@ class GradientFlowLayer(nn.Module):
 
 
 class ConvGradientFlowLayer(nn.Module):
-    """Convolutional 1-Lipschitz layer on a flat state (N, channels·n·n): reshape to (channels, n, n), then
+    """Convolutional 1-Lipschitz layer on a flat state (N, channels·H·W): reshape to (channels, H, W), then
     x ← x − τ·conv_transpose2d(σ(conv2d(x, K) + b), K), τ = 2·sigmoid(ϑ)/B(K)², B(K) ≥ ‖conv‖₂
-    (:func:`conv_operator_norm_bound`)."""
+    (:meth:`norm_bound`: :func:`conv_operator_norm_bound`). ``image_size``: n for n×n images, or (H, W)."""
 
-    def __init__(self, channels: int, hidden_channels: int, image_size: int, kernel_size: int = 3,
+    def __init__(self, channels: int, hidden_channels: int, image_size: int | tuple[int, int], kernel_size: int = 3,
                  activation: str = "relu"):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd ('same' padding), got {kernel_size}")
         act_cls, self.activation_lipschitz = ACTIVATIONS[activation]
         self.activation = act_cls()
-        self.channels, self.image_size = channels, image_size
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.channels, self.image_size = channels, size
         conv = nn.Conv2d(channels, hidden_channels, kernel_size)
         self.weight = nn.Parameter(conv.weight.detach().clone())
         self.bias = nn.Parameter(conv.bias.detach().clone())
         self.tau_logit = nn.Parameter(torch.zeros(()))
 
+    def norm_bound(self, kernel: torch.Tensor) -> torch.Tensor:
+        """B(K) ≥ ‖conv_K‖₂ on this layer's images, differentiable: used for τ and for the bound alike."""
+        return conv_operator_norm_bound(kernel, self.image_size)
+
     def operator_norm(self) -> torch.Tensor:
-        return conv_operator_norm_bound(self.weight, self.image_size)
+        return self.norm_bound(self.weight)
 
     def tau(self) -> torch.Tensor:
         return gradient_flow_step_size(self.tau_logit, self.operator_norm())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        image = x.reshape(x.shape[0], self.channels, self.image_size, self.image_size)
+        image = x.reshape(x.shape[0], self.channels, *self.image_size)
         return conv_gradient_flow_step(image, self.weight, self.bias, self.tau(), self.activation).flatten(1)
 
     def lipschitz_bound(self) -> float:
         with torch.no_grad():
             tau = float(self.tau().double())
-            norm = float(conv_operator_norm_bound(self.weight.double(), self.image_size))
+            norm = float(self.norm_bound(self.weight.double()))
             return _flow_step_bound(tau, norm, self.activation_lipschitz)
 
 

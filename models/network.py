@@ -1,4 +1,4 @@
-"""Residual networks: input embedding → residual steps → linear head."""
+"""Residual networks: input embedding → residual steps → (pooling →) linear head."""
 
 from __future__ import annotations
 
@@ -10,17 +10,21 @@ from models.steps import ExplicitStep, SolverStats, ThetaStep
 
 
 class ResidualNetwork(nn.Module):
-    """x ↦ head(step_T ∘ … ∘ step_1(embed(x))).
+    """x ↦ head(pool(step_T ∘ … ∘ step_1(embed(x)))).
 
-    The Lipschitz bound is the product of the parts' bounds (composition), each from exact spectral norms. The
-    embedding is an ``nn.Linear`` (bound ‖W‖₂) or any module with its own ``lipschitz_bound()`` (the augmented
-    input (x, x) of the ``ode`` family, the convolutional lift of conv models); the head is an ``nn.Linear``.
+    The Lipschitz bound is the product of the parts' bounds (composition), each from exact spectral norms (or, for
+    large convolutions, sound upper bounds). The embedding is an ``nn.Linear`` (bound ‖W‖₂) or any module with its
+    own ``lipschitz_bound()`` (the augmented input (x, x) of the ``ode`` family, the convolutional lift of conv
+    models); a "step" is any module with ``lipschitz_bound()`` (residual steps, and the image backbone's
+    downsampling between stages); ``pool`` (image backbone: global pooling, :mod:`models.image`) is optional and
+    part of the body; the head is an ``nn.Linear``.
     """
 
-    def __init__(self, embed: nn.Module, steps: list[nn.Module], head: nn.Linear):
+    def __init__(self, embed: nn.Module, steps: list[nn.Module], head: nn.Linear, pool: nn.Module | None = None):
         super().__init__()
         self.embed = embed
         self.steps = nn.ModuleList(steps)
+        self.pool = pool
         self.head = head
 
     def forward(self, x: torch.Tensor, return_states: bool = False):
@@ -29,7 +33,7 @@ class ResidualNetwork(nn.Module):
         for step in self.steps:
             y = step(y)
             states.append(y)
-        logits = self.head(y)
+        logits = self.head(y if self.pool is None else self.pool(y))
         return (logits, states) if return_states else logits
 
     def spectral_norm_matrices(self) -> list[torch.Tensor]:
@@ -38,13 +42,15 @@ class ResidualNetwork(nn.Module):
         return [*embed, self.head.weight]
 
     def body_lipschitz_bound(self) -> float:
-        """Bound on Lip(x ↦ input of the head): embedding norm × the steps' bounds."""
+        """Bound on Lip(x ↦ input of the head): embedding norm × the steps' bounds (× the pooling's)."""
         if hasattr(self.embed, "lipschitz_bound"):
             bound = float(self.embed.lipschitz_bound())
         else:
             bound = exact_spectral_norm(self.embed.weight)
         for step in self.steps:
             bound *= step.lipschitz_bound()
+        if self.pool is not None:
+            bound *= self.pool.lipschitz_bound()
         return bound
 
     def head_lipschitz_bound(self) -> float:

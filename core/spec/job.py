@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from core.datasets import IMAGE_DATASETS
 from core.spec.base import MAX_WORK, StrictModel, canonical_dump
@@ -94,6 +94,36 @@ class JobSpec(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _model_fits_the_data(self) -> JobSpec:
+        """A conv model checked against the input its dataset will give (an image model on flat data, a
+        single-channel conv model on colour images, stages that unshuffle an odd side, normalisation of another
+        channel count are 422s naming the field, not failed jobs); ``normalization: "dataset"`` needs published
+        per-channel statistics."""
+        model, name = self.model, self.dataset.name
+        if getattr(model, "normalization", None) == "dataset" and name not in IMAGE_DATASETS:
+            images = ", ".join(sorted(IMAGE_DATASETS))
+            raise ValueError(
+                f"model.normalization 'dataset' needs a dataset with published per-channel statistics ({images}), "
+                f"not {name!r}: give {{'mean': [...], 'std': [...]}}"
+            )
+        if not model.is_conv() or model.input_dim is not None:
+            return self
+        from core.budget import DATASET_DIMS  # the built-in datasets' sizes (core.budget reads this module)
+
+        image = IMAGE_DATASETS.get(name)
+        fields = {"input_dim": image.input_dim, "input_shape": list(image.input_shape)} if image else {}
+        if not fields and name in DATASET_DIMS:
+            fields = {"input_dim": DATASET_DIMS[name][0]}
+        if fields:
+            try:
+                type(model).model_validate({**model.model_dump(), **fields})
+            except ValidationError as exc:
+                message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                shape = fields.get("input_shape") or [fields["input_dim"]]
+                raise ValueError(f"{message} (dataset {name!r} gives inputs of shape {shape})") from None
+        return self
+
+    @model_validator(mode="after")
     def _images_in_pixel_space(self) -> JobSpec:
         """Image datasets live in [0, 1] pixel space: every ε is at most 1 (L∞ 8/255, L2 36/255 or 0.5), and only
         images can be cropped and flipped (an upload's shape is known at run time: the training loop checks it)."""
@@ -113,8 +143,7 @@ class JobSpec(StrictModel):
 
     @model_validator(mode="after")
     def _work_budget(self) -> JobSpec:
-        width = self.model.work_width()
-        work = width**2 * self.model.depth * self.train.epochs * self.dataset.n_train
+        work = self.model.work() * self.train.epochs * self.dataset.n_train
         if work > MAX_WORK:
             raise ValueError(
                 f"job too large: width²·depth·epochs·n_train = {work:.3g} exceeds the limit {MAX_WORK:.3g}"

@@ -25,6 +25,16 @@ from core.spec.base import (
     close_union,
     variants_of,
 )
+from core.spec.image import (
+    MAX_STAGES,
+    Downsample,
+    NormalizationSpec,
+    StageSpec,
+    check_input_shape,
+    check_stages,
+    image_of,
+    stage_layout,
+)
 
 
 class SpectralSpec(StrictModel):
@@ -54,7 +64,7 @@ class SolverSpec(StrictModel):
     backward_max_iter: int | None = Field(None, ge=1, le=10_000)
 
 
-WIDTH, H, CHANNELS, KERNEL_SIZE = 8, 0.1, 8, 3  # defaults of options that several families share
+WIDTH, H, CHANNELS, KERNEL_SIZE, DEPTH = 8, 0.1, 8, 3, 10  # defaults of options that several families share
 THETA, T_FINAL = 0.5, 10.0  # θ-method default; the neural ODE's horizon (Reshniak & Webster, eq. 11: t ∈ [0, 10])
 
 
@@ -66,11 +76,20 @@ class ModelSpec(Variant):
 
     family: str
     hidden: int | None = Field(None, ge=1, le=MAX_FEATURES)
-    depth: int = Field(10, ge=1, le=MAX_DEPTH)
+    depth: int = Field(DEPTH, ge=1, le=MAX_DEPTH)
     activation: Literal["tanh", "relu", "softplus", "sigmoid"] = "tanh"
     shared_weights: bool = False
     input_dim: int | None = Field(None, ge=1, le=MAX_FEATURES, description="filled from the dataset when omitted")
     output_dim: int | None = Field(None, ge=1, le=MAX_FEATURES, description="filled from the dataset when omitted")
+    input_shape: list[int] | None = Field(
+        None, description="(C, H, W) of image inputs; filled from the dataset when omitted (image data only)"
+    )
+    added_fields: ClassVar[frozenset[str]] = frozenset({"input_shape"})
+
+    @model_validator(mode="after")
+    def _input_shape(self) -> ModelSpec:
+        check_input_shape(self.input_shape, self.input_dim)
+        return self
 
     def is_conv(self) -> bool:
         """Whether the state is channels × image (convolutional layers)."""
@@ -79,6 +98,14 @@ class ModelSpec(Variant):
     def work_width(self) -> float:
         """√(multiply–adds per sample per step), coarsely."""
         raise NotImplementedError
+
+    def step_count(self) -> int:
+        """Residual steps of the network."""
+        return self.depth
+
+    def work(self) -> float:
+        """Multiply–adds per sample through all steps, coarsely: work_width² × steps."""
+        return self.work_width() ** 2 * self.step_count()
 
 
 class _Dense(ModelSpec):
@@ -91,29 +118,64 @@ class _Dense(ModelSpec):
 
 
 class _Convolvable(_Dense):
-    """A family that is dense, or with ``conv`` convolutional on square single-channel images (n² = input_dim;
-    ``width`` unused): the state is ``channels`` × n × n and ``hidden`` counts the function's intermediate
-    channels (default: ``channels``)."""
+    """A family that is dense, or with ``conv`` convolutional. Without ``stages``: on square single-channel images
+    (n² = input_dim; ``width`` unused) the state is ``channels`` × n × n and ``hidden`` counts the function's
+    intermediate channels (default: ``channels``). With ``stages``: the image backbone of :mod:`core.spec.image` on
+    C×H×W inputs (``channels``, ``depth`` and ``hidden`` then live in the stages)."""
 
-    conv: bool = Field(False, description="convolutional layers on square single-channel images")
-    channels: int = Field(CHANNELS, ge=1, le=256, description="state channels of a conv model")
+    added_fields: ClassVar[frozenset[str]] = ModelSpec.added_fields | {"stages", "downsample", "normalization"}
+    conv: bool = Field(False, description="convolutional layers (with 'stages': the image backbone)")
+    channels: int = Field(CHANNELS, ge=1, le=256, description="state channels of a conv model without stages")
     kernel_size: int = Field(KERNEL_SIZE, ge=1, le=7, description="odd kernel size of a conv model")
+    stages: list[StageSpec] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_STAGES,
+        description="conv only: the image backbone's stages, each {channels, depth, hidden}, downsampled between",
+    )
+    downsample: Downsample = Field("unshuffle", description="between stages: pixel-unshuffle ×2 or none")
+    normalization: NormalizationSpec | Literal["dataset"] | None = Field(
+        None, description="stages only: (x − mean)/std per channel inside the model; 'dataset': its statistics"
+    )
 
     def is_conv(self) -> bool:
         return self.conv
 
+    def image(self) -> tuple[int, int, int] | None:
+        """(C, H, W) of the input when known."""
+        return image_of(self.input_shape, self.input_dim)
+
+    def layout(self) -> list[tuple[int, int, int, int]]:
+        """(channels, hidden, pixels, depth) per stage of a conv model (one stage without ``stages``)."""
+        if self.stages:
+            return stage_layout(self.stages, self.downsample, self.image())
+        pixels = self.input_dim or MAX_FEATURES
+        return [(self.channels, self.hidden or self.channels, pixels, self.depth)]
+
     def work_width(self) -> float:
-        """Dense: width; conv: √(channels·hidden·k²·pixels), with pixels = MAX_FEATURES until input_dim is known."""
+        """Dense: width; conv: √(channels·hidden·k²·pixels) of the widest stage, with pixels = MAX_FEATURES until
+        the input size is known."""
         if not self.conv:
             return super().work_width()
-        pixels = self.input_dim or MAX_FEATURES
-        return math.sqrt(self.channels * (self.hidden or self.channels) * self.kernel_size**2 * pixels)
+        return max(math.sqrt(c * hid * self.kernel_size**2 * px) for c, hid, px, _ in self.layout())
+
+    def step_count(self) -> int:
+        return sum(stage.depth for stage in self.stages) if self.stages else self.depth
+
+    def work(self) -> float:
+        """The image backbone: Σ over stages of channels·hidden·k²·pixels·depth; otherwise work_width² × depth."""
+        if not (self.conv and self.stages):
+            return super().work()
+        return float(sum(c * hid * self.kernel_size**2 * px * depth for c, hid, px, depth in self.layout()))
 
     @model_validator(mode="after")
     def _conv_fields(self) -> _Convolvable:
         # Checks compare with the defaults (not model_fields_set) so a dumped spec always validates again.
         if not self.conv:
             for name, default in (("channels", CHANNELS), ("kernel_size", KERNEL_SIZE)):
+                if getattr(self, name) != default:
+                    raise ValueError(f"model.{name} applies to conv models only (set model.conv = true)")
+            for name, default in (("stages", None), ("downsample", "unshuffle"), ("normalization", None)):
                 if getattr(self, name) != default:
                     raise ValueError(f"model.{name} applies to conv models only (set model.conv = true)")
             return self
@@ -123,11 +185,39 @@ class _Convolvable(_Dense):
             raise ValueError("model.width does not apply to conv models (the state is channels × image)")
         if self.kernel_size % 2 == 0:
             raise ValueError(f"model.kernel_size must be odd ('same' padding), got {self.kernel_size}")
+        if self.stages:
+            self._check_stages()
+            return self
+        for name, default in (("downsample", "unshuffle"), ("normalization", None)):
+            if getattr(self, name) != default:
+                raise ValueError(f"model.{name} applies to the image backbone only (give model.stages)")
+        if self.input_shape is not None and self.input_shape[0] != 1:
+            raise ValueError(
+                f"a conv model without model.stages takes single-channel images, not input_shape {self.input_shape} "
+                "(give model.stages for the image backbone)"
+            )
         if self.input_dim is not None and math.isqrt(self.input_dim) ** 2 != self.input_dim:
             raise ValueError(
                 f"conv models need square single-channel images: input_dim {self.input_dim} is not a square"
             )
         return self
+
+    def _check_stages(self) -> None:
+        for name, default in (("channels", CHANNELS), ("depth", DEPTH), ("hidden", None)):
+            if getattr(self, name) != default:
+                raise ValueError(f"model.{name} does not apply with model.stages (each stage gives its own)")
+        image = self.image()
+        if image is None and self.input_dim is not None:
+            raise ValueError(
+                f"model.stages needs image inputs: input_dim {self.input_dim} is neither a square nor given an "
+                "input_shape (C, H, W)"
+            )
+        check_stages(self.stages, self.downsample, image)
+        if isinstance(self.normalization, NormalizationSpec) and image is not None:
+            if len(self.normalization.mean) != image[0]:
+                raise ValueError(
+                    f"model.normalization has {len(self.normalization.mean)} channels, the input has {image[0]}"
+                )
 
 
 class _Residual(_Convolvable):
@@ -222,11 +312,12 @@ class OdeSpec(ModelSpec):
         return float(max(2 * (self.input_dim or 1), self.hidden or 100))
 
 
-class HamiltonianSpec(_Dense):
+class HamiltonianSpec(_Convolvable):
     """Symplectic Euler steps on x = (q, p) (Murari): p ← p − h∇U(q), q ← q + h∇K(p), ∇K(p) = Aᵀdiag(u)σ(Ap + a)
-    with ``hidden`` units; ``width`` = 2·dim(q) must be even."""
+    with ``hidden`` units; ``width`` = 2·dim(q) must be even. With ``conv`` (``stages`` required) A is a
+    convolution and q, p are the two halves of each stage's (even) ``channels``."""
 
-    legacy_flat = {"theta": _THETA, "t_final": _T_FINAL, "spectral": _SPECTRAL, "solver": _SOLVER, **_NOT_CONV}
+    legacy_flat = {"theta": _THETA, "t_final": _T_FINAL, "spectral": _SPECTRAL, "solver": _SOLVER}
     family: Literal["hamiltonian"]
     h: PosFloat = H
 
@@ -236,6 +327,17 @@ class HamiltonianSpec(_Dense):
         if width % 2:
             raise ValueError(f"model.width must be even for family 'hamiltonian' (state (q, p)), got {width}")
         return width
+
+    @model_validator(mode="after")
+    def _conv_needs_stages(self) -> HamiltonianSpec:
+        if self.conv and not self.stages:
+            raise ValueError("family 'hamiltonian' is convolutional only in the image backbone: give model.stages")
+        for stage in self.stages or []:
+            if stage.channels % 2:
+                raise ValueError(
+                    f"model.stages: family 'hamiltonian' splits channels into (q, p): {stage.channels} is odd"
+                )
+        return self
 
 
 class LipschitzSpec(_Convolvable):

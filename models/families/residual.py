@@ -1,12 +1,14 @@
 """Residual families: ``explicit`` (y = x + h·F(x), explicit Euler, a ResNet; Reshniak & Webster, "Robust learning
 with implicit residual networks", eq. 2–3) and ``implicit`` (the θ-method y = x + h[(1−θ)F(x) + θF(y)], eq. 7),
-with a dense F (spectrally placed eigenvalues when ``spectral`` is given) or a convolutional F (``conv``)."""
+with a dense F (spectrally placed eigenvalues when ``spectral`` is given) or a convolutional F (``conv``; with
+``stages``, the image backbone of :mod:`models.families.image`)."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from models.conv import ConvEmbedding, ConvResidualFunction
+from models.families.image import image_network
 from models.families.registry import register_family
 from models.lipschitz_layers import square_image_side
 from models.network import ResidualNetwork
@@ -28,7 +30,12 @@ def solver_config(cfg) -> SolverConfig:
 
 
 def _residual_network(s, step) -> ResidualNetwork:
-    """Embedding → ``depth`` residual steps ``step(F)`` → linear head, dense or convolutional."""
+    """Embedding → ``depth`` residual steps ``step(F)`` → linear head, dense or convolutional (or the image
+    backbone's stages of convolutional steps)."""
+    if s.conv and getattr(s, "stages", None):
+        return image_network(
+            s, lambda c, hidden, size: step(ConvResidualFunction(c, hidden, size, s.kernel_size, s.activation))
+        )
     if s.conv:
         side = square_image_side(s.input_dim)
         state = s.channels * side * side

@@ -29,7 +29,8 @@ def test_every_example_is_summarised(path: Path) -> None:
     spec = JobSpec.model_validate(base).model_dump(mode="json")
     hp = hyper_parameters(spec)
     model = spec["model"]
-    assert hp["depth"] == model["depth"] and hp["epochs"] == spec["train"]["epochs"]
+    depth = sum(stage["depth"] for stage in model["stages"]) if model.get("stages") else model["depth"]
+    assert hp["depth"] == depth and hp["epochs"] == spec["train"]["epochs"]  # an image backbone: all its steps
     family = model["family"]
     assert hp["theta"] == {"explicit": 0.0, "hamiltonian": None, "lipschitz": None}.get(family, model.get("theta"))
     if family == "ode":

@@ -88,7 +88,8 @@ def test_save_load_roundtrip_gives_identical_outputs(tmp_path, family):
 
 @pytest.mark.parametrize("fields,message", [
     ({"family": "explicit", "conv": True, "spectral": {"lower": -1, "upper": 1}}, "spectral is not available"),
-    ({"family": "hamiltonian", "conv": True}, "conv applies to families"),
+    ({"family": "hamiltonian", "conv": True}, "hamiltonian. is convolutional only in the image backbone"),
+    ({"family": "ode", "conv": True}, "conv applies to families"),
     ({"family": "explicit", "conv": True, "width": 16}, "width does not apply to conv models"),
     ({"family": "explicit", "conv": True, "input_dim": 10}, "input_dim 10 is not a square"),
     ({"family": "explicit", "channels": 4}, "channels applies to conv models only"),

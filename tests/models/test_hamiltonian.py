@@ -115,7 +115,7 @@ def test_save_load_roundtrip_gives_identical_outputs(tmp_path):
     ({"width": 7}, "width must be even"),
     ({"theta": 0.9}, "theta applies to family 'implicit' only"),
     ({"spectral": {"lower": -1.0, "upper": 1.0}}, "spectral applies"),
-    ({"conv": True}, "conv applies to families 'lipschitz', 'explicit', 'implicit' only"),
+    ({"conv": True}, "convolutional only in the image backbone: give model.stages"),
     ({"channels": 4}, "channels applies to conv models only"),
 ])
 def test_spec_rejects_fields_the_family_does_not_use(fields, message):
