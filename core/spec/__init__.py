@@ -87,6 +87,7 @@ from core.spec.model import (
     ModelSpec,
     ModelSpecs,
     OdeSpec,
+    SllSpec,
     SolverSpec,
     SpectralSpec,
 )
@@ -143,6 +144,7 @@ __all__ = [
     "JobSpec",
     "Legacy",
     "LipschitzSpec",
+    "SllSpec",
     "LossName",
     "LotkaVolterraSpec",
     "MAX_DEPTH",
