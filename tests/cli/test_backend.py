@@ -20,7 +20,7 @@ def small(name: str) -> dict:
 
 def numbers(run: JobRun) -> dict[str, float]:
     """The run's metrics but its timings."""
-    return {name: value for name, value in run.metrics.items() if metrics.kind_info(name).unit != "seconds"}
+    return {name: value for name, value in run.metrics.items() if not metrics.is_timing(name)}
 
 
 def test_in_process_a_failed_job_is_its_run_and_on_done_can_stop_the_rest(tmp_path: Path) -> None:
