@@ -210,6 +210,21 @@ class ImageHead(nn.Module):
         return exact_spectral_norm(self.matrix())
 
 
+def near_identity_(conv: nn.Conv2d, scale: float = 0.1) -> None:
+    """Initialise ``conv`` (k×k, C_out × C_in, parametrised or not) as the identity on the first min(C_out, C_in)
+    channels (a centred delta) plus ``scale`` × its default initialisation, biases 0: the lift and the image head of
+    an image-to-image network then start near x ↦ x, the do-nothing denoiser, instead of a random contraction (a
+    normalised random lift keeps only a fraction of the image's energy), and training starts from the input's PSNR."""
+    weight = conv.parametrizations.weight.original if parametrize.is_parametrized(conv, "weight") else conv.weight
+    with torch.no_grad():
+        weight.mul_(scale)
+        centre = weight.shape[-1] // 2
+        for channel in range(min(weight.shape[0], weight.shape[1])):
+            weight[channel, channel, centre, centre] += 1.0
+        if conv.bias is not None:
+            conv.bias.zero_()
+
+
 class StageGradientFlowLayer(ConvGradientFlowLayer):
     """The 1-Lipschitz conv gradient-flow layer x − τ·conv_transpose2d(σ(conv2d(x, K) + b), K) (Murari, "Adapting
     Gradient Flows to Convolutional Neural Networks") on a C×H×W stage of the backbone, with τ = 2·sigmoid(ϑ)/B(K)²
@@ -230,5 +245,6 @@ __all__ = [
     "MatrixNormalization",
     "StageGradientFlowLayer",
     "global_pool_norm",
+    "near_identity_",
     "normalization_lipschitz",
 ]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from torch import nn
 
 from models.families.registry import repeat_steps
-from models.image import Downsample, GlobalPool, ImageEmbedding, ImageHead
+from models.image import Downsample, GlobalPool, ImageEmbedding, ImageHead, near_identity_
 from models.lipschitz_layers import normalized_linear
 from models.network import ResidualNetwork
 
@@ -70,7 +70,12 @@ def image_network(s, make_step: StepMaker, normalized: bool = False) -> Residual
     if getattr(s, "head", "classifier") == "image":
         if size != image[1:]:
             raise ValueError("model.head 'image' needs every stage at the input's resolution (model.downsample 'none')")
-        return ResidualNetwork(embed, steps, ImageHead(channels, image[0], size, normalized=normalized))
+        head = ImageHead(channels, image[0], size, normalized=normalized)
+        # lift, 1×1 convolutions between stages and head start near x ↦ x (the steps keep their own init)
+        mixers = [step.conv for step in steps if isinstance(step, Downsample) and step.conv is not None]
+        for conv in (embed.conv, *mixers, head.conv):
+            near_identity_(conv)
+        return ResidualNetwork(embed, steps, head)
     pool = GlobalPool(channels, size, scale=1 / math.sqrt(size[0] * size[1]) if normalized else None)
     head = normalized_linear(channels, s.output_dim) if normalized else nn.Linear(channels, s.output_dim)
     return ResidualNetwork(embed, steps, head, pool=pool)

@@ -78,6 +78,19 @@ def test_the_image_denoisers_bound_is_sound_and_at_most_one(seed: int) -> None:
     assert 0 < local <= bound * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("family", ["explicit", "lipschitz"])
+def test_an_image_to_image_network_starts_near_the_identity(family: str) -> None:
+    """The lift and the head begin as the identity on the input's channels (models.image.near_identity_): the
+    network starts near the do-nothing denoiser, not at a random contraction of the image."""
+    torch.manual_seed(0)
+    x = photos_denoising(n_train=2, n_test=16, patch=8, seed=0, noise=0.05).y_test
+    spec = image_denoiser_spec(family=family)
+    with torch.no_grad():
+        deviation = float((models.build_model(spec).eval()(x) - x).norm() / x.norm())
+    # measured 0.09 / 0.44 (without the identity start 1.25 / 1.03); explicit steps x + hF(x) start near x
+    assert deviation < (0.2 if family == "explicit" else 0.6)
+
+
 def photos_job(**changes) -> dict:
     data = json.loads((EXAMPLES / MINI).read_text())
     for section, fields in changes.items():
@@ -124,3 +137,7 @@ def test_the_mini_preset_deblurs_with_a_convergence_guarantee() -> None:
     sigmas = spec.evaluate.plug_and_play.sigmas
     assert all(metrics[f"pnp_monotone@{s:g}"] == 1.0 for s in sigmas)
     assert metrics["pnp_input_psnr@0"] > metrics["pnp_input_psnr@0.05"]
+    # after 4 epochs on 256 patches the reconstruction beats the blurred, noisy observation (by about 0.1 dB at
+    # σ = 0.01 and 0.7 dB at σ = 0.05), though the denoiser alone is still below its noisy input (clean_psnr)
+    for sigma in ("0.01", "0.05"):
+        assert metrics[f"pnp_psnr@{sigma}"] > metrics[f"pnp_input_psnr@{sigma}"]
