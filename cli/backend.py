@@ -92,9 +92,11 @@ def _local_checkpoint(spec: Spec) -> Path | None:
 
 # ---------------------------------------------------------------------------------------------------- in-process
 def _run_one(
-    spec_json: str, out_dir: str | None, torch_threads: int, progress: Callable | None = None
+    spec_json: str, out_dir: str | None, torch_threads: int, progress: Callable | None = None, resume: bool = False
 ) -> tuple[str, dict[str, float], dict[str, Any], str | None]:
-    """Run one job in this process (also the body of a pool worker): ``(status, metrics, info, error)``."""
+    """Run one job in this process (also the body of a pool worker): ``(status, metrics, info, error)``. With
+    ``resume`` (and an ``out_dir``) training checkpoints go to ``out_dir/checkpoints`` and training resumes from
+    them (:mod:`evaluation.checkpoints`)."""
     import torch
 
     from evaluation.runner import run_job
@@ -102,7 +104,9 @@ def _run_one(
     if torch_threads > 0:
         torch.set_num_threads(torch_threads)
     try:
-        result = run_job(JobSpec.model_validate_json(spec_json), out_dir=out_dir, progress=progress)
+        checkpoints = Path(out_dir) / "checkpoints" if resume and out_dir is not None else None
+        spec = JobSpec.model_validate_json(spec_json)
+        result = run_job(spec, out_dir=out_dir, progress=progress, checkpoint_dir=checkpoints)
     except Exception as exc:
         return "failed", {}, {}, f"{type(exc).__name__}: {exc}"
     return "succeeded", dict(result.metrics), dict(result.info), None
@@ -114,12 +118,12 @@ class InProcess:
 
     where = "in-process"
 
-    def __init__(self, jobs: int = 1, torch_threads: int | None = None) -> None:
+    def __init__(self, jobs: int = 1, torch_threads: int | None = None, resume: bool = False) -> None:
         if torch_threads is None:
             from core.config import get_settings
 
             torch_threads = get_settings().torch_threads
-        self.jobs, self.torch_threads = jobs, torch_threads
+        self.jobs, self.torch_threads, self.resume = jobs, torch_threads, resume
 
     def with_checkpoints(self, specs: Sequence[Spec]) -> list[Spec]:
         """The specs as given; :class:`BackendError` for a local checkpoint that does not exist."""
@@ -155,14 +159,17 @@ class InProcess:
                 display = JobProgress(progress, title=title) if progress is not None else None
                 with display if display is not None else contextlib.nullcontext():
                     update = display.update if display is not None else None
-                    done(i, *_run_one(texts[i], dirs[i], self.torch_threads, update))
+                    done(i, *_run_one(texts[i], dirs[i], self.torch_threads, update, self.resume))
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             context = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch threads
             with ProcessPoolExecutor(max_workers=min(self.jobs, len(specs)), mp_context=context) as pool:
-                futures = {pool.submit(_run_one, texts[i], dirs[i], self.torch_threads): i for i in range(len(specs))}
+                futures = {
+                    pool.submit(_run_one, texts[i], dirs[i], self.torch_threads, None, self.resume): i
+                    for i in range(len(specs))
+                }
                 for future in as_completed(futures):
                     i = futures[future]
                     try:

@@ -48,6 +48,8 @@ class JobProgress:
             total, completed = event.get("epochs"), event.get("epoch")
             loss = event.get("loss")
             detail = f"loss {loss:.4g}" if isinstance(loss, (int, float)) else (f"loss {loss}" if loss else "")
+            if event.get("resumed_from") is not None:
+                detail += f" · resumed from epoch {event['resumed_from']}"
         elif phase == "evaluate":
             detail = str(event.get("step", ""))
         terminal = status in ("succeeded", "failed", "cancelled")

@@ -87,6 +87,14 @@ def submit(
 def run(
     spec_file: Annotated[Path, typer.Argument(help="job spec (JSON)")],
     out: Annotated[Path | None, typer.Option("--out", help="output directory (default: runs/<name>)")] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="keep training checkpoints in OUT/checkpoints (train.checkpoint_every) and go on from the newest "
+            "one of this spec: an interrupted run continues where it stopped",
+        ),
+    ] = False,
 ) -> None:
     """Run a job in this process, without a server; writes result.json, model.safetensors and spec.json."""
     from core.spec import JobSpec
@@ -102,7 +110,7 @@ def run(
         raise fail(f"invalid job spec {spec_file}:\n{format_validation_errors(exc.errors())}") from None
     out = out or Path("runs") / spec.name
     try:
-        [result] = InProcess().run([data], [out], progress=console)
+        [result] = InProcess(resume=resume).run([data], [out], progress=console)
     except KeyboardInterrupt:
         raise fail("interrupted", code=130) from None
     if not result.ok:

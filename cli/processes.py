@@ -32,9 +32,10 @@ def _term_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def start_group(command: list[str]) -> subprocess.Popen:
-    """``command`` in a new session (its own process group, which its children join)."""
-    return subprocess.Popen(command, start_new_session=True, preexec_fn=_term_with_parent)
+def start_group(command: list[str], **popen) -> subprocess.Popen:
+    """``command`` in a new session (its own process group, which its children join); ``popen``: more
+    ``subprocess.Popen`` arguments (``env``, ``stdout``, …)."""
+    return subprocess.Popen(command, start_new_session=True, preexec_fn=_term_with_parent, **popen)
 
 
 def stop_group(proc: subprocess.Popen, grace: float = GRACE_SECONDS) -> None:

@@ -4,6 +4,7 @@
 
     robustlab up                    # migrate, start a Celery worker and serve the API (embedded default: SQLite)
     robustlab worker -Q gpu,cpu     # a worker on another machine (the same database, broker and artifacts)
+    robustlab worker --gpus 0,1     # one worker per GPU, each pinned (CUDA_VISIBLE_DEVICES), on the gpu queue
     robustlab db upgrade            # apply the Alembic migrations
 """
 
@@ -88,10 +89,34 @@ def worker(
     queues: Annotated[str | None, typer.Option("-Q", "--queues", help="default: cpu, plus gpu if CUDA")] = None,
     concurrency: Annotated[int | None, typer.Option(help="default: settings.worker_concurrency")] = None,
     pool: Annotated[str | None, typer.Option(help="Celery pool: prefork (default), solo, threads")] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="one worker per GPU, e.g. 0,1 (or all): each pinned with CUDA_VISIBLE_DEVICES, on the gpu queue "
+            "(-Q to change), one job at a time (--concurrency to change)",
+        ),
+    ] = None,
 ) -> None:
-    """Run a Celery worker (replaces this process)."""
-    command = _worker_command(queues, concurrency or get_settings().worker_concurrency, pool)
-    os.execv(command[0], command)
+    """Run a Celery worker (replaces this process); with --gpus, one per GPU, supervised by this process."""
+    if gpus is None:
+        command = _worker_command(queues, concurrency or get_settings().worker_concurrency, pool)
+        os.execv(command[0], command)
+    import torch
+
+    from cli.gpu_workers import GpuListError, gpu_workers, parse_gpus, start_workers, supervise
+    from cli.processes import exit_on_signals
+
+    try:
+        ids = parse_gpus(gpus, torch.cuda.device_count())
+    except GpuListError as exc:
+        raise fail(str(exc)) from None
+    workers = gpu_workers(ids, lambda q, c: _worker_command(q, c, pool), queues or "gpu", concurrency or 1)
+    for w in workers:
+        console.print(f"GPU {w.gpu}: worker {w.node} on queue(s) {queues or 'gpu'}", highlight=False)
+    with exit_on_signals():
+        code = supervise(start_workers(workers))
+    raise typer.Exit(code)
 
 
 @db_app.command("upgrade")

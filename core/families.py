@@ -20,6 +20,7 @@ from typing import Any
 
 RESHNIAK_WEBSTER = "Reshniak & Webster, Robust learning with implicit residual networks"
 MURARI = "Murari, Neural Networks as Dynamical Systems: Hamiltonian and 1-Lipschitz Networks"
+ARAUJO = "Araujo, Havens, Delattre, Allauzen & Hu, A Unified Algebraic Perspective on Lipschitz Neural Networks"
 
 
 def _no_theta(_model: Mapping[str, Any]) -> float | None:
@@ -82,6 +83,7 @@ register_family(Family("implicit", "implicit θ-method residual network", RESHNI
 register_family(Family("ode", "neural ODE (θ-method)", RESHNIAK_WEBSTER, _spec_theta, _ode_extras))
 register_family(Family("hamiltonian", "Hamiltonian (symplectic) network", MURARI))
 register_family(Family("lipschitz", "1-Lipschitz gradient-flow network", MURARI))
+register_family(Family("sll", "SDP-based Lipschitz (SLL) network", ARAUJO))
 
 
 def family_of(name: str | None) -> Family | None:

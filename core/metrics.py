@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Direction = Literal["higher", "lower"]
-Unit = Literal["fraction", "dB", "seconds", "count", "number"]
+Unit = Literal["fraction", "dB", "seconds", "per_second", "count", "number"]
 Norm = Literal["Linf", "L2"]
 CLASSIFICATION: tuple[str, ...] = ("classification",)
 REGRESSION: tuple[str, ...] = ("regression", "denoising")
@@ -76,7 +76,8 @@ class MetricKind:
             value and the CI gate's meaning of a "drop" all follow it.
         label: long label (the web page's column header, before ``σ=…`` / ``ε=…``).
         short: short label for narrow tables.
-        unit: ``fraction`` (shown in percent), ``dB``, ``seconds``, ``count`` or ``number``.
+        unit: ``fraction`` (shown in percent), ``dB``, ``seconds``, ``per_second`` (a rate), ``count`` or
+            ``number``.
         plot: the per-job plot the kind is drawn on (``gaussian``, ``eps``, ``radius``, ``pnp``), if any.
         legend: the plot's legend entry; says whether the number is an attack's (a bound from one side) or a
             certificate's (a sound bound from the other).
@@ -212,7 +213,22 @@ CATALOG: dict[str, MetricKind] = _kinds(
     MetricKind("lipschitz_bound", EVERY_TASK, None, "lower", "Lipschitz bound", "lip", column=True),
     MetricKind("train_loss", EVERY_TASK, None, "lower", "train loss", "loss"),
     MetricKind("train_seconds", EVERY_TASK, None, "lower", "train time", "train s", "seconds"),
+    MetricKind("train_images_per_second", EVERY_TASK, None, "higher", "training throughput (samples/s)", "img/s",
+               "per_second"),
     MetricKind("eval_seconds", EVERY_TASK, None, "lower", "evaluation time", "eval s", "seconds"),
+    # the time of each registered evaluation (evaluation.registry.run_evaluations), one kind per evaluation name
+    MetricKind("eval_seconds_gaussian", EVERY_TASK, None, "lower", "evaluation time: Gaussian noise", "gauss s",
+               "seconds"),
+    MetricKind("eval_seconds_attacks", CLASSIFICATION, None, "lower", "evaluation time: attacks", "attack s",
+               "seconds"),
+    MetricKind("eval_seconds_certified", EVERY_TASK, None, "lower", "evaluation time: certificates", "cert s",
+               "seconds"),
+    MetricKind("eval_seconds_smoothing", CLASSIFICATION, None, "lower", "evaluation time: randomized smoothing",
+               "smooth s", "seconds"),
+    MetricKind("eval_seconds_rollout", REGRESSION, None, "lower", "evaluation time: rollout", "rollout s", "seconds"),
+    MetricKind("eval_seconds_pgd", REGRESSION, None, "lower", "evaluation time: PGD", "pgd s", "seconds"),
+    MetricKind("eval_seconds_plug_and_play", REGRESSION, None, "lower", "evaluation time: plug-and-play", "pnp s",
+               "seconds"),
     MetricKind("solver_forward_iterations", EVERY_TASK, None, "lower", "forward iterations", "fwd it", "count"),
     MetricKind("solver_forward_residual", EVERY_TASK, None, "lower", "forward residual", "fwd res"),
     MetricKind("solver_backward_iterations", EVERY_TASK, None, "lower", "backward iterations", "bwd it", "count"),
@@ -343,6 +359,13 @@ def is_fraction(name: str) -> bool:
     return kind is not None and kind.unit == "fraction"
 
 
+def is_timing(name: str) -> bool:
+    """Whether the metric measures time or throughput (``train_seconds``, ``eval_seconds_<evaluation>``,
+    ``train_images_per_second``): it differs between two runs of the same job, unlike the results."""
+    kind = kind_info(name)
+    return kind is not None and kind.unit in ("seconds", "per_second")
+
+
 def label(name: str, short: bool = False) -> str:
     """``pgd_linf_acc@0.1`` → ``PGD L∞ ε=0.1``, ``gaussian_acc@0.3`` → ``Gauss σ=0.3``,
     ``smoothed_certified_l2_acc_sigma0.25@0.5`` → ``smoothed cert. L2 σ=0.25 ε=0.5``; unknown kinds as written."""
@@ -369,6 +392,8 @@ def format_value(name: str, value: float | None, unit: bool = True) -> str:
         return f"{100.0 * value:.1f}" + (" %" if unit else "")
     if kind_unit == "seconds":
         return f"{value:.2f}" + (" s" if unit else "")
+    if kind_unit == "per_second":
+        return f"{value:.4g}" + (" /s" if unit else "")
     if kind_unit == "dB":
         return f"{value:.2f}" + (" dB" if unit else "")
     if kind_unit == "count" and float(value).is_integer():
@@ -503,6 +528,7 @@ __all__ = [
     "group_levels",
     "is_column",
     "is_fraction",
+    "is_timing",
     "kind_info",
     "kind_of",
     "label",

@@ -8,7 +8,7 @@ and :data:`EVALUATIONS` lists the modules. **Adding an evaluation is one line he
 that constant in the module; a test fails for a listed module without one. :func:`protocol_version` joins the
 revisions, sorted by name, into the string stored with every job (``jobs.protocol_version``)::
 
-    autoattack.2+best_known.1+certified.1+gaussian.2+pgd.1+plug_and_play.1+regression.2
+    autoattack.3+best_known.1+certified.1+gaussian.2+pgd.2+plug_and_play.1+regression.2+smoothing.1
 
 A job evaluated under another string than :func:`current_protocol`'s is *stale*: the leaderboard marks it, and
 ``robustlab reevaluate --stale`` runs the current evaluation on its stored weights.

@@ -27,7 +27,9 @@ from core.metrics import metric_key
 from evaluation.batching import EVAL_BATCH, batch_slices
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
-PROTOCOL_REVISION = 1
+# revision 2: the model stays in eval mode after an attack (torchattacks left it in training mode, so the scoring
+# forward and every later evaluation ran a spectrally normalised model with power-iteration updates)
+PROTOCOL_REVISION = 2
 
 ATTACKS = {"Linf": torchattacks.PGD, "L2": torchattacks.PGDL2}
 
@@ -61,7 +63,9 @@ def attack_box(model: nn.Module, x: torch.Tensor, max_eps: float, valid_range: t
     else:
         pad = max_eps + 1e-3 * float(x.max() - x.min() + 1)
         low, high = float(x.min()) - pad, float(x.max()) + pad
-    return AttackBox(model, low, high - low, x.shape[1:])
+    # in eval mode: torchattacks puts the model back into the mode it found the attacked module in, so a box in
+    # (nn.Module's default) training mode left the model training after every attack
+    return AttackBox(model, low, high - low, x.shape[1:]).eval()
 
 
 def correct_when_clean(
@@ -221,7 +225,7 @@ def pgd_regression(
     model.eval()
     box = attack_box(model, x, max(eps_list), valid_range)
     u = box.to_box(x)
-    objectives = {(p.start, p.stop): SquaredErrorLogits(box, y[p]) for p in batch_slices(len(x), batch_size)}
+    objectives = {(p.start, p.stop): SquaredErrorLogits(box, y[p]).eval() for p in batch_slices(len(x), batch_size)}
     labels = torch.zeros(len(x), dtype=torch.long, device=x.device)
     with torch.no_grad():
         clean_error = torch.cat([o.squared_error(u[start:stop]) for (start, stop), o in objectives.items()])

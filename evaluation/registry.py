@@ -8,10 +8,10 @@
         ctx.metrics.update(gaussian_noise_accuracy(ctx.model, ctx.x, ctx.y, ...))
 
 :func:`run_evaluations` runs, in ``position`` order, every registered evaluation of the data's task that the spec
-asks for (by default: its ``evaluate.<name>`` section is set). A step reads the model, the test data and the spec
-from the :class:`Context` and writes its metrics, its ``info`` entries, its per-sample outcomes and its warnings
-there. Which modules hold evaluations is said once, in :data:`core.protocol.EVALUATIONS` (with each one's protocol
-revision): they are imported here, which registers them.
+asks for (by default: its ``evaluate.<name>`` section is set), each timed into the metric ``eval_seconds_<name>``.
+A step reads the model, the test data and the spec from the :class:`Context` and writes its metrics, its ``info``
+entries, its per-sample outcomes and its warnings there. Which modules hold evaluations is said once, in
+:data:`core.protocol.EVALUATIONS` (with each one's protocol revision): they are imported here, which registers them.
 
 Each evaluation also registers its **sanity relations**: ``sanity(metrics) -> {relation: holds}`` over the job's
 metrics, e.g. the certificate's ``certified_l2_acc@ε ≤ robust_l2_acc@ε ≤ clean_acc``. A relation speaks only of the
@@ -24,6 +24,7 @@ tiny model and check its relations (tests/evaluation/test_evaluation_contract.py
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,15 +151,25 @@ def check_relations(task: str, metrics: dict[str, float]) -> dict[str, bool]:
     return flags
 
 
+def seconds_metric(name: str) -> str:
+    """The metric timing evaluation ``name``: ``eval_seconds_<name>`` (each is a kind of :mod:`core.metrics`)."""
+    return f"eval_seconds_{name}"
+
+
 def run_evaluations(ctx: Context) -> list[str]:
-    """Run every registered evaluation of the data's task that the spec asks for; returns their names."""
+    """Run every registered evaluation of the data's task that the spec asks for, each timed into the metric
+    :func:`seconds_metric` (wall-clock seconds); returns their names."""
     ran = []
     for evaluation in registered(ctx.data.task):
         if evaluation.wanted(ctx):
+            start = time.perf_counter()
+            ctx.model.eval()  # whatever an earlier step (or a library it called) did to the mode
             evaluation.run(ctx)
+            ctx.metrics[seconds_metric(evaluation.name)] = time.perf_counter() - start
             ran.append(evaluation.name)
     return ran
 
 
 __all__ = ["CLASSIFICATION", "REGRESSION", "Context", "Evaluation", "at_most", "check_relations",
-           "register_evaluation", "registered", "run_evaluations", "same_level", "within"]  # fmt: skip
+           "register_evaluation", "registered", "run_evaluations", "same_level", "seconds_metric",
+           "within"]  # fmt: skip

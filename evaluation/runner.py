@@ -23,7 +23,9 @@ from core.provenance import current_code
 from core.spec import JobSpec
 from evaluation.best_known import MASKS_KEY
 from evaluation.certified import RADIUS_KEY
+from evaluation.checkpoints import Checkpointer, default_every
 from evaluation.datasets import DATASETS, Dataset, load_dataset
+from evaluation.device import BatchWatch, DeviceFacts, naming_the_batch, resolve_device
 from evaluation.gaussian import outputs
 from evaluation.outcomes import OUTCOMES_KEY, fingerprint_test_set, pack_outcomes
 from evaluation.plots import write_plots
@@ -80,14 +82,6 @@ class RunResult:
             "metrics": self.metrics,
             "info": self.info,
         }
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("spec asks for device 'cuda' but this worker has no CUDA device")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def library_versions() -> dict[str, str]:
@@ -198,6 +192,7 @@ def run_job(
     out_dir: str | Path | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> RunResult:
     """Train (or load) and evaluate the model a spec describes.
 
@@ -208,10 +203,15 @@ def run_job(
         progress: called with ``{"phase": "train", "epoch", "epochs", "loss"}`` / ``{"phase": "evaluate", "step"}``.
         should_stop: polled before every forward pass of the model (:func:`stop_at_next_forward`) and between
             epochs; when it returns True the job stops with :class:`JobStopped`, in whatever phase it is.
+        checkpoint_dir: if given (and the job trains), training checkpoints go there every
+            ``train.checkpoint_every`` epochs (default ``max(1, epochs // 10)``) and after the last, and training
+            resumes from the newest one of this spec (:mod:`evaluation.checkpoints`); once the job has finished only
+            the final checkpoint is kept. ``info["checkpoints"]`` says what happened.
     Returns:
         :class:`RunResult` with flat metrics, info (versions, attack settings, solver diagnostics) and the model.
     Raises:
         TrainingDiverged, SanityCheckFailed, ValueError, RuntimeError: the job fails with that message.
+        OutOfMemory: the device's memory ran out; the message names the batch size (train or evaluate).
         JobStopped: ``should_stop`` returned True.
     """
     progress = progress or (lambda _event: None)
@@ -220,6 +220,12 @@ def run_job(
     data = load_dataset(spec.dataset)
     spec_hash = spec.spec_hash()  # of the spec as submitted, before the data fills in the model's sizes
     spec, model = prepare_model(spec, data, device)
+    facts = DeviceFacts(device)
+    facts.start()
+    checkpointer = None
+    if checkpoint_dir is not None and spec.checkpoint is None:
+        every = spec.train.checkpoint_every or default_every(spec.train.epochs)
+        checkpointer = Checkpointer(Path(checkpoint_dir), spec_hash, every)
     info: dict = {
         "spec_hash": spec_hash,
         "device": str(device),
@@ -230,19 +236,26 @@ def run_job(
     }
     metrics: dict[str, float] = {}
     stop_hook = stop_at_next_forward(model, should_stop) if should_stop is not None else None
+    watch = BatchWatch(model)  # the size of the forward pass an out-of-memory error hit
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         try:
             if spec.checkpoint is None:
-                summary = train_classifier(model, data, spec.train, device, progress, should_stop, task=data.task)
+                train_batch = spec.train.batch_size or len(data.x_train)
+                with naming_the_batch("training", "train.batch_size", train_batch, watch):
+                    summary = train_classifier(
+                        model, data, spec.train, device, progress, should_stop, data.task, checkpointer
+                    )
                 metrics.update(summary)
             if should_stop is not None and should_stop():  # training broke off between two epochs
                 raise JobStopped("stopped: the job was cancelled or its lease lost")
             start = time.perf_counter()
-            eval_metrics, eval_info = evaluate(model, spec, data, device, progress)
+            with naming_the_batch("evaluating", "evaluate.batch_size", spec.evaluate.batch_size, watch):
+                eval_metrics, eval_info = evaluate(model, spec, data, device, progress)
             if should_stop is not None and should_stop():  # a phase without a forward pass at its end (certified)
                 raise JobStopped("stopped: the job was cancelled or its lease lost")
         finally:
+            watch.remove()
             if stop_hook is not None:
                 stop_hook.remove()
         metrics.update(eval_metrics)
@@ -267,6 +280,11 @@ def run_job(
         if pairs:
             info["solver"] = {"pairs": dict(sorted(pairs.items()))}
     info["warnings"] += sorted({str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)})[:20]
+    info["hardware"] = facts.as_dict()
+    if checkpointer is not None:  # trained and evaluated: the final checkpoint is kept, the older ones go
+        kept = [p.name for p in checkpointer.prune(final=True)]
+        info["checkpoints"] = {"every": checkpointer.every, "resumed_from": checkpointer.resumed_from,
+                               "refused": checkpointer.refused, "kept": kept}  # fmt: skip
     result = RunResult(metrics=metrics, info=info, model=model, arrays=arrays)
     if out_dir is not None:
         write_outputs(result, spec, Path(out_dir))
@@ -315,4 +333,4 @@ def write_outputs(result: RunResult, spec: JobSpec, out_dir: Path) -> None:
         part.replace(out_dir / name)
 
 
-__all__ = ["RunResult", "SanityCheckFailed", "evaluate", "run_job"]
+__all__ = ["RunResult", "SanityCheckFailed", "evaluate", "resolve_device", "run_job"]

@@ -14,6 +14,12 @@ Celery-free, so it can be called (and tested) without a broker::
   plus one batch.
 * **progress**: written to the database at most every ``settings.progress_interval`` seconds (and at each change
   of phase); training reports carry ``seconds_per_epoch`` and ``eta_seconds`` timed from the epochs so far.
+* **checkpoints**: training checkpoints go to ``artifacts_dir/<job id>/checkpoints`` (every
+  ``train.checkpoint_every`` epochs, default a tenth of them); a job run again after its worker was lost resumes
+  from the newest (progress ``resumed_from``), and a finished job keeps its final one only
+  (:mod:`evaluation.checkpoints`).
+* **out of memory**: the runner's :class:`evaluation.device.OutOfMemory` names the batch size that failed; like
+  every error of the job itself it fails the job at once (stored, not retried), and the GPU's cache is emptied.
 * **artifacts**: ``artifact:<id>`` references in the spec (uploaded checkpoint or dataset) are resolved to files
   under ``settings.artifacts_dir`` (:func:`db.artifacts.resolve_spec`) before the runner sees the spec.
 * **store**: metrics and info in one transaction (:func:`db.lifecycle.complete_job`), or the error text
@@ -48,6 +54,8 @@ from db.session import session_scope
 
 log = logging.getLogger(__name__)
 
+#: training checkpoints of a job, under ``artifacts_dir/<job id>/`` (:mod:`evaluation.checkpoints`)
+CHECKPOINTS_DIR = "checkpoints"
 #: what SQLAlchemy raises when the database cannot be reached (refused, terminated, …): worth retrying
 DB_UNAVAILABLE = (OperationalError, InterfaceError)
 T = TypeVar("T")
@@ -193,7 +201,13 @@ def execute_job(job_id: str, worker: str | None = None, settings: Settings | Non
 
         out_dir = settings.artifacts_dir / job_id
         try:
-            result = run_job(spec, out_dir=out_dir, progress=progress, should_stop=heartbeat.lost.is_set)
+            result = run_job(
+                spec,
+                out_dir=out_dir,
+                progress=progress,
+                should_stop=heartbeat.lost.is_set,
+                checkpoint_dir=out_dir / CHECKPOINTS_DIR,  # a re-run after a lost worker resumes from these
+            )
         except JobStopped as exc:
             raise JobAborted(str(exc)) from None
         if heartbeat.lost.is_set():
@@ -228,6 +242,17 @@ def execute_job(job_id: str, worker: str | None = None, settings: Settings | Non
         return "failed" if failed is not None else _aborted_outcome(job_id, worker, settings)
     finally:
         heartbeat.stop()
+        _release_gpu_memory()
+
+
+def _release_gpu_memory() -> None:
+    """Give the cached CUDA memory of a finished job back (after an out-of-memory error above all: the next job on
+    this GPU starts from an empty cache). Nothing when CUDA was not used."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _aborted_outcome(job_id: str, worker: str, settings: Settings) -> str:

@@ -65,6 +65,31 @@ class JobSpec(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _training_options_fit_the_job(self) -> JobSpec:
+        """Classification-only losses, and mixed precision only where CUDA may run it (``device: "auto"`` on a CPU
+        worker trains in full precision and says so in the result's warnings)."""
+        train = self.train
+        if self.task != "classification":
+            if train.label_smoothing != 0.0:
+                raise ValueError(f"train.label_smoothing applies to task 'classification' only, not {self.task!r}")
+            if train.loss != "cross_entropy":
+                raise ValueError(
+                    f"train.loss {train.loss!r} applies to task 'classification' only ({self.task} trains on the "
+                    "mean squared error)"
+                )
+        if train.amp is not None:
+            if self.device == "cpu":
+                raise ValueError(
+                    f"train.amp {train.amp!r} needs CUDA (autocast on a GPU), but the job asks for device 'cpu'"
+                )
+            if getattr(self.model, "theta", None):  # θ > 0: every forward solves for a fixed point
+                raise ValueError(
+                    f"train.amp does not apply to family {self.model.family!r} with θ > 0: its fixed-point solves "
+                    f"run to model.solver.tol, which {train.amp} arithmetic cannot reach"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _regularizers_fit_the_family(self) -> JobSpec:
         family, named = self.model.family, self.train.regularizers.named()
         if "fixed_point" in named and family not in ("implicit", "ode"):

@@ -374,7 +374,16 @@ class LipschitzSpec(_Convolvable):
     family: Literal["lipschitz"]
 
 
+class SllSpec(_Dense):
+    """SDP-based Lipschitz layers x ← x − 2WᵀT⁻¹σ(Wx + b), T = diag(Σ_j |WWᵀ|_ij q_j/q_i), q > 0 learned (Araujo,
+    Havens, Delattre, Allauzen & Hu, ICLR 2023), between a spectrally normalised embedding and head: 1-Lipschitz
+    like ``lipschitz`` with a learned diagonal step instead of one τ per layer (dense; ``hidden`` units per layer,
+    default ``width``)."""
+
+    family: Literal["sll"]
+
+
 #: The model section's type: the union of the family variants on ``family``.
-ModelSpecs = close_union(ModelSpec, ExplicitSpec, ImplicitSpec, OdeSpec, HamiltonianSpec, LipschitzSpec)
+ModelSpecs = close_union(ModelSpec, ExplicitSpec, ImplicitSpec, OdeSpec, HamiltonianSpec, LipschitzSpec, SllSpec)
 #: ``{family: variant}`` of every family.
 MODEL_VARIANTS: dict[str, type[ModelSpec]] = variants_of(ModelSpecs)

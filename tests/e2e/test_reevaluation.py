@@ -13,6 +13,7 @@ import pytest
 from service_helpers import REPO, Stack, tiny_spec
 from sqlalchemy import update
 
+from core.metrics import is_timing
 from core.protocol import parse_protocol_version, protocol_version
 from core.spec import JobSpec
 from db import jobs as job_store
@@ -30,7 +31,7 @@ def robustlab(*args: str, env: dict[str, str], timeout: float = 240) -> subproce
 
 def evaluation_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """The evaluated numbers: timings and training summaries left out."""
-    return {k: v for k, v in metrics.items() if not k.endswith("_seconds") and not k.startswith("train_")}
+    return {k: v for k, v in metrics.items() if not is_timing(k) and not k.startswith("train_")}
 
 
 def test_reevaluation_gives_the_numbers_of_robustlab_run_on_the_checkpoint(pg_stack: Stack, tmp_path: Path) -> None:

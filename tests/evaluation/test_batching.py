@@ -27,8 +27,9 @@ SPEC = {
 
 
 def run(batch_size: int, monkeypatch) -> tuple[dict, int]:
-    """The metrics of the job at ``batch_size`` and the most rows the model saw in one evaluation forward."""
-    largest = {"rows": 0, "evaluating": False}
+    """The metrics of the job at ``batch_size`` and the most rows the model saw in one evaluation forward; every
+    evaluation forward in eval mode (torchattacks restores the mode it found the attacked module in)."""
+    largest = {"rows": 0, "evaluating": False, "training": False}
     prepare, evaluate = runner.prepare_model, runner.evaluate
 
     def watched(spec, data, device):
@@ -37,6 +38,7 @@ def run(batch_size: int, monkeypatch) -> tuple[dict, int]:
         def see(module, inputs):
             if largest["evaluating"]:  # (training and its summary follow train.batch_size)
                 largest["rows"] = max(largest["rows"], len(inputs[0]))
+                largest["training"] |= module.training
 
         model.register_forward_pre_hook(see)
         return spec, model
@@ -48,7 +50,9 @@ def run(batch_size: int, monkeypatch) -> tuple[dict, int]:
     monkeypatch.setattr(runner, "prepare_model", watched)
     monkeypatch.setattr(runner, "evaluate", evaluating)
     spec = JobSpec.model_validate({**SPEC, "evaluate": {**SPEC["evaluate"], "batch_size": batch_size}})
-    return runner.run_job(spec).metrics, largest["rows"]
+    metrics = runner.run_job(spec).metrics
+    assert not largest["training"], "an evaluation forward ran the model in training mode"
+    return metrics, largest["rows"]
 
 
 def test_the_model_never_sees_more_than_a_batch_and_batch_free_numbers_do_not_move(monkeypatch) -> None:

@@ -22,7 +22,8 @@ from core.protocol import (
 RUNNER = Path(__file__).resolve().parents[2] / "evaluation" / "runner.py"
 #: modules the runner imports that are not evaluations (their changes show in the code identity)
 NOT_EVALUATIONS = {"evaluation.datasets", "evaluation.training", "evaluation.plots", "evaluation.outcomes",
-                   "evaluation.sweep", "evaluation.registry"}  # fmt: skip
+                   "evaluation.sweep", "evaluation.registry", "evaluation.checkpoints",
+                   "evaluation.device"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(EVALUATIONS))

@@ -241,7 +241,7 @@ def test_sweep_command_exit_codes(tmp_path: Path, monkeypatch) -> None:
     malformed = runner.invoke(app, ["sweep", str(spec), "--set", "model.theta"])
     assert malformed.exit_code == 2
 
-    def fail_second(spec_json: str, out_dir, threads, progress=None):
+    def fail_second(spec_json: str, out_dir, threads, progress=None, resume=False):
         if json.loads(spec_json)["model"]["theta"] == 1:
             return "failed", {}, {}, "RuntimeError: boom"
         return "succeeded", {"clean_acc": 1.0, "gaussian_acc@0.5": 0.5}, {}, None

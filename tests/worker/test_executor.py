@@ -14,7 +14,7 @@ from core.config import Settings
 from core.spec import JobSpec
 from db import jobs, lifecycle
 from db.session import session_scope
-from worker.executor import execute_job, load_spec
+from worker.executor import ProgressReporter, execute_job, load_spec
 
 
 @pytest.fixture
@@ -134,3 +134,19 @@ def test_stored_spec_round_trips() -> None:
     for spec in (tiny_spec(), tiny_spec(model={"family": "implicit", "theta": 0.75})):
         parsed = JobSpec.model_validate(spec)
         assert load_spec(parsed.model_dump(mode="json")).spec_hash() == parsed.spec_hash()
+
+
+def test_the_eta_of_a_resumed_training_is_timed_from_its_own_epochs() -> None:
+    """A job resumed at epoch 60 of 100 first reports epoch 60 (the checkpoint's): the origin of its timing, so the
+    rate is that of the epochs this worker runs, and the ETA counts the 40 it has left, not 100."""
+    reporter = ProgressReporter("job", "worker", settings=None, heartbeat=None)  # the ETA needs neither
+    clock = {60: 1000.0, 61: 1003.0, 62: 1006.0, 70: 1030.0}
+    etas = []
+    for epoch, now in clock.items():
+        event = {"phase": "train", "epoch": epoch, "epochs": 100, "resumed_from": 60}
+        etas.append(reporter._with_eta(event, now))
+    assert "eta_seconds" not in etas[0] and etas[0]["resumed_from"] == 60
+    assert [e["seconds_per_epoch"] for e in etas[1:]] == pytest.approx([3.0, 3.0, 3.0])
+    assert [e["eta_seconds"] for e in etas[1:]] == pytest.approx([3.0 * 39, 3.0 * 38, 3.0 * 30])
+    assert reporter._with_eta({"phase": "evaluate", "step": "attacks"}, 2000.0) == {"phase": "evaluate",
+                                                                                     "step": "attacks"}  # fmt: skip

@@ -58,6 +58,8 @@ def job_page(job_id: str, request: Request, session: SessionDep, settings: Setti
         "attacks": info.get("pgd") or {},
         "suite": info.get("autoattack") or {},
         "reliability": info.get("reliability"),
+        "hardware": info.get("hardware") or {},
+        "checkpoints": info.get("checkpoints") or {},
         "spec_json": _pretty(out.spec),
         "hyper_parameters": hyper_parameters(out.spec),
         "provenance": out.provenance or {},
