@@ -155,8 +155,13 @@ def _with_placeholder(spec: dict, path: tuple) -> str:
     for key, next_key in zip(path, [*path[1:], None], strict=True):
         if next_key is None:
             break
-        if isinstance(node, list):
-            node = node[key] if key < len(node) and isinstance(node[key], (dict, list)) else node
+        if isinstance(node, list):  # into its first items (created when missing: e.g. a list of stage objects)
+            if not node:
+                node.append(None)
+            index = min(key, len(node) - 1)
+            if not isinstance(node[index], (dict, list)):
+                node[index] = [None] if isinstance(next_key, int) else {}
+            node = node[index]
             continue
         if not isinstance(node.get(key), (dict, list)):
             node[key] = [None] if isinstance(next_key, int) else {}
