@@ -19,9 +19,10 @@ are upper-bound-ish orders of magnitude, cheap enough to compute on every submis
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from core.datasets import IMAGE_DATASETS
+from core.datasets import IMAGE_DATASETS, image_input_shape
 from core.spec import JobSpec, ModelSpec
 
 #: (input_dim, output_dim) of the built-in datasets (an upload's come from its file: the spec's, or 1)
@@ -49,14 +50,16 @@ class Estimate:
 def _model(spec: JobSpec) -> ModelSpec:
     """The model section with an image dataset's input size and shape filled in where the spec leaves them open (as
     the runner will), so that an image backbone's stages are estimated at their real resolution."""
-    model, image = spec.model, IMAGE_DATASETS.get(spec.dataset.name)
-    if image is None or model.input_dim is not None or "input_shape" not in type(model).model_fields:
+    model, shape = spec.model, image_input_shape(spec.dataset)
+    if shape is None or model.input_dim is not None or "input_shape" not in type(model).model_fields:
         return model
-    return model.model_copy(update={"input_dim": image.input_dim, "input_shape": list(image.input_shape)})
+    return model.model_copy(update={"input_dim": math.prod(shape), "input_shape": list(shape)})
 
 
 def _dims(spec: JobSpec) -> tuple[int, int]:
     known = DATASET_DIMS.get(spec.dataset.name, (1, 1))
+    if spec.dataset.name not in DATASET_DIMS and (shape := image_input_shape(spec.dataset)) is not None:
+        known = (math.prod(shape), math.prod(shape))  # a photo dataset: patches in, patches out
     return spec.model.input_dim or known[0], spec.model.output_dim or known[1]
 
 
@@ -88,7 +91,8 @@ def parameters(spec: JobSpec) -> float:
         downsample = sum(4 * a.channels * b.channels for a, b in zip(stages, stages[1:], strict=False))
         c_in = (model.image() or (input_dim,))[0]
         lift = c_in * stages[0].channels * k2
-        return float(steps + downsample + lift + (stages[-1].channels + 1) * output_dim)
+        head_out = c_in if model.head == "image" else output_dim  # a 1×1 convolution back to the input's channels
+        return float(steps + downsample + lift + (stages[-1].channels + 1) * head_out)
     if model.is_conv():
         hidden = model.hidden or model.channels
         per_step = 2 * model.channels * hidden * model.kernel_size**2 + model.channels + hidden

@@ -1,5 +1,5 @@
 """The image datasets' facts that every layer shares, torch-free: shape, classes, the published split sizes and the
-per-channel statistics of the training split.
+per-channel statistics of the training split; and the photographs whose patches make ``photos_denoising``.
 
 ::
 
@@ -68,3 +68,41 @@ IMAGE_DATASETS: dict[str, ImageDataset] = {
         ),
     )
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PhotoDataset:
+    """A denoising dataset of square patches cut from photographs: training patches from ``train_photo``, test
+    patches from ``test_photo`` (an unseen photograph), each ``channels`` × ``photo_size`` in [0, 1]; a job's inputs
+    are ``channels`` × P × P with P its ``dataset.patch``."""
+
+    name: str
+    channels: int
+    photo_size: tuple[int, int]
+    train_photo: str
+    test_photo: str
+    source: str
+
+
+PHOTO_DATASETS: dict[str, PhotoDataset] = {
+    "photos_denoising": PhotoDataset(
+        "photos_denoising", 3, (427, 640), "china.jpg", "flower.jpg",
+        "scikit-learn's bundled sample images (sklearn.datasets.load_sample_images): china.jpg and flower.jpg",
+    ),
+}  # fmt: skip
+
+
+def image_input_shape(dataset) -> tuple[int, int, int] | None:
+    """(C, H, W) of one input of a built-in image dataset (a ``DatasetSpec``, read by attribute: a photo dataset's
+    depends on its ``patch``); ``None`` for flat data and uploads (known at run time only)."""
+    if dataset.name in IMAGE_DATASETS:
+        return IMAGE_DATASETS[dataset.name].input_shape
+    photo = PHOTO_DATASETS.get(dataset.name)
+    if photo is not None:
+        return (photo.channels, dataset.patch, dataset.patch)
+    return None
+
+
+def is_pixel_image(name: str) -> bool:
+    """Whether dataset ``name`` gives images in [0, 1] pixel space (every ε of an attack or certificate ≤ 1)."""
+    return name in IMAGE_DATASETS or name in PHOTO_DATASETS

@@ -9,6 +9,8 @@ steps, each with a sound (mostly exact) Lipschitz bound, so that the network's b
       → stage 2 …
       → GlobalPool: c·Σ_ij x_cij per channel        exact norm c·√(HW)  (average pooling c = 1/HW: 1/√(HW))
       → linear head                                 ‖W‖₂ exact (the pairwise certificate reads its rows)
+    or, ``model.head = "image"`` (no downsampling: an image-to-image network such as a denoiser):
+      → ImageHead: 1×1 conv C_last → C              ‖W‖₂ exact; output (N, C, H, W), the input's shape
 
 States between the parts are flat (N, C·H·W), as everywhere in :mod:`models.steps`; each part reshapes them (a
 view). For the 1-Lipschitz family (``normalized=True``) the lift is divided by its bound and the 1×1 convolution by
@@ -181,6 +183,48 @@ class GlobalPool(nn.Module):
         return global_pool_norm(self.scale, self.size)
 
 
+class ImageHead(nn.Module):
+    """(N, C·H·W) → (N, c_out, H, W): a 1×1 convolution back to the input's channels at full resolution, the head of
+    an image-to-image network (``model.head = "image"``). It applies the c_out×C matrix W at every pixel, so its
+    operator norm is exactly ‖W‖₂ (:meth:`lipschitz_bound`); ``normalized`` divides W by it (1-Lipschitz family)."""
+
+    def __init__(self, c_in: int, c_out: int, size: tuple[int, int], normalized: bool = False):
+        super().__init__()
+        self.c_in, self.size = c_in, tuple(size)
+        self.conv = nn.Conv2d(c_in, c_out, 1)
+        if normalized:
+            parametrize.register_parametrization(self.conv, "weight", MatrixNormalization())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.reshape(x.shape[0], self.c_in, *self.size))
+
+    def matrix(self) -> torch.Tensor:
+        """The 1×1 convolution's matrix (as :meth:`Downsample.matrix`)."""
+        return derived_matrix(self, "matrix", lambda: self.conv.weight.detach().flatten(1))
+
+    def spectral_norm_matrices(self) -> list[torch.Tensor]:
+        return [self.matrix()]
+
+    def lipschitz_bound(self) -> float:
+        """‖W‖₂ of the 1×1 convolution, exact."""
+        return exact_spectral_norm(self.matrix())
+
+
+def near_identity_(conv: nn.Conv2d, scale: float = 0.1) -> None:
+    """Initialise ``conv`` (k×k, C_out × C_in, parametrised or not) as the identity on the first min(C_out, C_in)
+    channels (a centred delta) plus ``scale`` × its default initialisation, biases 0: the lift and the image head of
+    an image-to-image network then start near x ↦ x, the do-nothing denoiser, instead of a random contraction (a
+    normalised random lift keeps only a fraction of the image's energy), and training starts from the input's PSNR."""
+    weight = conv.parametrizations.weight.original if parametrize.is_parametrized(conv, "weight") else conv.weight
+    with torch.no_grad():
+        weight.mul_(scale)
+        centre = weight.shape[-1] // 2
+        for channel in range(min(weight.shape[0], weight.shape[1])):
+            weight[channel, channel, centre, centre] += 1.0
+        if conv.bias is not None:
+            conv.bias.zero_()
+
+
 class StageGradientFlowLayer(ConvGradientFlowLayer):
     """The 1-Lipschitz conv gradient-flow layer x − τ·conv_transpose2d(σ(conv2d(x, K) + b), K) (Murari, "Adapting
     Gradient Flows to Convolutional Neural Networks") on a C×H×W stage of the backbone, with τ = 2·sigmoid(ϑ)/B(K)²
@@ -197,8 +241,10 @@ __all__ = [
     "Downsample",
     "GlobalPool",
     "ImageEmbedding",
+    "ImageHead",
     "MatrixNormalization",
     "StageGradientFlowLayer",
     "global_pool_norm",
+    "near_identity_",
     "normalization_lipschitz",
 ]

@@ -17,10 +17,11 @@ class ResidualNetwork(nn.Module):
     own ``lipschitz_bound()`` (the augmented input (x, x) of the ``ode`` family, the convolutional lift of conv
     models); a "step" is any module with ``lipschitz_bound()`` (residual steps, and the image backbone's
     downsampling between stages); ``pool`` (image backbone: global pooling, :mod:`models.image`) is optional and
-    part of the body; the head is an ``nn.Linear``.
+    part of the body; the head is an ``nn.Linear`` (bound ‖W‖₂) or a module with its own ``lipschitz_bound()`` (the
+    image backbone's 1×1 convolution back to an image, :class:`models.image.ImageHead`).
     """
 
-    def __init__(self, embed: nn.Module, steps: list[nn.Module], head: nn.Linear, pool: nn.Module | None = None):
+    def __init__(self, embed: nn.Module, steps: list[nn.Module], head: nn.Module, pool: nn.Module | None = None):
         super().__init__()
         self.embed = embed
         self.steps = nn.ModuleList(steps)
@@ -39,7 +40,8 @@ class ResidualNetwork(nn.Module):
     def spectral_norm_matrices(self) -> list[torch.Tensor]:
         """The matrices whose exact norms the bounds of this module itself take (for ``batched_spectral_norms``)."""
         embed = [] if hasattr(self.embed, "lipschitz_bound") else [self.embed.weight]
-        return [*embed, self.head.weight]
+        head = [] if hasattr(self.head, "lipschitz_bound") else [self.head.weight]
+        return [*embed, *head]
 
     def body_lipschitz_bound(self) -> float:
         """Bound on Lip(x ↦ input of the head): embedding norm × the steps' bounds (× the pooling's)."""
@@ -54,7 +56,9 @@ class ResidualNetwork(nn.Module):
         return bound
 
     def head_lipschitz_bound(self) -> float:
-        """‖W_head‖₂ (exact): the linear head's Lipschitz constant."""
+        """‖W_head‖₂ (exact): the linear head's Lipschitz constant (or the head's own bound)."""
+        if hasattr(self.head, "lipschitz_bound"):
+            return float(self.head.lipschitz_bound())
         return exact_spectral_norm(self.head.weight)
 
     def lipschitz_bound(self) -> float:

@@ -205,6 +205,27 @@ class Cifar100Spec(_PublishedImages):
     name: Literal["cifar100"]
 
 
+MAX_PATCH = 128  # below the photographs' 427×640 (core.datasets.PHOTO_DATASETS)
+
+
+class PhotosDenoisingSpec(DatasetSpec):
+    """Denoising of natural colour photographs (Murari, "The Plug-and-Play Method", "Use in a Deblurring Task", with
+    scikit-learn's two bundled 427×640 photographs in place of BSDS500): ``n_train`` seeded ``patch`` × ``patch``
+    patches of china.jpg, input = clean + ``noise``·N(0, I) clipped to [0, 1] (``noise`` = σ_train, required > 0),
+    target = the clean patch; ``n_test`` patches of flower.jpg, a photograph never seen in training."""
+
+    task: ClassVar[TaskName] = "denoising"
+    legacy_flat = _legacy()
+    name: Literal["photos_denoising"]
+    patch: int = Field(32, ge=4, le=MAX_PATCH, description="side P of the square patches (inputs 3 × P × P)")
+
+    @model_validator(mode="after")
+    def _noise_given(self) -> PhotosDenoisingSpec:
+        if self.noise == 0:
+            raise ValueError("dataset.noise is the input corruption σ_train of 'photos_denoising': give one > 0")
+        return self
+
+
 #: The dataset section's type: the union of the variants on ``name`` (the order is the JSON schema's).
 DatasetSpecs = close_union(
     DatasetSpec,
@@ -219,6 +240,7 @@ DatasetSpecs = close_union(
     FashionMnistSpec,
     Cifar10Spec,
     Cifar100Spec,
+    PhotosDenoisingSpec,
 )
 #: ``{name: variant}`` of every dataset.
 DATASET_VARIANTS: dict[str, type[DatasetSpec]] = variants_of(DatasetSpecs)

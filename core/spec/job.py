@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from core.datasets import IMAGE_DATASETS
+from core.datasets import IMAGE_DATASETS, image_input_shape, is_pixel_image
 from core.spec.base import MAX_WORK, StrictModel, canonical_dump
 from core.spec.dataset import DATASET_TASKS, DatasetSpecs, TaskName
 from core.spec.evaluate import EvaluateSpec
@@ -21,8 +22,8 @@ class JobSpec(StrictModel):
     task: TaskName | None = Field(
         None,
         description="classification (spirals, digits, upload, mnist, fashion_mnist, cifar10, cifar100), regression "
-        "(sine, lotka_volterra) or denoising (digits_denoising, digits_completion); default: the dataset's task, and "
-        "it must agree with it",
+        "(sine, lotka_volterra) or denoising (digits_denoising, digits_completion, photos_denoising); default: the "
+        "dataset's task, and it must agree with it",
     )
     dataset: DatasetSpecs
     model: ModelSpecs
@@ -49,6 +50,16 @@ class JobSpec(StrictModel):
             raise ValueError("evaluate.autoattack needs task 'classification' (its attacks flip class labels)")
         if self.evaluate.smoothing is not None and self.task != "classification":
             raise ValueError("evaluate.smoothing needs task 'classification' (it certifies a class vote)")
+        if getattr(self.model, "head", "classifier") == "image" and self.task != "denoising":
+            raise ValueError(
+                f"model.head 'image' (an image out for an image in) needs task 'denoising', not {self.task!r}: "
+                "take model.head 'classifier'"
+            )
+        if getattr(self.model, "head", "classifier") == "image" and image_input_shape(self.dataset) is None:
+            raise ValueError(
+                f"model.head 'image' needs a dataset of (C, H, W) images such as 'photos_denoising', not "
+                f"{self.dataset.name!r} (flat inputs)"
+            )
         if self.evaluate.plug_and_play is not None and self.task != "denoising":
             raise ValueError("evaluate.plug_and_play needs task 'denoising' (a trained image denoiser)")
         return self
@@ -110,8 +121,8 @@ class JobSpec(StrictModel):
             return self
         from core.budget import DATASET_DIMS  # the built-in datasets' sizes (core.budget reads this module)
 
-        image = IMAGE_DATASETS.get(name)
-        fields = {"input_dim": image.input_dim, "input_shape": list(image.input_shape)} if image else {}
+        shape = image_input_shape(self.dataset)
+        fields = {"input_dim": math.prod(shape), "input_shape": list(shape)} if shape else {}
         if not fields and name in DATASET_DIMS:
             fields = {"input_dim": DATASET_DIMS[name][0]}
         if fields:
@@ -131,7 +142,7 @@ class JobSpec(StrictModel):
         if self.train.augment is not None and name not in IMAGE_DATASETS and name != "upload":
             images = ", ".join(sorted(IMAGE_DATASETS))
             raise ValueError(f"train.augment needs an image dataset ({images}, or an upload of images), not {name!r}")
-        if name in IMAGE_DATASETS:
+        if is_pixel_image(name):
             ev = self.evaluate
             for field, section in (("pgd", ev.pgd), ("autoattack", ev.autoattack), ("certified", ev.certified)):
                 if section is not None and max(section.eps) > 1.0:

@@ -123,7 +123,9 @@ class _Convolvable(_Dense):
     intermediate channels (default: ``channels``). With ``stages``: the image backbone of :mod:`core.spec.image` on
     C×H×W inputs (``channels``, ``depth`` and ``hidden`` then live in the stages)."""
 
-    added_fields: ClassVar[frozenset[str]] = ModelSpec.added_fields | {"stages", "downsample", "normalization"}
+    added_fields: ClassVar[frozenset[str]] = ModelSpec.added_fields | {
+        "stages", "downsample", "normalization", "head"
+    }  # fmt: skip
     conv: bool = Field(False, description="convolutional layers (with 'stages': the image backbone)")
     channels: int = Field(CHANNELS, ge=1, le=256, description="state channels of a conv model without stages")
     kernel_size: int = Field(KERNEL_SIZE, ge=1, le=7, description="odd kernel size of a conv model")
@@ -136,6 +138,11 @@ class _Convolvable(_Dense):
     downsample: Downsample = Field("unshuffle", description="between stages: pixel-unshuffle ×2 or none")
     normalization: NormalizationSpec | Literal["dataset"] | None = Field(
         None, description="stages only: (x − mean)/std per channel inside the model; 'dataset': its statistics"
+    )
+    head: Literal["classifier", "image"] = Field(
+        "classifier",
+        description="stages only: 'classifier' = global pooling + linear head; 'image' = a 1×1 convolution back to "
+        "the input's channels at full resolution (no downsampling): an image-to-image network (denoising)",
     )
 
     def is_conv(self) -> bool:
@@ -175,7 +182,9 @@ class _Convolvable(_Dense):
             for name, default in (("channels", CHANNELS), ("kernel_size", KERNEL_SIZE)):
                 if getattr(self, name) != default:
                     raise ValueError(f"model.{name} applies to conv models only (set model.conv = true)")
-            for name, default in (("stages", None), ("downsample", "unshuffle"), ("normalization", None)):
+            for name, default in (
+                ("stages", None), ("downsample", "unshuffle"), ("normalization", None), ("head", "classifier")
+            ):  # fmt: skip
                 if getattr(self, name) != default:
                     raise ValueError(f"model.{name} applies to conv models only (set model.conv = true)")
             return self
@@ -188,7 +197,7 @@ class _Convolvable(_Dense):
         if self.stages:
             self._check_stages()
             return self
-        for name, default in (("downsample", "unshuffle"), ("normalization", None)):
+        for name, default in (("downsample", "unshuffle"), ("normalization", None), ("head", "classifier")):
             if getattr(self, name) != default:
                 raise ValueError(f"model.{name} applies to the image backbone only (give model.stages)")
         if self.input_shape is not None and self.input_shape[0] != 1:
@@ -213,6 +222,17 @@ class _Convolvable(_Dense):
                 "input_shape (C, H, W)"
             )
         check_stages(self.stages, self.downsample, image)
+        if self.head == "image":
+            if len(self.stages) > 1 and self.downsample != "none":
+                raise ValueError(
+                    "model.head 'image' returns an image of the input's size: no downsampling between stages "
+                    f"(model.downsample 'none', not {self.downsample!r})"
+                )
+            if None not in (self.input_dim, self.output_dim) and self.output_dim != self.input_dim:
+                raise ValueError(
+                    f"model.head 'image' returns an image of the input's size: output_dim {self.output_dim} must be "
+                    f"input_dim {self.input_dim}"
+                )
         if isinstance(self.normalization, NormalizationSpec) and image is not None:
             if len(self.normalization.mean) != image[0]:
                 raise ValueError(

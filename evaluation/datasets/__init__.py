@@ -13,6 +13,7 @@ from evaluation.datasets.digits import completion_mask, digits, digits_completio
 from evaluation.datasets.fashion_mnist import load_fashion_mnist
 from evaluation.datasets.files import SOURCES, DatasetFileError, fetch
 from evaluation.datasets.mnist import load_mnist
+from evaluation.datasets.photos import photo, photos_denoising, random_patches
 from evaluation.datasets.synthetic import (
     LV_DT,
     LV_STEPS,
@@ -50,6 +51,9 @@ __all__ = [
     "lotka_volterra_trajectories",
     "load_mnist",
     "nearest_arm_labels",
+    "photo",
+    "photos_denoising",
+    "random_patches",
     "read_npz",
     "register_dataset",
     "sine",

@@ -1,6 +1,8 @@
 """The convolutional image backbone shared by every family (``model.conv = true`` with ``model.stages``): per-channel
 normalisation and a k×k lift, then stages of residual steps on C×H×W images with downsampling between them, global
-pooling and a linear head (:mod:`models.image`). A family supplies only its step on one stage::
+pooling and a linear head (:mod:`models.image`) — or, with ``model.head = "image"``, a 1×1 convolution back to the
+input's channels at full resolution (an image-to-image network, e.g. a denoiser for plug-and-play). A family supplies
+only its step on one stage::
 
     image_network(spec, lambda channels, hidden, size: ExplicitStep(ConvResidualFunction(...), spec.h))
 
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from torch import nn
 
 from models.families.registry import repeat_steps
-from models.image import Downsample, GlobalPool, ImageEmbedding
+from models.image import Downsample, GlobalPool, ImageEmbedding, ImageHead, near_identity_
 from models.lipschitz_layers import normalized_linear
 from models.network import ResidualNetwork
 
@@ -40,8 +42,8 @@ def image_shape(s) -> tuple[int, int, int]:
 
 def image_network(s, make_step: StepMaker, normalized: bool = False) -> ResidualNetwork:
     """Normalisation + lift → the spec's stages of ``make_step(channels, hidden, (H, W))`` with ``s.downsample``
-    between them → global pooling → linear head. ``normalized`` (the 1-Lipschitz family): lift, 1×1 convolutions,
-    pooling and head of norm 1."""
+    between them → global pooling → linear head (``s.head`` "image": → a 1×1 convolution to the input's channels,
+    no pooling). ``normalized`` (the 1-Lipschitz family): lift, 1×1 convolutions, pooling and head of norm 1."""
     image = image_shape(s)
     norm = getattr(s, "normalization", None)
     if norm == "dataset":
@@ -65,6 +67,15 @@ def image_network(s, make_step: StepMaker, normalized: bool = False) -> Residual
             return make_step(c, hid, at)
 
         steps += repeat_steps(make, stage.depth, s.shared_weights)
+    if getattr(s, "head", "classifier") == "image":
+        if size != image[1:]:
+            raise ValueError("model.head 'image' needs every stage at the input's resolution (model.downsample 'none')")
+        head = ImageHead(channels, image[0], size, normalized=normalized)
+        # lift, 1×1 convolutions between stages and head start near x ↦ x (the steps keep their own init)
+        mixers = [step.conv for step in steps if isinstance(step, Downsample) and step.conv is not None]
+        for conv in (embed.conv, *mixers, head.conv):
+            near_identity_(conv)
+        return ResidualNetwork(embed, steps, head)
     pool = GlobalPool(channels, size, scale=1 / math.sqrt(size[0] * size[1]) if normalized else None)
     head = normalized_linear(channels, s.output_dim) if normalized else nn.Linear(channels, s.output_dim)
     return ResidualNetwork(embed, steps, head, pool=pool)

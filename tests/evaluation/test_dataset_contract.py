@@ -21,7 +21,7 @@ def small_spec(name: str, tmp_path) -> DatasetSpec:
         np.savez(path, x_train=rng.random((12, 2)), y_train=np.arange(12) % 3, x_test=rng.random((8, 2)),
                  y_test=np.arange(8) % 3, valid_range=np.array([0.0, 1.0]))  # fmt: skip
         fields["artifact"] = str(path)
-    if name == "digits_denoising":
+    if name in ("digits_denoising", "photos_denoising"):
         fields["noise"] = 0.1
     return DatasetSpec.model_validate(fields)
 

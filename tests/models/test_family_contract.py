@@ -19,7 +19,9 @@ from models.families import FAMILY_BUILDERS
 CLASSES = 3
 # The variants every family is tried in, in one place: each kind's spec fields and one sample's input shape. A
 # family is tested in each kind its spec accepts. "conv": 16 features, a 4×4 single-channel image; "image": the
-# image backbone on 2×6×6 images, two stages with a pixel-unshuffle between them and normalisation inside.
+# image backbone on 2×6×6 images, two stages with a pixel-unshuffle between them and normalisation inside;
+# "image_out": the image backbone with an image head (``model.head = "image"``: 2×6×6 in, 2×6×6 out, two stages at
+# full resolution, a 1×1 convolution back to the input's channels), the shape of a denoiser.
 KINDS: dict[str, tuple[dict, tuple[int, ...]]] = {
     "dense": ({"depth": 2, "hidden": 4, "width": 4}, (16,)),
     "conv": ({"depth": 2, "hidden": 4, "conv": True, "channels": 2}, (16,)),
@@ -29,6 +31,18 @@ KINDS: dict[str, tuple[dict, tuple[int, ...]]] = {
             "input_shape": [2, 6, 6],
             "stages": [{"channels": 2, "depth": 2, "hidden": 3}, {"channels": 4, "depth": 1}],
             "normalization": {"mean": [0.5, 0.4], "std": [0.3, 0.2]},
+        },
+        (2, 6, 6),
+    ),
+    "image_out": (
+        {
+            "conv": True,
+            "input_shape": [2, 6, 6],
+            "output_dim": 72,
+            "stages": [{"channels": 4, "depth": 2, "hidden": 3}, {"channels": 2, "depth": 1}],
+            "downsample": "none",
+            "normalization": {"mean": [0.5, 0.4], "std": [0.3, 0.2]},
+            "head": "image",
         },
         (2, 6, 6),
     ),
@@ -75,6 +89,7 @@ def test_the_spec_and_the_registry_name_the_same_families() -> None:
     # every family whose spec takes ``conv`` builds the image backbone (all but the neural ODE and SLL)
     convolvable = {name for name, variant in MODEL_VARIANTS.items() if "conv" in variant.model_fields}
     assert {v.values[0] for v in VARIANTS if v.values[1] == "image"} == convolvable
+    assert {v.values[0] for v in VARIANTS if v.values[1] == "image_out"} == convolvable
     assert convolvable >= {"explicit", "implicit", "hamiltonian", "lipschitz"}
 
 
@@ -111,5 +126,5 @@ def test_the_bound_is_sound(family: str, kind: str) -> None:
     local = 0.0
     for x in inputs(kind, 8, dtype=torch.float64):
         jacobian = torch.autograd.functional.jacobian(lambda v: net(v.unsqueeze(0)).squeeze(0), x)
-        local = max(local, float(torch.linalg.matrix_norm(jacobian.reshape(CLASSES, -1), 2)))
+        local = max(local, float(torch.linalg.matrix_norm(jacobian.reshape(-1, x.numel()), 2)))
     assert 0 < local <= bound * (1 + 1e-9), (family, kind, local, bound)
