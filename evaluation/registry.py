@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.metrics import split
+from core.metrics import parse, split
 from core.protocol import EVALUATIONS as EVALUATION_MODULES
 from core.spec import JobSpec
 
@@ -74,10 +74,11 @@ def at_most(a: float, b: float, rtol: float = 0.0) -> bool:
 
 
 def within(metrics: dict[str, float], bounds: dict[str, tuple[float, float]]) -> dict[str, bool]:
-    """``lo ≤ value ≤ hi`` for every metric whose kind has ``(lo, hi)`` in ``bounds`` (a NaN fails)."""
+    """``lo ≤ value ≤ hi`` for every metric whose catalog kind (the base kind of a two-level name such as
+    ``smoothed_clean_acc_sigma0.25@0.5``) has ``(lo, hi)`` in ``bounds`` (a NaN fails)."""
     flags = {}
     for name, value in metrics.items():
-        if (bound := bounds.get(split(name)[0])) is not None:
+        if (bound := bounds.get(parse(name).base)) is not None:
             lo, hi = bound
             flags[f"{lo:g}<={name}<={hi:g}"] = lo <= value <= hi
     return flags

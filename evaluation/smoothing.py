@@ -28,6 +28,7 @@ requested ε at or above it gets a warning in the result, not a failure.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -38,7 +39,7 @@ from torch import nn
 
 from core.metrics import metric_key, parse
 from evaluation.certified import QUANTILES, linear_quantiles
-from evaluation.registry import CLASSIFICATION, Context, at_most, register_evaluation
+from evaluation.registry import CLASSIFICATION, Context, at_most, register_evaluation, within
 
 #: this evaluation's protocol revision: bump it when a change alters its numbers on purpose (core/protocol.py)
 PROTOCOL_REVISION = 1
@@ -275,13 +276,9 @@ def smoothing_relations(metrics: dict[str, float]) -> dict[str, bool]:
     """``smoothed_certified_l2_acc_sigma<σ>@ε`` ≤ ``smoothed_clean_acc@σ`` (PREDICT counts CERTIFY's estimation
     draws, so a point certified at any but the smallest ε, where the one-sided bound and the two-sided test part,
     is also predicted correctly), every accuracy and abstain rate a fraction, every radius quantile ≥ 0."""
-    flags = {}
+    flags = within(metrics, {**dict.fromkeys(FRACTIONS, (0.0, 1.0)), "smoothed_radius_q": (0.0, math.inf)})
     for name, value in metrics.items():
         parsed = parse(name)
-        if parsed.base in FRACTIONS:
-            flags[f"0<={name}<=1"] = 0.0 <= value <= 1.0
-        if parsed.base == "smoothed_radius_q":
-            flags[f"0<={name}"] = value >= 0.0
         if parsed.base == "smoothed_certified_l2_acc" and parsed.param:
             clean = metric_key("smoothed_clean_acc", float(parsed.param))
             if clean in metrics:
